@@ -1,0 +1,281 @@
+"""Last-layer (local) prediction rigidity of one MACE model.
+
+Chong et al., Faraday Discuss. 2024 (seed 000), Eqs. 2-8, and JCTC 2023 (seed 001), Eq. 14:
+a MACE atomic energy is linear in the weights w of the final linear maps of its readouts,
+E_j = E0_j + shift + f_j . w, so with F the last-layer features of the training set the
+Gauss-Newton Hessian of a squared loss is H = sum_s F_s F_s^T (+ force terms) and
+
+    PR_*  = 1 / (F_*^T (H + zeta^2 I)^-1 F_*)     structure, F_* = sum_j f_j
+    LPR_j = 1 / (f_j^T (H + zeta^2 I)^-1 f_j)     atom j
+
+The per-atom uncertainty is scale / sqrt(LPR_j) (GPR variance = mu / LPR, seed 001 Eq. 17).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import scipy.linalg
+import torch
+from tqdm.auto import tqdm
+
+from .mace_model import MaceModel, file_sha256, to_output
+from .prediction import Prediction, check_finite
+
+FORMAT_VERSION = 1
+MAX_CONDITION = 1e12
+
+
+class LastLayerFeatures:
+    """Per-atom last-layer features f_j (eV per unit weight) of a MACE model.
+
+    Hooks on the final linear map of every readout capture its input during each forward pass;
+    `f_j` is the derivative of atom j's energy with respect to those maps' weights, the model's
+    scale included, so that `features() @ weights` is the readout part of the atomic energies.
+    """
+
+    def __init__(self, model: MaceModel):
+        module = model.module
+        head = model.heads.index(model.head)
+        scale = 1.0
+        if hasattr(module, "scale_shift"):
+            scale = float(torch.atleast_1d(module.scale_shift.scale)[head])
+        self._inputs: list[torch.Tensor | None] = [None] * len(module.readouts)
+        self._maps, weights = [], []
+        for index, readout in enumerate(module.readouts):
+            linear = final_linear(readout, model.name)
+            feature_map, weight = linear_feature_map(linear, head)
+            self._maps.append(scale * feature_map)
+            weights.append(weight)
+            linear.register_forward_pre_hook(partial(self._store, index))
+        self.weights = torch.cat(weights)
+        self.dim = int(self.weights.numel())
+
+    def _store(self, index: int, _module, inputs) -> None:
+        self._inputs[index] = inputs[0]
+
+    def features(self) -> torch.Tensor:
+        """(N, D) features of the atoms of the last forward pass (keeps the autograd graph)."""
+        return torch.cat([x @ m for x, m in zip(self._inputs, self._maps)], dim=1)
+
+
+def final_linear(readout: torch.nn.Module, model_name: str) -> torch.nn.Module:
+    """The last linear map of a MACE readout block (`linear` or `linear_2`)."""
+    for name in ("linear_2", "linear"):
+        linear = getattr(readout, name, None)
+        if linear is not None:
+            if any(pname != "weight" for pname, _ in linear.named_parameters()):
+                raise NotImplementedError(
+                    f"model '{model_name}': readout {type(readout).__name__} has a bias in its "
+                    "final linear map; last-layer LPR supports MACE's standard readouts only")
+            return linear
+    raise NotImplementedError(
+        f"model '{model_name}': unknown readout {type(readout).__name__}, expected MACE's "
+        "LinearReadoutBlock or NonLinearReadoutBlock")
+
+
+def linear_feature_map(linear: torch.nn.Module, head: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Matrix G (n_in, P) with d out[head] / d weight = x @ G, and the P weights concerned.
+
+    The map is bilinear in input and weight, so G follows from evaluating it on unit inputs with
+    unit weights; this keeps e3nn's path normalisation without re-deriving it.
+    """
+    weight = linear.weight.detach()
+    eye = torch.eye(linear.irreps_in.dim, dtype=weight.dtype, device=weight.device)
+    columns = []
+    for p in range(weight.numel()):
+        unit = torch.zeros(weight.numel(), dtype=weight.dtype, device=weight.device)
+        unit[p] = 1.0
+        out = torch.func.functional_call(linear, {"weight": unit.view_as(weight)}, (eye,))
+        columns.append(out[:, head])
+    feature_map = torch.stack(columns, dim=1)
+    used = feature_map.abs().sum(dim=0) > 0
+    return feature_map[:, used], weight.reshape(-1)[used]
+
+
+def load_structures(structures) -> list:
+    """A list of Atoms from a list, a single Atoms or a file readable by ase.io."""
+    if isinstance(structures, (str, Path)):
+        path = Path(structures)
+        if not path.is_file():
+            raise FileNotFoundError(f"structure file '{path}' does not exist")
+        try:
+            structures = ase.io.read(path, index=":")
+        except Exception as err:
+            raise ValueError(f"cannot read structures from '{path}': {err}") from err
+    elif hasattr(structures, "positions"):
+        structures = [structures]
+    structures = list(structures)
+    if not structures:
+        raise ValueError("no structures given")
+    return structures
+
+
+def choose_regularizer(hessian: np.ndarray) -> float:
+    """Smallest zeta^2 = 10^k x (largest eigenvalue) keeping H + zeta^2 I positive definite with
+    condition number <= 1e12, so that its Cholesky factor is accurate in double precision."""
+    eigenvalues = np.linalg.eigvalsh(hessian)
+    top = max(float(eigenvalues[-1]), np.finfo(float).tiny)
+    for exponent in range(-16, 3):
+        regularizer = top * 10.0**exponent
+        low, high = eigenvalues[0] + regularizer, eigenvalues[-1] + regularizer
+        if low > 0 and high / low <= MAX_CONDITION:
+            return regularizer
+    raise np.linalg.LinAlgError("no regularizer makes the Gauss-Newton matrix positive definite")
+
+
+class LastLayerLPR:
+    """Single-model uncertainty from the last-layer local prediction rigidity (LPR).
+
+    Build with `LastLayerLPR.fit(model, structures)` or `LastLayerLPR.load("llpr.npz")`.
+    `predict(atoms)` gives the model's energy, forces and stress with
+    atomic_uncertainty = scale / sqrt(LPR_j) (unit of `scale`, eV for a calibrated scale;
+    dimensionless for the default scale 1).
+    """
+
+    def __init__(self, model: MaceModel | str | Path, hessian: np.ndarray, regularizer: float,
+                 forces: bool, force_weight: float = 1.0, scale: float = 1.0,
+                 n_structures: int = 0):
+        self.model = model if isinstance(model, MaceModel) else MaceModel(model)
+        self.features = LastLayerFeatures(self.model)
+        hessian = np.asarray(hessian, dtype=float)
+        if hessian.shape != (self.features.dim, self.features.dim):
+            raise ValueError(f"Gauss-Newton matrix of shape {hessian.shape} does not match the "
+                             f"{self.features.dim} last-layer features of '{self.model.name}'")
+        self.hessian = hessian
+        self.regularizer = float(regularizer)
+        self.forces = bool(forces)
+        self.force_weight = float(force_weight)
+        self.scale = float(scale)
+        self.n_structures = int(n_structures)
+        self._factorize()
+
+    def _factorize(self) -> None:
+        matrix = self.hessian + self.regularizer * np.eye(len(self.hessian))
+        try:
+            self._cholesky = scipy.linalg.cholesky(matrix, lower=True)
+        except np.linalg.LinAlgError as err:
+            raise ValueError(f"H + regularizer I is not positive definite (regularizer = "
+                             f"{self.regularizer:g}); give a larger regularizer") from err
+
+    @classmethod
+    def fit(cls, model, structures, forces: bool = True, regularizer: float | None = None,
+            force_weight: float = 1.0, scale: float = 1.0, progress: bool = True) -> "LastLayerLPR":
+        """Accumulate the Gauss-Newton matrix of `model` (path or MaceModel) over `structures`
+        (file or list of Atoms; no labels needed), with force terms when `forces`.
+        `regularizer` is zeta^2 (eV^2); chosen by `choose_regularizer` when None."""
+        model = model if isinstance(model, MaceModel) else MaceModel(model)
+        structures = load_structures(structures)
+        features = LastLayerFeatures(model)
+        hessian = gauss_newton(model, features, structures, forces, force_weight, progress)
+        if regularizer is None:
+            regularizer = choose_regularizer(hessian)
+        elif not regularizer > 0:
+            raise ValueError(f"regularizer must be positive, got {regularizer}")
+        return cls(model, hessian, regularizer, forces, force_weight, scale, len(structures))
+
+    def update(self, structures, progress: bool = False) -> None:
+        """Add `structures` to the training set's Gauss-Newton matrix (regularizer unchanged)."""
+        structures = load_structures(structures)
+        self.hessian = self.hessian + gauss_newton(self.model, self.features, structures,
+                                                   self.forces, self.force_weight, progress)
+        self.n_structures += len(structures)
+        self._factorize()
+
+    def _inverse_quadratic(self, features: np.ndarray) -> np.ndarray:
+        """f^T (H + zeta^2 I)^-1 f for each row f of `features`."""
+        solved = scipy.linalg.solve_triangular(self._cholesky, features.T, lower=True)
+        return np.einsum("ij,ij->j", solved, solved)
+
+    def _atomic_features(self, atoms) -> np.ndarray:
+        graph = self.model.graph(atoms)
+        self.model.module(graph, compute_force=False)
+        return self.features.features().detach().cpu().numpy().astype(float)
+
+    def rigidity(self, atoms) -> float:
+        """Prediction rigidity PR of the total energy of `atoms` (1/eV^2 x eV^2: dimensionless)."""
+        total = self._atomic_features(atoms).sum(axis=0, keepdims=True)
+        return float(1.0 / self._inverse_quadratic(total)[0])
+
+    def atomic_rigidity(self, atoms) -> np.ndarray:
+        """Local prediction rigidity LPR_j of every atom of `atoms`, shape (N,)."""
+        return 1.0 / self._inverse_quadratic(self._atomic_features(atoms))
+
+    def predict(self, atoms) -> Prediction:
+        """Model energy, forces, stress, and atomic_uncertainty = scale / sqrt(LPR_j)."""
+        graph = self.model.graph(atoms)
+        output = to_output(self.model.evaluate(graph, compute_stress=bool(atoms.pbc.all())))
+        features = self.features.features().detach().cpu().numpy().astype(float)
+        for what, value in (("energy", output.energy), ("forces", output.forces)):
+            check_finite(f"model '{self.model.name}'", what, value)
+        inverse_rigidity = self._inverse_quadratic(features)
+        return Prediction(
+            energy=output.energy, forces=output.forces, stress=output.stress,
+            atomic_uncertainty=self.scale * np.sqrt(inverse_rigidity),
+            extra={"energies": output.atomic_energies, "atomic_rigidity": 1.0 / inverse_rigidity,
+                   "rigidity": float(1.0 / self._inverse_quadratic(features.sum(0, keepdims=True))[0])})
+
+    def save(self, path: str | Path) -> None:
+        """Write the estimator to one .npz file (model referenced by relative path and SHA-256)."""
+        path = Path(path)
+        model_file = Path(self.model.path).resolve()
+        try:
+            model_ref = str(model_file.relative_to(path.resolve().parent))
+        except ValueError:
+            model_ref = str(model_file)
+        temporary = path.with_name(path.name + ".tmp.npz")
+        np.savez(temporary, format_version=FORMAT_VERSION, hessian=self.hessian,
+                 regularizer=self.regularizer, forces=self.forces,
+                 force_weight=self.force_weight, scale=self.scale,
+                 n_structures=self.n_structures, model_file=model_ref,
+                 model_sha256=self.model.sha256(), head=self.model.head)
+        temporary.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path, model: str | Path | None = None) -> "LastLayerLPR":
+        """Read a file written by `save`. The model is found next to the file unless given;
+        a model that is not the one the matrix was fitted for is refused."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"LLPR file '{path}' does not exist")
+        try:
+            stored = dict(np.load(path, allow_pickle=False))
+        except Exception as err:
+            raise ValueError(f"cannot read LLPR file '{path}': {err}") from err
+        if int(stored.get("format_version", -1)) != FORMAT_VERSION:
+            raise ValueError(f"'{path}' is not an mdmonitor LLPR file (format {FORMAT_VERSION})")
+        if model is None:
+            model = path.parent / str(stored["model_file"])
+        model = MaceModel(model, head=str(stored["head"]))
+        if model.sha256() != str(stored["model_sha256"]):
+            raise ValueError(f"'{path}' was fitted for another model than '{model.path}' "
+                             "(SHA-256 differs); fit it again with `mdmonitor fit-llpr`")
+        return cls(model, stored["hessian"], float(stored["regularizer"]), bool(stored["forces"]),
+                   float(stored["force_weight"]), float(stored["scale"]),
+                   int(stored["n_structures"]))
+
+
+def gauss_newton(model: MaceModel, features: LastLayerFeatures, structures: list, forces: bool,
+                 force_weight: float, progress: bool) -> np.ndarray:
+    """sum_s F_s F_s^T + force_weight sum_s J_s J_s^T, with F_s = sum_j f_j and
+    J_s = dF_s/dr (D x 3N) the last-layer derivatives of the forces (seed 000 Eq. 6)."""
+    hessian = np.zeros((features.dim, features.dim))
+    for atoms in tqdm(structures, desc="LLPR fit", unit="structure", disable=not progress):
+        graph = model.graph(atoms)
+        positions = graph["positions"]
+        positions.requires_grad_(forces)
+        with torch.set_grad_enabled(forces):
+            model.module(graph, compute_force=False)
+            total = features.features().sum(dim=0)
+        summed = total.detach().cpu().numpy().astype(float)
+        hessian += np.outer(summed, summed)
+        if forces:
+            jacobian = torch.autograd.grad(
+                total, positions, grad_outputs=torch.eye(features.dim, dtype=total.dtype),
+                is_grads_batched=True)[0].reshape(features.dim, -1)
+            jacobian = jacobian.detach().cpu().numpy().astype(float)
+            hessian += force_weight * jacobian @ jacobian.T
+    return hessian

@@ -1,0 +1,136 @@
+"""MACE model files: loading with clear errors, one shared graph per frame, evaluation.
+
+A committee of MACE models with the same elements and cutoff shares one graph (neighbour list
+and one-hot species) per frame; only the network passes are repeated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.data import chemical_symbols
+from ase.stress import full_3x3_to_voigt_6_stress
+from mace import data as mace_data
+from mace.tools import torch_geometric, torch_tools, utils
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes: the identity of a model file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class MaceOutput:
+    """One model's prediction for one frame (eV, eV/A, eV/A^3)."""
+
+    energy: float
+    atomic_energies: np.ndarray | None  # (N,) eV, including the isolated-atom energies E0
+    forces: np.ndarray  # (N, 3) eV/A
+    stress: np.ndarray | None  # (6,) Voigt, eV/A^3, only for fully periodic cells
+
+
+class MaceModel:
+    """A MACE model file loaded for inference on CPU (or `device`).
+
+    `path` is a file written by MACE training (a whole pickled model). Raises FileNotFoundError
+    for a missing file and ValueError for a file that is not a MACE model.
+    """
+
+    def __init__(self, path: str | Path, device: str = "cpu", head: str | None = None):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"MACE model file '{path}' does not exist")
+        try:
+            model = torch.load(path, map_location=device, weights_only=False)
+        except Exception as err:  # torch raises many kinds for a bad pickle
+            raise ValueError(f"cannot read MACE model file '{path}': {err}") from err
+        if not (isinstance(model, torch.nn.Module) and hasattr(model, "atomic_numbers")
+                and hasattr(model, "r_max") and hasattr(model, "readouts")):
+            raise ValueError(f"'{path}' does not hold a MACE model (got {type(model).__name__})")
+        model.eval()
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        self.path = path
+        self.name = path.name
+        self.module = model
+        self.device = device
+        self.elements = tuple(int(z) for z in model.atomic_numbers)
+        self.r_max = float(model.r_max)
+        self.dtype = next(model.parameters()).dtype
+        self.heads = list(getattr(model, "heads", None) or ["Default"])
+        if head is None:
+            head = "Default" if "Default" in self.heads else self.heads[0]
+        if head not in self.heads:
+            raise ValueError(f"head '{head}' is not in model '{self.name}' (heads: {self.heads})")
+        self.head = head
+
+    def __repr__(self) -> str:
+        symbols = [chemical_symbols[z] for z in self.elements]
+        return f"MaceModel('{self.path}', elements={symbols}, r_max={self.r_max} A)"
+
+    def sha256(self) -> str:
+        return file_sha256(self.path)
+
+    def check_compatible(self, other: "MaceModel") -> None:
+        """Refuse to combine models that disagree on elements or cutoff."""
+        if other.elements != self.elements:
+            raise ValueError(
+                f"committee members disagree on elements: '{self.name}' has "
+                f"{[chemical_symbols[z] for z in self.elements]}, '{other.name}' has "
+                f"{[chemical_symbols[z] for z in other.elements]}")
+        if other.r_max != self.r_max:
+            raise ValueError(f"committee members disagree on cutoff: '{self.name}' has r_max = "
+                             f"{self.r_max} A, '{other.name}' has {other.r_max} A")
+
+    def graph(self, atoms) -> dict:
+        """The MACE input graph of `atoms` (built once, usable by every compatible model)."""
+        check_elements(atoms, self.elements, self.name)
+        with torch_tools.default_dtype(self.dtype):
+            config = mace_data.config_from_atoms(atoms, head_name=self.head)
+            config.head = self.head
+            data = mace_data.AtomicData.from_config(
+                config, z_table=utils.AtomicNumberTable(list(self.elements)),
+                cutoff=self.r_max, heads=self.heads)
+        batch = torch_geometric.Batch.from_data_list([data]).to(self.device)
+        return batch.to_dict()
+
+    def evaluate(self, graph: dict, compute_stress: bool) -> dict:
+        """Run the network on a graph from `graph`; returns MACE's raw output dictionary."""
+        inputs = {key: (value.to(self.dtype) if torch.is_tensor(value) and value.is_floating_point()
+                        else value) for key, value in graph.items()}
+        return self.module(inputs, compute_force=True, compute_stress=compute_stress)
+
+    def predict(self, atoms, graph: dict | None = None) -> MaceOutput:
+        """Energy, atomic energies, forces and (periodic cells) stress of `atoms`."""
+        graph = self.graph(atoms) if graph is None else graph
+        return to_output(self.evaluate(graph, compute_stress=bool(atoms.pbc.all())))
+
+
+def to_output(raw: dict) -> MaceOutput:
+    """Convert MACE's output tensors to NumPy in ASE units and conventions."""
+    stress = raw.get("stress")
+    return MaceOutput(
+        energy=float(raw["energy"].detach().sum()),
+        atomic_energies=raw["node_energy"].detach().cpu().numpy().astype(float),
+        forces=raw["forces"].detach().cpu().numpy().astype(float),
+        stress=None if stress is None else
+        full_3x3_to_voigt_6_stress(stress.detach().cpu().numpy()[0].astype(float)))
+
+
+def check_elements(atoms, elements, model_name: str) -> None:
+    """Raise ValueError naming any element of `atoms` the model was not trained on."""
+    if len(atoms) == 0:
+        raise ValueError("the structure has no atoms")
+    unknown = sorted(set(atoms.numbers.tolist()) - set(elements))
+    if unknown:
+        raise ValueError(
+            f"element(s) {[chemical_symbols[z] for z in unknown]} not known to model "
+            f"'{model_name}' (its elements: {[chemical_symbols[z] for z in elements]})")

@@ -1,0 +1,60 @@
+"""Running a monitored Langevin MD with ASE, writing frames with their uncertainties."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ase.io
+import numpy as np
+from ase import units
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from tqdm.auto import tqdm
+
+from .monitor import MonitoredCalculator, UncertaintyLimitExceeded
+
+FRAME_ARRAYS = ("atomic_uncertainty", "local_uncertainty")
+
+
+def write_frame(path: Path, atoms, results: dict, step: int) -> None:
+    """Append `atoms` with energy, forces and uncertainties to an extxyz trajectory."""
+    frame = atoms.copy()
+    frame.calc = None
+    frame.info.update(step=step, energy=float(results["energy"]))
+    frame.arrays["forces"] = np.asarray(results["forces"])
+    for name in FRAME_ARRAYS:
+        if name in results:
+            frame.arrays[name] = np.asarray(results[name])
+    ase.io.write(path, frame, format="extxyz", append=True)
+
+
+def run_md(atoms, calc: MonitoredCalculator, steps: int, temperature_K: float,
+           timestep_fs: float = 1.0, friction: float = 0.01, trajectory=None,
+           frame_interval: int = 10, seed: int = 0, progress: bool = True):
+    """Langevin NVT of `atoms` with `calc` for `steps` steps; velocities drawn at temperature_K.
+
+    Frames (every `frame_interval` steps) go to `trajectory` (extxyz) when given. Returns None,
+    or the `UncertaintyLimitExceeded` that stopped the run early.
+    """
+    rng = np.random.default_rng(seed)
+    atoms.calc = calc
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+    Stationary(atoms)
+    dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature_K,
+                   friction=friction / units.fs, rng=rng)
+    bar = tqdm(total=steps, desc="MD", unit="step", disable=not progress)
+    dyn.attach(lambda: bar.update(1) if dyn.nsteps else None)
+    if trajectory is not None:
+        trajectory = Path(trajectory)
+        trajectory.unlink(missing_ok=True)
+        dyn.attach(lambda: write_frame(trajectory, atoms, calc.results, dyn.nsteps),
+                   interval=frame_interval)
+    try:
+        dyn.run(steps)
+    except UncertaintyLimitExceeded as stop:
+        if trajectory is not None:
+            write_frame(trajectory, atoms, calc.results, dyn.nsteps)
+        return stop
+    finally:
+        bar.close()
+    return None

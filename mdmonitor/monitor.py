@@ -1,0 +1,129 @@
+"""MonitoredCalculator: a drop-in ASE calculator that watches the uncertainty while it computes.
+
+Forces driving the dynamics come from the estimator (committee mean or the single model); every
+`interval` calls the per-atom uncertainty is aggregated over neighbours within `cutoff`
+(Heid et al. 2024, Eq. 10), logged, and compared with the thresholds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from ase import Atoms, units
+from ase.calculators.calculator import Calculator, all_changes
+
+from .aggregation import aggregate
+from .monitor_log import MonitorLog
+
+
+@dataclass
+class Trigger:
+    """A monitored frame on which some atoms' local uncertainty exceeded `threshold`.
+
+    `atoms` is a copy of the frame; `indices` the atoms above the threshold, most uncertain
+    first; uncertainties are (N,) arrays in the estimator's unit.
+    """
+
+    step: int
+    time_fs: float | None
+    atoms: Atoms
+    atomic_uncertainty: np.ndarray
+    local_uncertainty: np.ndarray
+    indices: np.ndarray
+
+
+class UncertaintyLimitExceeded(RuntimeError):
+    """Raised from a force call when a local uncertainty exceeds `stop_threshold`.
+
+    Carries `step`, `atom` (index), `value` and `limit`; the log line of that frame is written
+    before it is raised, so the run ends cleanly.
+    """
+
+    def __init__(self, step: int, atom: int, value: float, limit: float):
+        self.step, self.atom, self.value, self.limit = step, atom, value, limit
+        super().__init__(f"local uncertainty {value:.4g} at atom {atom} exceeds stop_threshold "
+                         f"{limit:.4g} at step {step}: the model has left its trusted domain")
+
+
+def _positive(name: str, value, allow_none: bool = True):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+class MonitoredCalculator(Calculator):
+    """ASE calculator wrapping an uncertainty estimator (`Committee`, `LastLayerLPR`, ...).
+
+    Results: energy, free_energy (eV), forces (eV/A), stress (eV/A^3, periodic cells), and
+    atomic_uncertainty (N,) (estimator unit: eV/A for a committee), local_uncertainty (N,)
+    (its mean over neighbours within `cutoff` A, including the atom; on monitored calls), plus
+    the estimator's extras (e.g. energies, atomic_rigidity).
+
+    cutoff: aggregation radius (A). threshold: local uncertainty above which the callbacks get a
+    `Trigger`. stop_threshold: above it the force call raises `UncertaintyLimitExceeded`.
+    interval: monitor every `interval`-th force call (step 0 is always monitored). log: CSV file
+    appended to. timestep: MD time step in ASE units, to log time in fs (step = force-call count,
+    which is the MD step for ASE's integrators and the iteration for its optimizers).
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(self, estimator, cutoff: float, threshold: float | None = None,
+                 stop_threshold: float | None = None, interval: int = 1, log=None,
+                 timestep: float | None = None, callbacks: list[Callable] = (), **kwargs):
+        super().__init__(**kwargs)
+        if not hasattr(estimator, "predict"):
+            raise TypeError(f"estimator must have a predict(atoms) method, got "
+                            f"{type(estimator).__name__}")
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ValueError(f"interval must be a positive integer, got {interval!r}")
+        self.estimator = estimator
+        self.cutoff = _positive("cutoff", cutoff, allow_none=False)
+        self.threshold = _positive("threshold", threshold)
+        self.stop_threshold = _positive("stop_threshold", stop_threshold)
+        self.timestep = _positive("timestep", timestep)
+        self.interval = interval
+        self.log = MonitorLog(log) if log is not None else None
+        self.callbacks = list(callbacks)
+        self.step = 0
+
+    def add_callback(self, callback: Callable[[Trigger], None]) -> None:
+        """Call `callback(trigger)` on every monitored frame that crosses `threshold`."""
+        self.callbacks.append(callback)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        prediction = self.estimator.predict(self.atoms)
+        self.results = {"energy": prediction.energy, "free_energy": prediction.energy,
+                        "forces": prediction.forces,
+                        "atomic_uncertainty": prediction.atomic_uncertainty, **prediction.extra}
+        if prediction.stress is not None:
+            self.results["stress"] = prediction.stress
+        step, self.step = self.step, self.step + 1
+        if step % self.interval == 0:
+            self._monitor(step, prediction.atomic_uncertainty)
+
+    def _monitor(self, step: int, atomic: np.ndarray) -> None:
+        local = aggregate(self.atoms, atomic, self.cutoff)
+        self.results["local_uncertainty"] = local
+        time_fs = None if self.timestep is None else step * self.timestep / units.fs
+        worst = int(np.argmax(local))
+        above = np.flatnonzero(local > self.threshold) if self.threshold else np.array([], int)
+        if self.log is not None:
+            self.log.append(step=step, time_fs=time_fs, max_local_uncertainty=float(local[worst]),
+                            max_local_atom=worst, mean_local_uncertainty=float(local.mean()),
+                            max_atomic_uncertainty=float(atomic.max()),
+                            n_above_threshold=len(above) if self.threshold else None)
+        if len(above):
+            trigger = Trigger(step, time_fs, self.atoms.copy(), atomic, local,
+                              above[np.argsort(-local[above], kind="stable")])
+            for callback in self.callbacks:
+                callback(trigger)
+        if self.stop_threshold is not None and local[worst] > self.stop_threshold:
+            raise UncertaintyLimitExceeded(step, worst, float(local[worst]), self.stop_threshold)

@@ -1,0 +1,51 @@
+"""Append-only CSV log of the monitor: one line per monitored frame, flushed as written."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+COLUMNS = ("step", "time_fs", "max_local_uncertainty", "max_local_atom",
+           "mean_local_uncertainty", "max_atomic_uncertainty", "n_above_threshold")
+
+
+class MonitorLog:
+    """CSV file with the header `COLUMNS`; an existing log is appended to, never rewritten.
+
+    Each line goes out in a single write and is flushed, so a crash loses no finished line and
+    leaves no half line.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        header = ",".join(COLUMNS)
+        if self.path.is_file() and self.path.stat().st_size > 0:
+            with open(self.path) as handle:
+                first = handle.readline().strip()
+            if first != header:
+                raise ValueError(f"'{self.path}' exists but is not an mdmonitor log "
+                                 f"(first line '{first[:80]}'); choose another log file")
+            self._handle = open(self.path, "a")
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "a")
+            self._write(header)
+
+    def _write(self, line: str) -> None:
+        self._handle.write(line + "\n")
+        self._handle.flush()
+
+    def append(self, **row) -> None:
+        """Write one row; keys are `COLUMNS`."""
+        self._write(",".join(format_value(row[name]) for name in COLUMNS))
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def format_value(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.8g}"
+    return str(value)

@@ -1,0 +1,34 @@
+"""What an uncertainty estimator returns for one frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Prediction:
+    """Energy, forces, stress and per-atom uncertainty of one frame.
+
+    energy in eV, forces (N, 3) in eV/A, stress (6,) Voigt in eV/A^3 (None when the cell is not
+    periodic in all directions), atomic_uncertainty (N,) in the estimator's unit (eV/A for a
+    committee force spread). `extra` holds further results by their calculator name
+    (e.g. "energies", "atomic_rigidity"), merged into `MonitoredCalculator.results`.
+    """
+
+    energy: float
+    forces: np.ndarray
+    stress: np.ndarray | None
+    atomic_uncertainty: np.ndarray
+    extra: dict = field(default_factory=dict)
+
+
+def check_finite(name: str, what: str, value) -> None:
+    """Raise FloatingPointError naming `what` came out non-finite from `name`."""
+    array = np.asarray(value, dtype=float)
+    if not np.all(np.isfinite(array)):
+        where = ""
+        if array.ndim >= 1:
+            where = f" (first at atom {int(np.argwhere(~np.isfinite(array))[0][0])})"
+        raise FloatingPointError(f"{name} returned non-finite {what}{where}: NaN or inf")

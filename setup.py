@@ -1,0 +1,27 @@
+"""mdmonitor: on-the-fly, spatially resolved uncertainty monitoring for MACE molecular dynamics."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="mdmonitor",
+    version="0.1.0",
+    description="Spatially resolved uncertainty monitoring for MACE molecular dynamics "
+    "(ASE calculator, LAMMPS fix, MPI)",
+    packages=find_packages(include=["mdmonitor", "mdmonitor.*"]),
+    package_data={"mdmonitor": ["data/*.model", "data/*.npz", "data/*.extxyz"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1",
+        "mace-torch>=0.3.10",
+        "ase>=3.23",
+        "numba>=0.59",
+        "numpy",
+        "vesin>=0.3",
+        "tqdm",
+        "matplotlib",
+        "lammps[mpi]>=2024",
+        "mpi4py",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["mdmonitor = mdmonitor.cli:main"]},
+)
