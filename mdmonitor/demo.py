@@ -11,7 +11,7 @@ from ase.build import fcc100
 from ase.neighborlist import neighbor_list
 
 from .committee import Committee
-from .demo_models import demo_models
+from .bundled_models import demo_models
 from .llpr import LastLayerLPR
 from .md import run_md
 from .monitor import MonitoredCalculator

@@ -91,16 +91,19 @@ class MaceModel:
                              f"{self.r_max} A, '{other.name}' has {other.r_max} A")
 
     def graph(self, atoms) -> dict:
-        """The MACE input graph of `atoms` (built once, usable by every compatible model)."""
-        check_elements(atoms, self.elements, self.name)
+        """The MACE input graph of `atoms`, or of a list of Atoms as one batch (built once,
+        usable by every compatible model)."""
+        frames = [atoms] if hasattr(atoms, "positions") else list(atoms)
+        table = utils.AtomicNumberTable(list(self.elements))
+        data = []
         with torch_tools.default_dtype(self.dtype):
-            config = mace_data.config_from_atoms(atoms, head_name=self.head)
-            config.head = self.head
-            data = mace_data.AtomicData.from_config(
-                config, z_table=utils.AtomicNumberTable(list(self.elements)),
-                cutoff=self.r_max, heads=self.heads)
-        batch = torch_geometric.Batch.from_data_list([data]).to(self.device)
-        return batch.to_dict()
+            for frame in frames:
+                check_elements(frame, self.elements, self.name)
+                config = mace_data.config_from_atoms(frame, head_name=self.head)
+                config.head = self.head
+                data.append(mace_data.AtomicData.from_config(
+                    config, z_table=table, cutoff=self.r_max, heads=self.heads))
+        return torch_geometric.Batch.from_data_list(data).to(self.device).to_dict()
 
     def evaluate(self, graph: dict, compute_stress: bool) -> dict:
         """Run the network on a graph from `graph`; returns MACE's raw output dictionary."""

@@ -8,7 +8,7 @@ import ase.io
 import numpy as np
 from ase import units
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from tqdm.auto import tqdm
 
 from .monitor import MonitoredCalculator, UncertaintyLimitExceeded
@@ -38,10 +38,10 @@ def run_md(atoms, calc: MonitoredCalculator, steps: int, temperature_K: float,
     """
     rng = np.random.default_rng(seed)
     atoms.calc = calc
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+    thermalize_momenta(atoms, temperature_K, rng=rng)
     Stationary(atoms)
     dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature_K,
-                   friction=friction / units.fs, rng=rng)
+                   friction=friction / units.fs, fixcm=False, rng=rng)
     bar = tqdm(total=steps, desc="MD", unit="step", disable=not progress)
     dyn.attach(lambda: bar.update(1) if dyn.nsteps else None)
     if trajectory is not None:

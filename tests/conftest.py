@@ -1,6 +1,5 @@
 """Shared fixtures: the real bundled tiny MACE models and small Cu structures."""
 
-import numpy as np
 import pytest
 from ase.build import bulk, fcc100
 
@@ -38,13 +37,3 @@ def cu_slab():
     atoms.rattle(0.05, seed=4)
     return atoms
 
-
-def rattled(atoms, amplitude, count, seed=0):
-    """`count` copies of `atoms` with Gaussian displacements of `amplitude` A."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(count):
-        frame = atoms.copy()
-        frame.positions += rng.normal(scale=amplitude, size=frame.positions.shape)
-        frames.append(frame)
-    return frames

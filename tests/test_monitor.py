@@ -21,7 +21,8 @@ def test_twenty_step_langevin_run_is_monitored_every_step(committee, cu_bulk, tm
     calc = MonitoredCalculator(committee, cutoff=4.0, log=tmp_path / "monitor.csv",
                                timestep=2 * units.fs)
     cu_bulk.calc = calc
-    Langevin(cu_bulk, 2 * units.fs, temperature_K=900, friction=0.01 / units.fs, rng=np.random.default_rng(0)).run(20)
+    Langevin(cu_bulk, 2 * units.fs, temperature_K=900, friction=0.01 / units.fs, fixcm=False,
+             rng=np.random.default_rng(0)).run(20)
     rows = read_log(tmp_path / "monitor.csv")
     assert [int(r["step"]) for r in rows] == list(range(21))
     assert float(rows[-1]["time_fs"]) == pytest.approx(40.0)
@@ -75,7 +76,7 @@ def test_stop_threshold_ends_the_run_naming_atom_and_value_after_logging(committ
                                                                         tmp_path):
     cu_slab.calc = MonitoredCalculator(committee, cutoff=4.0, stop_threshold=1e-6,
                                        log=tmp_path / "m.csv")
-    dyn = Langevin(cu_slab, units.fs, temperature_K=300, friction=0.01 / units.fs)
+    dyn = Langevin(cu_slab, units.fs, temperature_K=300, friction=0.01 / units.fs, fixcm=False)
     with pytest.raises(UncertaintyLimitExceeded, match="at atom .* exceeds stop_threshold") as stop:
         dyn.run(10)
     local = cu_slab.calc.results["local_uncertainty"]
