@@ -25,14 +25,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo", help="monitored MD of a hot Cu slab with the bundled bulk-trained models",
-        description="Runs Langevin MD of a 96-atom Cu(100) slab at 900 K with the bundled tiny "
+        description="Runs Langevin MD of a 96-atom Cu(100) slab at 600 K with the bundled tiny "
                     "MACE models (trained on bulk Cu only, so the surfaces are outside their "
                     "domain), and prints where the uncertainty concentrates. Writes "
                     "monitor.csv, trajectory.extxyz and max_uncertainty.png.")
     demo.add_argument("--uq", choices=("committee", "llpr"), default="committee",
                       help="4-member committee (force spread, eV/A) or last-layer LPR of model 0")
     demo.add_argument("--steps", type=int, default=300, help="MD steps of 2 fs (default 300)")
-    demo.add_argument("--temperature", type=float, default=900.0, help="K (default 900)")
+    demo.add_argument("--temperature", type=float, default=600.0, help="K (default 600)")
     demo.add_argument("--out", type=Path, default=Path("demo-output"),
                       help="output directory (default ./demo-output)")
     _add_monitor_options(demo)

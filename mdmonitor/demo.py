@@ -30,7 +30,8 @@ def coordination(atoms) -> np.ndarray:
     return np.bincount(neighbor_list("i", atoms, NEIGHBOUR_SHELL), minlength=len(atoms))
 
 
-def plot_max_uncertainty(log_path: Path, png_path: Path, threshold: float | None) -> None:
+def plot_max_uncertainty(log_path: Path, png_path: Path, threshold: float | None,
+                         unit: str) -> None:
     """PNG of the frame maximum (and mean) local uncertainty against time."""
     import matplotlib
 
@@ -44,14 +45,14 @@ def plot_max_uncertainty(log_path: Path, png_path: Path, threshold: float | None
     if threshold is not None:
         ax.axhline(threshold, color="k", ls="--", lw=1, label="threshold")
     ax.set_xlabel("time (fs)")
-    ax.set_ylabel("local uncertainty")
+    ax.set_ylabel(f"local uncertainty ({unit})")
     ax.legend(frameon=False)
     fig.tight_layout()
     fig.savefig(png_path)
     plt.close(fig)
 
 
-def run_demo(out: Path, uq: str = "committee", steps: int = 300, temperature_K: float = 900.0,
+def run_demo(out: Path, uq: str = "committee", steps: int = 300, temperature_K: float = 600.0,
              cutoff: float = 4.0, threshold: float | None = None, progress: bool = True) -> dict:
     """Run the demo into directory `out`; returns a summary dictionary (also printed by the CLI)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -73,7 +74,8 @@ def run_demo(out: Path, uq: str = "committee", steps: int = 300, temperature_K: 
     final = frames[-1]
     order = np.argsort(-final.arrays["local_uncertainty"])[:5]
     final_coordination = coordination(final)
-    plot_max_uncertainty(log, out / "max_uncertainty.png", threshold)
+    plot_max_uncertainty(log, out / "max_uncertainty.png", threshold,
+                         unit="eV/A" if uq == "committee" else "1/sqrt(LPR)")
     return {
         "estimator": uq, "atoms": len(atoms), "steps": steps, "temperature_K": temperature_K,
         "surface_mean": float(local[surface].mean()), "bulk_mean": float(local[~surface].mean()),

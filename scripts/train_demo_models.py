@@ -1,0 +1,398 @@
+"""Build the tiny Cu MACE committee that ships in ``mdmonitor/data``.
+
+The demo models are deliberately narrow: they are trained on *bulk* fcc Cu only
+(thermal MD snapshots, Gaussian rattles and strained cells, labelled with ASE's
+EMT calculator), with no surfaces and no vacancies in the data. A surface or a
+vacancy is therefore outside the training domain, and the committee members
+disagree there. That disagreement is what mdmonitor's demos visualise.
+
+The script
+
+1. generates a reproducible EMT data set (32- and 108-atom fcc supercells) and
+   writes ``cu_train.extxyz`` and the held-out ``cu_valid.extxyz`` to ``--out``,
+   with labels under ``REF_energy`` (eV), ``REF_forces`` (eV/A) and
+   ``REF_stress`` (Voigt, eV/A^3);
+2. trains four tiny float64 ScaleShiftMACE models with mace-torch's own
+   ``mace_run_train``, each with its own seed and its own random 80% subset of
+   the training set, validated on the shared held-out set;
+3. copies the final models to ``--out`` as ``cu_committee_{0..3}.model``
+   (logs and checkpoints stay in ``--workdir``);
+4. prints each model's validation RMSEs and the committee force spread on two
+   out-of-domain probes (a 6-layer Cu(100) slab and a bulk cell with a
+   vacancy) next to a pristine bulk cell, at two rattle amplitudes.
+
+Nothing is downloaded: no foundation model, no Weights & Biases.
+
+Example::
+
+    .venv/bin/python scripts/train_demo_models.py --out mdmonitor/data
+    .venv/bin/python scripts/train_demo_models.py --quick --out /tmp/cu-quick
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+# e3nn 0.4.4 loads its constants with torch.load, which newer torch restricts to
+# weights only; this must be set before e3nn (via mace) is imported, and it is
+# inherited by the training subprocesses.
+os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
+# One thread per process: parallelism comes from training members concurrently
+# (--jobs). Multithreaded torch slows down many-fold when a core is busy elsewhere.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import ase.io  # noqa: E402
+import numpy as np  # noqa: E402
+from ase import Atoms, units  # noqa: E402
+from ase.build import bulk, fcc100  # noqa: E402
+from ase.calculators.emt import EMT  # noqa: E402
+from ase.geometry import get_distances  # noqa: E402
+from ase.md.langevin import Langevin  # noqa: E402
+from mace.calculators import MACECalculator  # noqa: E402
+
+from mdmonitor import LastLayerLPR  # noqa: E402
+
+LATTICE_CONSTANT = 3.6  # A; EMT's own fcc Cu minimum is 3.59 A
+N_MEMBERS = 4
+SUBSET_FRACTION = 0.8
+VALID_FRACTION = 0.15
+PROBE_RATTLES = (0.05, 0.10)  # A, Gaussian displacements of the probe structures
+
+# config_type -> (supercell repeats of the cubic 4-atom cell, number of structures)
+COMPOSITION = {
+    "md": {2: 60, 3: 12},
+    "rattle": {2: 50, 3: 6},
+    "strain": {2: 50, 3: 6},
+}
+MD_TEMPERATURES_K = (300.0, 550.0, 800.0)
+
+MACE_HYPERPARAMETERS = {
+    "model": "MACE",
+    "r_max": "4.0",
+    "num_channels": "16",
+    "max_L": "1",
+    "max_ell": "2",
+    "correlation": "2",
+    "num_interactions": "2",
+    "MLP_irreps": "16x0e",
+    "num_radial_basis": "8",
+    "radial_MLP": "[16, 16]",
+    "E0s": "average",
+    "loss": "stress",
+    "energy_weight": "100.0",
+    "forces_weight": "10.0",
+    "stress_weight": "100.0",
+    "batch_size": "4",
+    "valid_batch_size": "16",
+    "lr": "0.01",
+    "ema_decay": "0.99",
+}
+
+
+def fcc_cell(repeats: int) -> Atoms:
+    """Cubic fcc Cu supercell with ``4 * repeats**3`` atoms."""
+    return bulk("Cu", "fcc", a=LATTICE_CONSTANT, cubic=True).repeat(repeats)
+
+
+def labelled(atoms: Atoms, config_type: str) -> Atoms:
+    """Copy of ``atoms`` with EMT labels stored under MACE's ``REF_*`` keys."""
+    atoms = atoms.copy()
+    atoms.calc = EMT()
+    energy = atoms.get_potential_energy()
+    forces = atoms.get_forces()
+    stress = atoms.get_stress(voigt=True)
+    atoms.calc = None
+    atoms.info = {"config_type": config_type, "REF_energy": energy, "REF_stress": stress}
+    atoms.arrays["REF_forces"] = forces
+    return atoms
+
+
+def md_snapshots(repeats: int, count: int, rng: np.random.Generator) -> list[Atoms]:
+    """Langevin EMT MD snapshots, split evenly over ``MD_TEMPERATURES_K``."""
+    snapshots = []
+    per_temperature = np.array_split(np.arange(count), len(MD_TEMPERATURES_K))
+    for temperature, indices in zip(MD_TEMPERATURES_K, per_temperature):
+        atoms = fcc_cell(repeats)
+        atoms.calc = EMT()
+        dyn = Langevin(
+            atoms,
+            5.0 * units.fs,
+            temperature_K=temperature,
+            friction=0.02 / units.fs,
+            fixcm=False,
+            rng=rng,
+        )
+        dyn.run(60)  # 0.3 ps = 6 friction times to thermalise from rest
+        for _ in indices:
+            dyn.run(20)  # 0.1 ps between snapshots
+            snapshots.append(labelled(atoms, "md"))
+    return snapshots
+
+
+def rattled(repeats: int, count: int, rng: np.random.Generator) -> list[Atoms]:
+    """Ideal cells with Gaussian displacements of 0.03-0.12 A."""
+    structures = []
+    for sigma in rng.uniform(0.03, 0.12, size=count):
+        atoms = fcc_cell(repeats)
+        atoms.positions += rng.normal(scale=sigma, size=atoms.positions.shape)
+        structures.append(labelled(atoms, "rattle"))
+    return structures
+
+
+def strained(repeats: int, count: int, rng: np.random.Generator) -> list[Atoms]:
+    """Cells under isotropic strain of up to 3% plus shear of up to 2%, lightly rattled."""
+    structures = []
+    for _ in range(count):
+        atoms = fcc_cell(repeats)
+        strain = np.eye(3) * rng.uniform(-0.03, 0.03)
+        shear = np.triu(rng.uniform(-0.02, 0.02, size=(3, 3)), k=1)
+        strain += shear + shear.T
+        atoms.set_cell(atoms.cell @ (np.eye(3) + strain), scale_atoms=True)
+        atoms.positions += rng.normal(scale=0.04, size=atoms.positions.shape)
+        structures.append(labelled(atoms, "strain"))
+    return structures
+
+
+def build_dataset(seed: int) -> tuple[list[Atoms], list[Atoms]]:
+    """Labelled bulk Cu structures, shuffled and split into (train, valid)."""
+    rng = np.random.default_rng(seed)
+    makers = {"md": md_snapshots, "rattle": rattled, "strain": strained}
+    structures = []
+    for config_type, counts in COMPOSITION.items():
+        for repeats, count in counts.items():
+            structures += makers[config_type](repeats, count, rng)
+    order = rng.permutation(len(structures))
+    n_valid = round(VALID_FRACTION * len(structures))
+    valid = [structures[i] for i in order[:n_valid]]
+    train = [structures[i] for i in order[n_valid:]]
+    return train, valid
+
+
+def train_member(
+    member: int,
+    train: list[Atoms],
+    valid_path: Path,
+    workdir: Path,
+    epochs: int,
+    seed: int,
+) -> Path:
+    """Train one committee member with ``mace_run_train``; return its model file."""
+    rng = np.random.default_rng(seed)
+    subset = rng.choice(len(train), size=round(SUBSET_FRACTION * len(train)), replace=False)
+    member_dir = workdir / f"member_{member}"
+    shutil.rmtree(member_dir, ignore_errors=True)  # stale checkpoints would be reloaded
+    member_dir.mkdir(parents=True)
+    train_path = member_dir / "train.extxyz"
+    ase.io.write(train_path, [train[i] for i in sorted(subset)], format="extxyz")
+
+    name = f"cu_committee_{member}"
+    argv = [f"--{key}={value}" for key, value in MACE_HYPERPARAMETERS.items()]
+    argv += [
+        f"--name={name}",
+        f"--seed={seed}",
+        f"--work_dir={member_dir}",
+        f"--train_file={train_path}",
+        f"--valid_file={valid_path}",
+        "--energy_key=REF_energy",
+        "--forces_key=REF_forces",
+        "--stress_key=REF_stress",
+        "--compute_stress=True",
+        "--ema",
+        f"--max_num_epochs={epochs}",
+        "--default_dtype=float64",
+        "--device=cpu",
+        "--save_cpu",
+        "--plot=False",
+    ]
+    log_path = member_dir / "mace_run_train.log"
+    with open(log_path, "w") as log:
+        completed = subprocess.run(
+            [sys.executable, "-m", "mace.cli.run_train", *argv],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    if completed.returncode != 0:
+        raise RuntimeError(f"mace_run_train failed for member {member}; see {log_path}")
+    return member_dir / f"{name}.model"
+
+
+def validation_rmse(calc: MACECalculator, valid: list[Atoms]) -> tuple[float, float, float]:
+    """RMSE of energy per atom (meV/atom), force components (meV/A) and stress (meV/A^3)."""
+    energy_errors, force_errors, stress_errors = [], [], []
+    for atoms in valid:
+        atoms = atoms.copy()
+        atoms.calc = calc
+        energy_errors.append((atoms.get_potential_energy() - atoms.info["REF_energy"]) / len(atoms))
+        force_errors.append(atoms.get_forces() - atoms.arrays["REF_forces"])
+        stress_errors.append(atoms.get_stress(voigt=True) - atoms.info["REF_stress"])
+    return tuple(
+        1000.0 * np.sqrt(np.mean(np.square(np.concatenate(errors, axis=None))))
+        for errors in (energy_errors, force_errors, stress_errors)
+    )
+
+
+def committee_force_std(calcs: list[MACECalculator], atoms: Atoms) -> np.ndarray:
+    """Per-atom committee force spread (meV/A).
+
+    Unbiased standard deviation over members of each Cartesian force component,
+    averaged over x, y and z.
+    """
+    forces = []
+    for calc in calcs:
+        copy = atoms.copy()
+        copy.calc = calc
+        forces.append(copy.get_forces())
+    return 1000.0 * np.std(forces, axis=0, ddof=1).mean(axis=1)
+
+
+def probes() -> list[tuple[str, Atoms, dict[str, np.ndarray]]]:
+    """Probe structures, each with named atom groups (boolean masks).
+
+    * a 6-layer Cu(100) slab (4x4 in-plane, 8 A vacuum each side, as in
+      ``mdmonitor demo``): the surface layers, the subsurface layers and the two
+      centre layers (a 4-layer slab has no layer away from both surfaces);
+    * a 108-atom bulk cell with one vacancy: the 12 former nearest neighbours of
+      the vacant site and the atoms more than 5 A from it;
+    * the pristine 108-atom cell, the in-domain reference.
+    """
+    slab = fcc100("Cu", size=(4, 4, 6), a=LATTICE_CONSTANT, vacuum=8.0, periodic=True)
+    layer = slab.get_tags()  # 1 = top layer, 6 = bottom layer
+    slab_groups = {
+        "surface layers": np.isin(layer, (1, 6)),
+        "subsurface layers": np.isin(layer, (2, 5)),
+        "centre layers": np.isin(layer, (3, 4)),
+    }
+
+    vacancy = fcc_cell(3)
+    vacant_site = vacancy.positions[0].copy()
+    del vacancy[0]
+    _, distance = get_distances(vacant_site, vacancy.positions, cell=vacancy.cell, pbc=True)
+    vacancy_groups = {
+        "vacancy neighbours": distance[0] < 3.0,
+        "> 5 A from vacancy": distance[0] > 5.0,
+    }
+
+    pristine = fcc_cell(3)
+    return [
+        ("Cu(100) slab", slab, slab_groups),
+        ("vacancy", vacancy, vacancy_groups),
+        ("pristine bulk", pristine, {"all atoms": np.ones(len(pristine), dtype=bool)}),
+    ]
+
+
+def report_spread(calcs: list[MACECalculator], seed: int) -> None:
+    """Print the mean committee force spread of each probe's atom groups, per rattle amplitude."""
+    rng = np.random.default_rng(seed)
+    header = "".join(f"{f'rattle {sigma:.2f} A':>15}" for sigma in PROBE_RATTLES)
+    print(f"\ncommittee force std (meV/A)              {header}")
+    for name, atoms, groups in probes():
+        spreads = []
+        for sigma in PROBE_RATTLES:
+            rattled = atoms.copy()
+            rattled.positions += rng.normal(scale=sigma, size=atoms.positions.shape)
+            spreads.append(committee_force_std(calcs, rattled))
+        for group, mask in groups.items():
+            values = "".join(f"{spread[mask].mean():15.1f}" for spread in spreads)
+            print(f"  {name:14s} {group:20s} ({mask.sum():3d}){values}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Training is bulk-only on purpose: surfaces and vacancies are out of domain, "
+        "so the committee spread there is what mdmonitor's demos show.",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("mdmonitor/data"),
+        help="where cu_train.extxyz, cu_valid.extxyz and cu_committee_*.model are written "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="where MACE writes its logs, checkpoints and per-member training subsets "
+        "(default: a new directory under the system temporary directory)",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=25, help="training epochs per member (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 2 epochs per member; the models are poor, so point --out elsewhere",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="members trained at the same time, one CPU thread each (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=2024,
+        help="seed for data, subsets and training; member k uses seed + k (default: %(default)s)",
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    epochs = 2 if args.quick else args.epochs
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mdmonitor-train-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+
+    train, valid = build_dataset(args.seed)
+    train_path, valid_path = args.out / "cu_train.extxyz", args.out / "cu_valid.extxyz"
+    ase.io.write(train_path, train, format="extxyz")
+    ase.io.write(valid_path, valid, format="extxyz")
+    print(
+        f"EMT data: {len(train)} train -> {train_path} ({train_path.stat().st_size / 1e6:.2f} MB), "
+        f"{len(valid)} valid -> {valid_path} ({time.perf_counter() - start:.0f} s)"
+    )
+
+    def train_and_copy(member: int) -> Path:
+        trained = train_member(member, train, valid_path, workdir, epochs, args.seed + member)
+        model_path = args.out / f"cu_committee_{member}.model"
+        shutil.copyfile(trained, model_path)
+        print(
+            f"member {member}: {epochs} epochs done at {time.perf_counter() - start:.0f} s -> "
+            f"{model_path} ({model_path.stat().st_size / 1e3:.0f} kB); logs in {trained.parent}",
+            flush=True,
+        )
+        return model_path
+
+    print(f"training {N_MEMBERS} members, {args.jobs} at a time, in {workdir}", flush=True)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        model_paths = list(pool.map(train_and_copy, range(N_MEMBERS)))
+
+    calcs = [
+        MACECalculator(model_paths=str(path), device="cpu", default_dtype="float64")
+        for path in model_paths
+    ]
+    print(f"\nvalidation RMSE ({len(valid)} structures)  E (meV/atom)  F (meV/A)  stress (meV/A^3)")
+    for member, calc in enumerate(calcs):
+        rmse_e, rmse_f, rmse_s = validation_rmse(calc, valid)
+        print(f"  member {member}{rmse_e:30.2f}{rmse_f:11.1f}{rmse_s:18.2f}")
+
+    report_spread(calcs, args.seed)
+
+    llpr_path = args.out / "cu_llpr.npz"
+    LastLayerLPR.fit(model_paths[0], train_path, forces=True).save(llpr_path)
+    print(f"\nlast-layer LPR of member 0 (energy and force terms) -> {llpr_path}")
+    print(f"\ntotal wall time {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
