@@ -1,5 +1,6 @@
 """Shared fixtures: the real bundled tiny MACE models and small Cu structures."""
 
+import numpy as np
 import pytest
 from ase.build import bulk, fcc100
 
@@ -32,8 +33,16 @@ def cu_bulk():
 
 @pytest.fixture
 def cu_slab():
-    """Cu(100) slab of 2 x 2 x 4 layers (16 atoms) with vacuum, periodic cell."""
-    atoms = fcc100("Cu", size=(2, 2, 4), a=3.61, vacuum=6.0, periodic=True)
+    """Cu(100) slab of 2 x 2 x 6 layers (24 atoms) with vacuum, periodic cell, rattled."""
+    atoms = fcc100("Cu", size=(2, 2, 6), a=3.61, vacuum=6.0, periodic=True)
     atoms.rattle(0.05, seed=4)
     return atoms
+
+
+@pytest.fixture
+def slab_regions(cu_slab):
+    """Masks of the outer two layers on each side and of the two centre layers of `cu_slab`."""
+    z = cu_slab.positions[:, 2]
+    layer = np.round((z - z.min()) / (3.61 / 2)).astype(int)
+    return (layer <= 1) | (layer >= 4), (layer == 2) | (layer == 3)
 

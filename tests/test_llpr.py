@@ -109,11 +109,10 @@ def test_prediction_matches_mace_and_uncertainty_is_scale_over_sqrt_lpr(models, 
                                rtol=1e-10)
 
 
-def test_surface_atoms_are_less_rigid_than_bulk_atoms(llpr, cu_slab):
+def test_surface_atoms_are_less_rigid_than_centre_atoms(llpr, cu_slab, slab_regions):
     rigidity = llpr.atomic_rigidity(cu_slab)
-    z = cu_slab.positions[:, 2]
-    outer = (z < z.min() + 0.5) | (z > z.max() - 0.5)
-    assert rigidity[outer].mean() < rigidity[~outer].mean()
+    outer, centre = slab_regions
+    assert rigidity[centre].mean() > 2 * rigidity[outer].mean()
 
 
 def test_save_and_load_round_trip(model, training, tmp_path, cu_bulk):
