@@ -43,13 +43,13 @@ class LastLayerFeatures:
         if hasattr(module, "scale_shift"):
             scale = float(torch.atleast_1d(module.scale_shift.scale)[head])
         self._inputs: list[torch.Tensor | None] = [None] * len(module.readouts)
-        self._maps, weights = [], []
+        self._maps, weights, self._hooks = [], [], []
         for index, readout in enumerate(module.readouts):
             linear = final_linear(readout, model.name)
             feature_map, weight = linear_feature_map(linear, head)
             self._maps.append(scale * feature_map)
             weights.append(weight)
-            linear.register_forward_pre_hook(partial(self._store, index))
+            self._hooks.append(linear.register_forward_pre_hook(partial(self._store, index)))
         self.weights = torch.cat(weights)
         self.dim = int(self.weights.numel())
 
@@ -59,6 +59,11 @@ class LastLayerFeatures:
     def features(self) -> torch.Tensor:
         """(N, D) features of the atoms of the last forward pass (keeps the autograd graph)."""
         return torch.cat([x @ m for x, m in zip(self._inputs, self._maps)], dim=1)
+
+    def remove(self) -> None:
+        """Detach the hooks from the model."""
+        for hook in self._hooks:
+            hook.remove()
 
 
 def final_linear(readout: torch.nn.Module, model_name: str) -> torch.nn.Module:
@@ -170,7 +175,10 @@ class LastLayerLPR:
         model = model if isinstance(model, MaceModel) else MaceModel(model)
         structures = load_structures(structures)
         features = LastLayerFeatures(model)
-        hessian = gauss_newton(model, features, structures, forces, force_weight, progress)
+        try:
+            hessian = gauss_newton(model, features, structures, forces, force_weight, progress)
+        finally:
+            features.remove()
         if regularizer is None:
             regularizer = choose_regularizer(hessian)
         elif not regularizer > 0:
