@@ -3,6 +3,7 @@
 import csv
 import subprocess
 import sys
+from pathlib import Path
 
 import ase.io
 import numpy as np
@@ -72,3 +73,12 @@ def test_demo_finds_the_uncertainty_at_the_surface(tmp_path):
     for path in summary["files"]:
         assert (tmp_path / path.split("/")[-1]).stat().st_size > 0
     assert np.isfinite(summary["top_atoms"][0][3])
+
+
+def test_langevin_example_runs_and_reports_triggers(tmp_path):
+    script = Path(__file__).parents[1] / "examples" / "monitored_langevin.py"
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                            text=True, check=True)
+    assert "atoms above threshold" in result.stdout
+    with open(tmp_path / "monitor.csv") as handle:
+        assert [int(r["step"]) for r in csv.DictReader(handle)] == list(range(0, 101, 10))
