@@ -56,7 +56,7 @@ from ase.geometry import get_distances  # noqa: E402
 from ase.md.langevin import Langevin  # noqa: E402
 from mace.calculators import MACECalculator  # noqa: E402
 
-from mdmonitor import LastLayerLPR  # noqa: E402
+from mdmonitor import Committee, LastLayerLPR  # noqa: E402
 
 LATTICE_CONSTANT = 3.6  # A; EMT's own fcc Cu minimum is 3.59 A
 N_MEMBERS = 4
@@ -239,17 +239,8 @@ def validation_rmse(calc: MACECalculator, valid: list[Atoms]) -> tuple[float, fl
 
 
 def committee_force_std(calcs: list[MACECalculator], atoms: Atoms) -> np.ndarray:
-    """Per-atom committee force spread (meV/A).
-
-    Unbiased standard deviation over members of each Cartesian force component,
-    averaged over x, y and z.
-    """
-    forces = []
-    for calc in calcs:
-        copy = atoms.copy()
-        copy.calc = calc
-        forces.append(copy.get_forces())
-    return 1000.0 * np.std(forces, axis=0, ddof=1).mean(axis=1)
+    """Per-atom committee force spread (meV/A), as the monitor computes it."""
+    return 1000.0 * Committee(calcs).predict(atoms).atomic_uncertainty
 
 
 def probes() -> list[tuple[str, Atoms, dict[str, np.ndarray]]]:
