@@ -2,7 +2,8 @@
 
 Chong et al., Faraday Discuss. 2024 (seed 000), Eqs. 2-8, and JCTC 2023 (seed 001), Eq. 14:
 a MACE atomic energy is linear in the weights w of the final linear maps of its readouts,
-E_j = E0_j + shift + f_j . w, so with F the last-layer features of the training set the
+E_j = E0_j + shift + scale x pair_j + f_j . w (pair_j: the fixed ZBL repulsion of models trained
+with it), so with F the last-layer features of the training set the
 Gauss-Newton Hessian of a squared loss is H = sum_s F_s F_s^T (+ force terms) and
 
     PR_*  = 1 / (F_*^T (H + zeta^2 I)^-1 F_*)     structure, F_* = sum_j f_j
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .mace_model import MaceModel, file_sha256, to_output
+from .mace_model import MaceModel, to_output
 from .prediction import Prediction, check_finite
 
 FORMAT_VERSION = 1

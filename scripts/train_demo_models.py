@@ -12,9 +12,9 @@ The script
    writes ``cu_train.extxyz`` and the held-out ``cu_valid.extxyz`` to ``--out``,
    with labels under ``REF_energy`` (eV), ``REF_forces`` (eV/A) and
    ``REF_stress`` (Voigt, eV/A^3);
-2. trains four tiny float64 ScaleShiftMACE models with mace-torch's own
-   ``mace_run_train``, each with its own seed and its own random 80% subset of
-   the training set, validated on the shared held-out set;
+2. trains four tiny float64 ScaleShiftMACE models with ZBL pair repulsion with
+   mace-torch's own ``mace_run_train``, each with its own seed and its own
+   random 80% subset of the training set, validated on the shared held-out set;
 3. copies the final models to ``--out`` as ``cu_committee_{0..3}.model``
    (logs and checkpoints stay in ``--workdir``);
 4. prints each model's validation RMSEs and the committee force spread on two
@@ -204,6 +204,9 @@ def train_member(
         "--stress_key=REF_stress",
         "--compute_stress=True",
         "--ema",
+        # ZBL repulsion: the bulk data never sample close contacts, and buffer relaxations of
+        # cut boxes start from them; without it the models let atoms collapse onto each other
+        "--pair_repulsion",
         f"--max_num_epochs={epochs}",
         "--default_dtype=float64",
         "--device=cpu",

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from mace.modules.utils import get_edge_vectors_and_lengths
 import torch
 from mace.calculators import MACECalculator
 
@@ -41,10 +42,19 @@ def cu_bulk_module():
 
 def test_features_times_readout_weights_give_the_atomic_energies(model, cu_bulk):
     features = LastLayerFeatures(model)
-    output = model.evaluate(model.graph(cu_bulk), compute_stress=False)
+    graph = model.graph(cu_bulk)
+    output = model.evaluate(graph, compute_stress=False)
     readout = (features.features() @ features.weights).detach().numpy()
-    offset = output["node_energy"].detach().numpy() - readout  # E0 + shift, the same for all Cu
-    np.testing.assert_allclose(offset, offset[0], atol=1e-10)
+    # the fixed ZBL pair repulsion, scaled like the readouts, is not a learned weight
+    module = model.module
+    _, lengths = get_edge_vectors_and_lengths(graph["positions"], graph["edge_index"],
+                                              graph["shifts"])
+    pair = module.pair_repulsion_fn(lengths, graph["node_attrs"], graph["edge_index"],
+                                    module.atomic_numbers)
+    scale = float(module.scale_shift.scale)
+    assert np.ptp(pair.detach().numpy()) > 1e-6  # the test would be blind without the term
+    offset = output["node_energy"].detach().numpy() - readout - scale * pair.detach().numpy()
+    np.testing.assert_allclose(offset, offset[0], atol=1e-10)  # E0 + shift, the same for all Cu
 
 
 def test_adding_a_structure_raises_its_prediction_rigidity_by_exactly_one(model, training,
