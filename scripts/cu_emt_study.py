@@ -1,0 +1,241 @@
+"""Does the uncertainty of the bundled Cu models point at their real errors? (issue 5)
+
+The bundled models (``mdmonitor/data``) were trained on bulk fcc Cu at 300-800 K labelled with
+ASE's EMT, so EMT is their exact reference. This script, in one command,
+
+1. builds test frames outside that domain: bulk at 1000 and 1300 K, a Cu(100) slab (surfaces)
+   at 600 and 1000 K, a bulk cell with a vacancy at 1000 K. The frames come from Langevin MD
+   driven by EMT itself: they are the physically right thermal ensemble at those conditions
+   (what a test set from ab-initio MD would be), no artefact of the model under test shapes
+   them, and EMT MD costs nothing next to the models;
+2. labels them with EMT (``REF_forces``) and writes them to OUT/frames.extxyz, so that
+   ``mdmonitor evaluate`` and ``mdmonitor calibrate`` can be run on them as well;
+3. evaluates the 4-member committee and the last-layer LPR of member 0 with
+   `mdmonitor.evaluation.evaluate` (alpha fitted on 20 % of the frames, checked on the other
+   80 %, seed 002 Fig. 3e-f) into OUT/committee/ and OUT/llpr/;
+4. compares the LLPR with the committee's atomic-energy variance (seed 000 Fig. 2: the variance
+   should fall as the LPR rises) in OUT/lpr_vs_energy_variance.png;
+5. writes OUT/report.md and OUT/summary.json with the numbers the README quotes.
+
+Torch runs on one thread by default (--threads): with another job on a 2-core machine, two
+torch threads run the committee 5-25x slower than one.
+
+Example::
+
+    .venv/bin/python scripts/cu_emt_study.py --out study-output
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import torch
+from ase import units
+from ase.build import bulk, fcc100
+from ase.calculators.emt import EMT
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from mdmonitor import Committee, LastLayerLPR, demo_models
+from mdmonitor.evaluation import evaluate
+from mdmonitor.metrics import spearman
+
+LATTICE_CONSTANT = 3.6  # A, as in the training data
+TIMESTEP_FS = 4.0
+FRICTION = 0.02  # 1/fs
+THERMALISATION_STEPS = 100  # 0.4 ps, 8 friction times
+STEPS_BETWEEN_FRAMES = 25  # 0.1 ps
+# (system, temperature in K); training MD went up to 800 K, bulk only
+CONDITIONS = (("bulk", 1000.0), ("bulk", 1300.0), ("slab", 600.0), ("slab", 1000.0),
+              ("vacancy", 1000.0))
+LPR_BIN_SIZE = 100  # atoms per point of the binned LPR curve, as in seed 000 Fig. 2
+
+
+def build_system(name: str):
+    """108-atom fcc bulk cell, 96-atom Cu(100) slab (4 x 4 x 6, 8 A vacuum) or 107-atom
+    bulk cell with one vacancy, at the training lattice constant."""
+    cell = bulk("Cu", "fcc", a=LATTICE_CONSTANT, cubic=True).repeat(3)
+    if name == "bulk":
+        return cell
+    if name == "vacancy":
+        del cell[0]
+        return cell
+    slab = fcc100("Cu", size=(4, 4, 6), a=LATTICE_CONSTANT, vacuum=8.0, periodic=True)
+    slab.info.clear()  # ase.build's adsorbate sites: not a label, and extxyz cannot store them
+    return slab
+
+
+def emt_frames(system: str, temperature_K: float, count: int, seed: int) -> list:
+    """`count` frames of EMT Langevin MD at `temperature_K`, labelled with EMT."""
+    rng = np.random.default_rng(seed)
+    atoms = build_system(system)
+    atoms.calc = EMT()
+    thermalize_momenta(atoms, temperature_K, rng=rng)
+    Stationary(atoms)
+    dyn = Langevin(atoms, TIMESTEP_FS * units.fs, temperature_K=temperature_K,
+                   friction=FRICTION / units.fs, fixcm=False, rng=rng)
+    dyn.run(THERMALISATION_STEPS)
+    frames = []
+    for _ in range(count):
+        dyn.run(STEPS_BETWEEN_FRAMES)
+        frame = atoms.copy()
+        frame.arrays["REF_forces"] = atoms.get_forces()
+        frame.info.update(REF_energy=atoms.get_potential_energy(),
+                          config_type=f"{system} {temperature_K:.0f} K")
+        frames.append(frame)
+    return frames
+
+
+def per_condition(evaluation) -> list[dict]:
+    """For each condition: mean error and uncertainty, their ratio (seed 002 Fig. 3c), and the
+    Spearman correlation within the condition per atom and at the evaluation's cutoff."""
+    groups = {}
+    for prediction in evaluation.predictions:
+        groups.setdefault(prediction.atoms.info["config_type"], []).append(prediction)
+    rows = []
+    for name, predictions in groups.items():
+        row = {"condition": name}
+        for label, cutoff in (("per_atom", 0.0), ("local", evaluation.cutoff)):
+            e = np.concatenate([p.local(p.atomic_error, cutoff) for p in predictions])
+            u = np.concatenate([p.local(p.atomic_uncertainty, cutoff) for p in predictions])
+            if label == "per_atom":
+                row.update(mae_eV_per_A=float(e.mean()), mean_uncertainty=float(u.mean()),
+                           ratio=float(e.mean() / u.mean()))
+            row[f"spearman_{label}"] = spearman(u, e)
+        rows.append(row)
+    return rows
+
+
+def lpr_relation(committee_eval, llpr_eval, path: Path) -> dict:
+    """Committee atomic-energy variance against the LPR of the same atoms (seed 000 Fig. 2):
+    log-log scatter of all atoms plus means over bins of LPR_BIN_SIZE atoms of similar LPR."""
+    rigidity = np.concatenate([p.extra["atomic_rigidity"] for p in llpr_eval.predictions])
+    variance = np.concatenate([p.extra["atomic_energy_uncertainty"] ** 2
+                               for p in committee_eval.predictions])
+    order = np.argsort(rigidity)
+    bins = np.array_split(order, max(1, len(order) // LPR_BIN_SIZE))
+    binned_lpr = np.array([rigidity[b].mean() for b in bins])
+    binned_variance = np.array([variance[b].mean() for b in bins])
+
+    figure = Figure(figsize=(5.0, 4.0), dpi=100, layout="constrained")
+    ax = figure.subplots()
+    ax.scatter(rigidity, variance, s=2, alpha=0.15, color="0.5", label="atoms")
+    ax.plot(binned_lpr, binned_variance, "o-", ms=3, label=f"means of {LPR_BIN_SIZE} atoms")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("last-layer LPR of model 0")
+    ax.set_ylabel("committee atomic-energy variance (eV$^2$)")
+    ax.legend(frameon=False)
+    figure.savefig(path)
+    return {"atoms": len(rigidity), "spearman_atoms": spearman(rigidity, variance),
+            "spearman_binned": spearman(binned_lpr, binned_variance)}
+
+
+def plot_correlation_vs_cutoff(evaluations: dict, path: Path) -> None:
+    """Spearman and ROC-AUC against the aggregation cutoff, one line per estimator."""
+    figure = Figure(figsize=(5.0, 3.8), dpi=100, layout="constrained")
+    ax = figure.subplots()
+    for (name, evaluation), color in zip(evaluations.items(), ("C0", "C1")):
+        radial = [level for level in evaluation.levels if level.cutoff is not None]
+        radii = [level.cutoff for level in radial]
+        ax.plot(radii, [level.spearman for level in radial], "o-", color=color,
+                label=f"{name} Spearman")
+        ax.plot(radii, [level.roc_auc for level in radial], "^--", color=color,
+                label=f"{name} ROC-AUC")
+    ax.set_xlabel("aggregation cutoff (A), 0 = per atom")
+    ax.set_ylabel("Spearman / ROC-AUC")
+    ax.legend(frameon=False)
+    figure.savefig(path)
+
+
+def markdown(summary: dict) -> str:
+    lines = ["# Cu / EMT calibration study", "",
+             f"{summary['frames']} frames, {summary['atoms']} atoms: "
+             + ", ".join(f"{c} ({n} frames)" for c, n in summary["frames_per_condition"].items())
+             + f". Wall time {summary['wall_time_s']:.0f} s.", "",
+             "| estimator | level | Spearman | Pearson | ROC-AUC | sparsification area | alpha | "
+             "test MAE (eV/A) | test MAD (eV/A) |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, result in summary["estimators"].items():
+        for row in result["levels"]:
+            lines.append(f"| {name} | {row['level']} | {row['spearman']:.2f} | "
+                         f"{row['pearson']:.2f} | {row['roc_auc']:.2f} | "
+                         f"{row['sparsification_area']:.3f} | {row['alpha']:.3g} | "
+                         f"{row['test_mae_eV_per_A']:.4f} | {row['test_mad_eV_per_A']:.4f} |")
+    lines += ["", "| estimator | condition | MAE (eV/A) | mean u | MAE / mean u | Spearman per "
+              f"atom | Spearman {summary['cutoff_A']:g} A |", "|---|---|---|---|---|---|---|"]
+    for name, result in summary["estimators"].items():
+        for row in result["conditions"]:
+            lines.append(f"| {name} | {row['condition']} | {row['mae_eV_per_A']:.4f} | "
+                         f"{row['mean_uncertainty']:.4f} | {row['ratio']:.3g} | "
+                         f"{row['spearman_per_atom']:.2f} | {row['spearman_local']:.2f} |")
+    lpr = summary["lpr_vs_committee_energy_variance"]
+    lines += ["", f"LPR vs committee atomic-energy variance over {lpr['atoms']} atoms: "
+              f"Spearman {lpr['spearman_atoms']:.2f} (bin means: {lpr['spearman_binned']:.2f}).",
+              "", "Full reports: [committee](committee/report.md), [LLPR](llpr/report.md).", "",
+              "![correlation vs cutoff](correlation_vs_cutoff.png)",
+              "![LPR vs committee energy variance](lpr_vs_energy_variance.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("study-output"),
+                        help="output directory (default: %(default)s)")
+    parser.add_argument("--frames", type=int, default=12,
+                        help="frames per condition (default: %(default)s)")
+    parser.add_argument("--cutoff", type=float, default=4.0,
+                        help="aggregation radius of the figures, A (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default: %(default)s)")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    frames = []
+    for index, (system, temperature) in enumerate(tqdm(CONDITIONS, desc="EMT MD",
+                                                       unit="condition")):
+        frames += emt_frames(system, temperature, args.frames, args.seed + index)
+    ase.io.write(args.out / "frames.extxyz", frames, format="extxyz")
+
+    models = demo_models()
+    estimators = {"committee": Committee.from_mace(models["committee"]),
+                  "LLPR": LastLayerLPR.load(models["llpr"])}
+    evaluations = {}
+    for name, estimator in estimators.items():
+        evaluations[name] = evaluate(estimator, frames, cutoff=args.cutoff, seed=args.seed)
+        evaluations[name].write(args.out / name.lower())
+
+    plot_correlation_vs_cutoff(evaluations, args.out / "correlation_vs_cutoff.png")
+    lpr = lpr_relation(evaluations["committee"], evaluations["LLPR"],
+                       args.out / "lpr_vs_energy_variance.png")
+    conditions = [frame.info["config_type"] for frame in frames]
+    summary = {
+        "command": f"scripts/cu_emt_study.py --frames {args.frames} --cutoff {args.cutoff:g} "
+                   f"--seed {args.seed} --threads {args.threads}",
+        "frames": len(frames), "atoms": sum(len(frame) for frame in frames),
+        "cutoff_A": args.cutoff,
+        "frames_per_condition": {c: conditions.count(c) for c in dict.fromkeys(conditions)},
+        "estimators": {name: {"levels": [evaluation.level(c).summary()
+                                         for c in (0.0, args.cutoff, None)],
+                              "conditions": per_condition(evaluation),
+                              "gaussian_force_components": evaluation.gaussian.summary()}
+                       for name, evaluation in evaluations.items()},
+        "lpr_vs_committee_energy_variance": lpr,
+        "wall_time_s": time.perf_counter() - start,
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (args.out / "report.md").write_text(markdown(summary))
+    print(markdown(summary))
+    print(f"wrote {args.out}/report.md, summary.json, frames.extxyz, committee/, llpr/ "
+          f"({summary['wall_time_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
