@@ -1,7 +1,8 @@
 """mdmonitor: where, during an MD run, a MACE model is guessing.
 
 Per-atom uncertainty (committee spread or last-layer local prediction rigidity), aggregated over
-neighbours within a cutoff, logged and turned into triggers while the simulation runs.
+neighbours within a cutoff, logged and turned into triggers while the simulation runs; boxes
+cut around uncertain regions and queued for ab-initio labeling.
 """
 
 import os
@@ -12,11 +13,27 @@ import warnings
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 warnings.filterwarnings("ignore", message="Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
 
-from .aggregation import aggregate  # noqa: E402
-from .committee import Committee  # noqa: E402
-from .bundled_models import demo_models  # noqa: E402
-from .llpr import LastLayerLPR  # noqa: E402
-from .monitor import MonitoredCalculator, Trigger, UncertaintyLimitExceeded  # noqa: E402
+# Public names and the module defining each. They are imported on first use (PEP 562), so that
+# `import mdmonitor.lammps` (which LAMMPS's `lmp` runs on every start through its plugin entry
+# point) and `mdmonitor --help` do not pay for importing torch and mace.
+_PUBLIC = {
+    "aggregate": "aggregation", "Calibration": "calibration", "Committee": "committee",
+    "demo_models": "bundled_models", "Extractor": "extractor", "Labeler": "labeling",
+    "LastLayerLPR": "llpr", "MonitoredCalculator": "monitor",
+    "Trigger": "monitor", "UncertaintyLimitExceeded": "monitor",
+}
+__all__ = sorted(_PUBLIC)
 
-__all__ = ["Committee", "LastLayerLPR", "MonitoredCalculator", "Trigger",
-           "UncertaintyLimitExceeded", "aggregate", "demo_models"]
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'mdmonitor' has no attribute '{name}'")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

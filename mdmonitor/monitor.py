@@ -7,7 +7,6 @@ Forces driving the dynamics come from the estimator (committee mean or the singl
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -16,7 +15,9 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator, all_changes
 
 from .aggregation import aggregate
+from .calibration import Calibration
 from .monitor_log import MonitorLog
+from .settings import positive_integer, positive_number
 
 
 @dataclass
@@ -48,13 +49,18 @@ class UncertaintyLimitExceeded(RuntimeError):
                          f"{limit:.4g} at step {step}: the model has left its trusted domain")
 
 
-def _positive(name: str, value, allow_none: bool = True):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
+def _calibrated_limit(name: str, limit, error_limit, calibration):
+    """The local-uncertainty limit `name`, given directly or as error_`name`, an expected local
+    force error (eV/A) that `calibration` turns into one."""
+    if error_limit is None:
+        return limit
+    if limit is not None:
+        raise ValueError(f"give {name} (a local uncertainty) or error_{name} (an expected force "
+                         "error in eV/A), not both")
+    if calibration is None:
+        raise ValueError(f"error_{name} needs a calibration: calibration='alpha.json' from "
+                         "`mdmonitor calibrate`")
+    return calibration.threshold_for(error_limit)
 
 
 class MonitoredCalculator(Calculator):
@@ -70,27 +76,48 @@ class MonitoredCalculator(Calculator):
     interval: monitor every `interval`-th force call (step 0 is always monitored). log: CSV file
     appended to. timestep: MD time step in ASE units, to log time in fs (step = force-call count,
     which is the MD step for ASE's integrators and the iteration for its optimizers).
+    extractor: an `Extractor` that cuts boxes around the triggering atoms (called like the
+    callbacks; it relaxes buffers with this estimator's model).
+    calibration: a `Calibration` or its JSON file from `mdmonitor calibrate`, fitted for this
+    estimator and cutoff; it allows error_threshold and error_stop_threshold, the same limits
+    given as expected local force errors (eV/A), and adds the result expected_error (N,) =
+    alpha x local_uncertainty (eV/A).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
     def __init__(self, estimator, cutoff: float, threshold: float | None = None,
                  stop_threshold: float | None = None, interval: int = 1, log=None,
-                 timestep: float | None = None, callbacks: list[Callable] = (), **kwargs):
+                 timestep: float | None = None, callbacks: list[Callable] = (), extractor=None,
+                 calibration=None, error_threshold: float | None = None,
+                 error_stop_threshold: float | None = None, **kwargs):
         super().__init__(**kwargs)
         if not hasattr(estimator, "predict"):
             raise TypeError(f"estimator must have a predict(atoms) method, got "
                             f"{type(estimator).__name__}")
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-            raise ValueError(f"interval must be a positive integer, got {interval!r}")
         self.estimator = estimator
-        self.cutoff = _positive("cutoff", cutoff, allow_none=False)
-        self.threshold = _positive("threshold", threshold)
-        self.stop_threshold = _positive("stop_threshold", stop_threshold)
-        self.timestep = _positive("timestep", timestep)
-        self.interval = interval
+        self.cutoff = positive_number("cutoff", cutoff)
+        if calibration is not None and not isinstance(calibration, Calibration):
+            calibration = Calibration.load(calibration)
+        if calibration is not None:
+            calibration.check(estimator, self.cutoff)
+        self.calibration = calibration
+        threshold = _calibrated_limit("threshold", threshold, error_threshold, calibration)
+        stop_threshold = _calibrated_limit("stop_threshold", stop_threshold,
+                                           error_stop_threshold, calibration)
+        self.threshold = positive_number("threshold", threshold, allow_none=True)
+        self.stop_threshold = positive_number("stop_threshold", stop_threshold, allow_none=True)
+        self.timestep = positive_number("timestep", timestep, allow_none=True)
+        self.interval = positive_integer("interval", interval)
         self.log = MonitorLog(log) if log is not None else None
         self.callbacks = list(callbacks)
+        self.extractor = extractor
+        if extractor is not None:
+            if self.threshold is None:
+                raise ValueError("an extractor needs a threshold: boxes are cut around the atoms "
+                                 "whose local uncertainty exceeds it")
+            extractor.use_estimator(estimator)
+            self.callbacks.append(extractor)
         self.step = 0
 
     def add_callback(self, callback: Callable[[Trigger], None]) -> None:
@@ -112,6 +139,8 @@ class MonitoredCalculator(Calculator):
     def _monitor(self, step: int, atomic: np.ndarray) -> None:
         local = aggregate(self.atoms, atomic, self.cutoff)
         self.results["local_uncertainty"] = local
+        if self.calibration is not None:
+            self.results["expected_error"] = self.calibration.expected_error(local)
         time_fs = None if self.timestep is None else step * self.timestep / units.fs
         worst = int(np.argmax(local))
         above = np.flatnonzero(local > self.threshold) if self.threshold else np.array([], int)

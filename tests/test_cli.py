@@ -8,13 +8,14 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import pytest
+from ase.build import bulk
 
 from mdmonitor import LastLayerLPR
 from mdmonitor.cli import EXIT_STOPPED, main
 from mdmonitor.demo import run_demo
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["md"], ["fit-llpr"]])
+@pytest.mark.parametrize("command", [[], ["demo"], ["md"], ["fit-llpr"], ["label"]])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as done:
         main([*command, "--help"])
@@ -51,6 +52,24 @@ def test_md_exits_with_status_3_when_the_stop_threshold_is_crossed(models, cu_bu
     assert "exceeds stop_threshold" in capsys.readouterr().err
 
 
+def test_md_cuts_boxes_that_label_turns_into_training_data(models, tmp_path, capsys):
+    start = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(3)
+    ase.io.write(tmp_path / "start.extxyz", start)
+    queue = tmp_path / "queue"
+    code = main(["md", str(tmp_path / "start.extxyz"), "--llpr", models["llpr"], "--steps", "4",
+                 "--threshold", "1e-9", "--extract", "cluster", "--core-radius", "3",
+                 "--queue", str(queue), "--max-boxes", "2", "--log", str(tmp_path / "m.csv"),
+                 "--trajectory", str(tmp_path / "t.extxyz")])
+    assert code == 0
+    assert "2 boxes in" in capsys.readouterr().out
+    assert main(["label", str(queue), "--reference", "ase.calculators.emt:EMT"]) == 0
+    labeled = ase.io.read(queue / "labeled.extxyz", index=":")
+    assert len(labeled) == 2 and labeled[0].info["config_type"] == "mdmonitor-cluster"
+    assert not labeled[0].pbc.any()
+    assert main(["label", str(queue), "--reference", "ase.calculators.nope:X"]) == 1
+    assert "cannot import module 'ase.calculators.nope'" in capsys.readouterr().err
+
+
 def test_fit_llpr_writes_a_loadable_file(models, cu_bulk, tmp_path):
     ase.io.write(tmp_path / "train.extxyz", [cu_bulk, cu_bulk.copy()])
     out = tmp_path / "llpr.npz"
@@ -68,11 +87,15 @@ def test_missing_model_file_is_a_clear_error(cu_bulk, tmp_path, capsys):
 
 
 def test_demo_finds_the_uncertainty_at_the_surface(tmp_path):
-    summary = run_demo(tmp_path, steps=20, threshold=0.05, progress=False)
+    summary = run_demo(tmp_path, steps=20, threshold=0.01, progress=False)
     assert summary["surface_mean"] > summary["bulk_mean"]
     for path in summary["files"]:
-        assert (tmp_path / path.split("/")[-1]).stat().st_size > 0
+        assert Path(path).stat().st_size > 0
     assert np.isfinite(summary["top_atoms"][0][3])
+    # the boxes cut around the most uncertain atoms were relaxed, labeled by EMT and compared
+    assert 1 <= len(summary["boxes"]) <= 4 and not summary["failed_boxes"]
+    for name, step, centre, uncertainty, error in summary["boxes"]:
+        assert uncertainty > 0.01 and 0 < error < 1.0
 
 
 def test_langevin_example_runs_and_reports_triggers(tmp_path):
