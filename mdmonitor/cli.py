@@ -9,12 +9,35 @@ from pathlib import Path
 EXIT_STOPPED = 3
 
 
-def _add_monitor_options(parser: argparse.ArgumentParser) -> None:
+def _add_cutoff_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cutoff", type=float, default=4.0,
                         help="aggregation radius in A: each atom's local uncertainty is the mean "
                              "over all atoms within it, itself included (default 4.0)")
+
+
+def _add_monitor_options(parser: argparse.ArgumentParser) -> None:
+    _add_cutoff_option(parser)
     parser.add_argument("--threshold", type=float, default=None,
                         help="local uncertainty above which a frame counts as triggered")
+
+
+def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--committee", nargs="+", metavar="MODEL",
+                        help="two or more MACE model files")
+    source.add_argument("--llpr", metavar="FILE", help="LLPR file from `mdmonitor fit-llpr`")
+    parser.add_argument("--model", help="with --llpr: the MACE model, if not where it was fitted")
+
+
+def _add_labeled_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("labeled", type=Path,
+                        help="frames labelled with reference forces (DFT, EMT, ...), any file "
+                             "ASE reads, e.g. extxyz with a REF_forces or forces column")
+    _add_estimator_options(parser)
+    _add_cutoff_option(parser)
+    parser.add_argument("--forces-key", metavar="KEY", default=None,
+                        help="name of the reference forces in the file (default: REF_forces, "
+                             "else the forces stored with each frame)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -43,11 +66,7 @@ def _build_parser() -> argparse.ArgumentParser:
                     "logging per frame the maximum and mean local uncertainty. Exit status 3 "
                     "when --stop-threshold ended the run.")
     md.add_argument("structure", type=Path, help="any file ASE reads (extxyz, cif, POSCAR, ...)")
-    source = md.add_mutually_exclusive_group(required=True)
-    source.add_argument("--committee", nargs="+", metavar="MODEL",
-                        help="two or more MACE model files")
-    source.add_argument("--llpr", metavar="FILE", help="LLPR file from `mdmonitor fit-llpr`")
-    md.add_argument("--model", help="with --llpr: the MACE model, if not where it was fitted")
+    _add_estimator_options(md)
     _add_monitor_options(md)
     md.add_argument("--stop-threshold", type=float, default=None,
                     help="stop the run when any local uncertainty exceeds this")
@@ -62,6 +81,21 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="extxyz frames with atomic/local uncertainty arrays")
     md.add_argument("--frame-interval", type=int, default=10, help="write every N steps")
     md.add_argument("--seed", type=int, default=0, help="random seed for velocities and noise")
+    extract = md.add_argument_group(
+        "extraction", "cut boxes around atoms above --threshold into a queue for `mdmonitor label`")
+    extract.add_argument("--extract", choices=("cube", "embed", "cluster"),
+                         help="strategy: periodic cube with relaxed border (seed 002), periodic "
+                              "embedding with displaced buffer, or non-periodic cluster (seed 000)")
+    extract.add_argument("--queue", type=Path, default=Path("candidates"),
+                         help="queue directory (default ./candidates)")
+    extract.add_argument("--core-radius", type=float, default=4.0,
+                         help="atoms within this radius (A) of the centre are kept exactly")
+    extract.add_argument("--box-length", type=float, default=None,
+                         help="cube edge / cluster diameter in A (cube default: 12)")
+    extract.add_argument("--relax", choices=("inline", "worker", "label"), default="inline",
+                         help="relax cube borders in the MD process, in a background process, or "
+                              "leave it to `mdmonitor label` (default inline)")
+    extract.add_argument("--max-boxes", type=int, default=None, help="at most this many boxes")
 
     fit = commands.add_parser(
         "fit-llpr", help="fit a last-layer LPR estimator for one MACE model",
@@ -80,6 +114,67 @@ def _build_parser() -> argparse.ArgumentParser:
                           "matrix well conditioned")
     fit.add_argument("--scale", type=float, default=1.0,
                      help="uncertainty = scale / sqrt(LPR) (default 1)")
+
+    export = commands.add_parser(
+        "export-lammps", help="write the estimator as one TorchScript file for LAMMPS",
+        description="Compiles a committee of MACE models, or one model with its LLPR file, "
+                    "into one TorchScript file (float64) for `pair_style mdmonitor FILE`: "
+                    "energies, forces, virial and per-atom uncertainty in one call.")
+    _add_estimator_options(export)
+    export.add_argument("-o", "--output", type=Path, default=None,
+                        help="output file (default committee.pt or llpr.pt)")
+
+    calibrate = commands.add_parser(
+        "calibrate", help="fit alpha: expected force error = alpha x local uncertainty",
+        description="Predicts labelled frames with the estimator and fits alpha = mean local "
+                    "force error / mean local uncertainty at --cutoff (Heid et al. 2024, Eq. 3), "
+                    "the force error of an atom being the mean absolute error of its x, y, z "
+                    "components (eV/A). With the JSON file the monitor takes thresholds as "
+                    "expected force errors: MonitoredCalculator(..., calibration='alpha.json', "
+                    "error_threshold=0.1). A few dozen frames like those of your simulation "
+                    "suffice; alpha holds only for this estimator and this cutoff.")
+    _add_labeled_options(calibrate)
+    calibrate.add_argument("-o", "--output", type=Path, default=Path("alpha.json"),
+                           help="output file (default alpha.json)")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="report how well the uncertainty points at the real force errors",
+        description="Predicts labelled frames with the estimator and compares force errors "
+                    "with uncertainties per atom, aggregated within 1 to 6 A and per structure: "
+                    "Spearman, Pearson, ROC-AUC, sparsification against the oracle, alpha "
+                    "fitted on a fifth of the frames and checked on the rest, and the Gaussian "
+                    "calibration of the force components. Writes report.md, report.json and "
+                    "PNG figures; --cutoff is the radius the figures show.")
+    _add_labeled_options(evaluate)
+    evaluate.add_argument("--calibration-fraction", type=float, default=0.2,
+                          help="fraction of the frames alpha is fitted on (default 0.2)")
+    evaluate.add_argument("--seed", type=int, default=0,
+                          help="seed of the random choice of those frames (default 0)")
+    evaluate.add_argument("--out", type=Path, default=Path("report"),
+                          help="output directory (default ./report)")
+
+    label = commands.add_parser(
+        "label", help="relax and label the boxes of a candidate queue with a reference",
+        description="Takes the pending boxes of QUEUE (written by an Extractor during MD), "
+                    "relaxes the buffer of any not yet relaxed (with the model recorded in the "
+                    "box, or --model), evaluates energy, forces and stress with the reference "
+                    "calculator, appends them to QUEUE/labeled.extxyz (REF_energy, REF_forces, "
+                    "REF_stress: ready for MACE training) and moves the box to QUEUE/done/; "
+                    "boxes failing a quality gate go to QUEUE/failed/ with the reason. Safe to "
+                    "interrupt and run again.")
+    label.add_argument("queue", type=Path, help="queue directory (with pending/)")
+    label.add_argument("--reference", required=True, metavar="MODULE:CLASS",
+                       help="ASE calculator class, e.g. ase.calculators.emt:EMT")
+    label.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
+                       help="keyword argument of the reference calculator (repeatable; values "
+                            "are Python literals, e.g. -p xc='PBE' -p kpts=(2,2,2))")
+    label.add_argument("--model", nargs="+", metavar="MODEL",
+                       help="MACE model file(s) to relax buffers with, instead of those "
+                            "recorded in the boxes")
+    label.add_argument("--watch", action="store_true",
+                       help="keep polling for new boxes (e.g. beside a running MD) until Ctrl-C")
+    label.add_argument("--poll", type=float, default=2.0,
+                       help="seconds between polls with --watch (default 2)")
     return parser
 
 
@@ -104,8 +199,18 @@ def _demo(args) -> int:
     print("most uncertain atoms in the last frame (index, neighbours, z in A, local uncertainty):")
     for index, neighbours, z, value in summary["top_atoms"]:
         print(f"  {index:4d}  {neighbours:2d}  {z:7.2f}  {value:.4f}")
-    if args.threshold is not None:
-        print(f"frames above threshold {args.threshold}: {summary['triggered_frames']}")
+    print(f"frames above threshold {summary['threshold']}: {summary['triggered_frames']}")
+    if summary["boxes"]:
+        print("boxes cut, border-relaxed and labeled with EMT (local uncertainty of the centre "
+              "vs the model's mean |F - F_EMT| per component on the core atoms, eV/A):")
+        for name, step, centre, uncertainty, error in summary["boxes"]:
+            print(f"  step {step:4d}  atom {centre:3d}  uncertainty {uncertainty:.4f}  "
+                  f"core force error {error:.4f}")
+    for name, reason in summary["failed_boxes"].items():
+        print(f"  failed: {name}: {reason}")
+    if summary["blocking_s"]:
+        blocking = sum(summary["blocking_s"]) / len(summary["blocking_s"])
+        print(f"MD held up {blocking:.1f} s per extraction (inline relaxation)")
     print("wrote " + ", ".join(summary["files"]))
     return 0
 
@@ -118,12 +223,29 @@ def _md(args) -> int:
     from ase import units
 
     atoms = ase.io.read(args.structure)
+    extractor = None
+    if args.extract:
+        from .extractor import Extractor
+
+        box_length = args.box_length or (12.0 if args.extract == "cube" else None)
+        extractor = Extractor(args.extract, queue=args.queue, core_radius=args.core_radius,
+                              box_length=box_length, relax=args.relax, max_boxes=args.max_boxes,
+                              seed=args.seed)
     calc = MonitoredCalculator(_estimator(args), cutoff=args.cutoff, threshold=args.threshold,
                                stop_threshold=args.stop_threshold, interval=args.interval,
-                               log=args.log, timestep=args.timestep * units.fs)
-    stop = run_md(atoms, calc, steps=args.steps, temperature_K=args.temperature,
-                  timestep_fs=args.timestep, friction=args.friction, trajectory=args.trajectory,
-                  frame_interval=args.frame_interval, seed=args.seed)
+                               log=args.log, timestep=args.timestep * units.fs,
+                               extractor=extractor)
+    try:
+        stop = run_md(atoms, calc, steps=args.steps, temperature_K=args.temperature,
+                      timestep_fs=args.timestep, friction=args.friction,
+                      trajectory=args.trajectory, frame_interval=args.frame_interval,
+                      seed=args.seed)
+    finally:
+        if extractor is not None:
+            extractor.close()
+    if extractor is not None:
+        print(f"{extractor.boxes_written} boxes in {args.queue}; label them with "
+              f"`mdmonitor label {args.queue} --reference MODULE:CLASS`")
     if stop is not None:
         print(f"stopped: {stop}", file=sys.stderr)
         return EXIT_STOPPED
@@ -143,12 +265,82 @@ def _fit_llpr(args) -> int:
     return 0
 
 
+def _export_lammps(args) -> int:
+    from .lammps_export import export
+
+    output = args.output or Path("committee.pt" if args.committee else "llpr.pt")
+    module = export(_estimator(args), output)
+    print(f"wrote {module}: use it with `pair_style mdmonitor {module}`")
+    return 0
+
+
+def _calibrate(args) -> int:
+    from .calibration import Calibration, uncertainty_unit
+
+    estimator = _estimator(args)
+    calibration = Calibration.fit(estimator, args.labeled, args.cutoff,
+                                  forces_key=args.forces_key)
+    calibration.save(args.output)
+    print(f"alpha = {calibration.alpha:.4g} eV/A per {uncertainty_unit(estimator)} at cutoff "
+          f"{calibration.cutoff:g} A, from {calibration.n_frames} frames ({calibration.n_atoms} "
+          f"atoms, mean local force error {calibration.mean_error:.4f} eV/A)")
+    print(f"wrote {args.output}: an expected local force error of 0.1 eV/A is a local "
+          f"uncertainty of {calibration.threshold_for(0.1):.4g}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .evaluation import evaluate
+
+    evaluation = evaluate(_estimator(args), args.labeled, cutoff=args.cutoff,
+                          calibration_fraction=args.calibration_fraction, seed=args.seed,
+                          forces_key=args.forces_key)
+    files = evaluation.write(args.out)
+    print(f"{'level':>10} {'Spearman':>9} {'ROC-AUC':>8} {'alpha':>8} {'test MAE':>9} "
+          f"{'test MAD':>9}  (eV/A)")
+    for cutoff in (0.0, args.cutoff, None):
+        level = evaluation.level(cutoff)
+        print(f"{level.label:>10} {level.spearman:9.3f} {level.roc_auc:8.3f} {level.alpha:8.4g} "
+              f"{level.test_mae:9.4f} {level.test_mad:9.4f}")
+    print("wrote " + ", ".join(str(path) for path in files))
+    return 0
+
+
+def _label(args) -> int:
+    from .labeling import Labeler, parse_parameters, reference_calculator
+    from .relaxation import ForceFieldCalculator
+
+    reference = reference_calculator(args.reference, parse_parameters(args.parameter))
+    relax_with = None
+    if args.model:
+        from . import Committee
+        from .mace_model import MaceModel
+
+        relax_with = ForceFieldCalculator(Committee.from_mace(args.model) if len(args.model) > 1
+                                          else MaceModel(args.model[0]))
+    if not args.queue.is_dir():
+        raise FileNotFoundError(f"queue directory '{args.queue}' does not exist")
+    labeler = Labeler(args.queue, reference, relax_with, reference_name=args.reference)
+    try:
+        labeler.run(watch=args.watch, poll=args.poll)
+    except KeyboardInterrupt:
+        print("interrupted; run again to resume", file=sys.stderr)
+    summary = labeler.summary
+    print(f"labeled {len(summary.labeled)} boxes into {labeler.queue.dataset}; "
+          f"{len(summary.failed)} failed")
+    for name, reason in summary.failed.items():
+        print(f"  failed/{name}: {reason}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = _build_parser().parse_args(argv)
-    handler = {"demo": _demo, "md": _md, "fit-llpr": _fit_llpr}[args.command]
+    handler = {"demo": _demo, "md": _md, "fit-llpr": _fit_llpr,
+               "export-lammps": _export_lammps, "calibrate": _calibrate,
+               "evaluate": _evaluate, "label": _label}[args.command]
     try:
         return handler(args)
-    except (FileNotFoundError, ValueError, FloatingPointError) as err:
+    except (FileNotFoundError, ValueError, FloatingPointError, RuntimeError) as err:
         print(f"mdmonitor {args.command}: error: {err}", file=sys.stderr)
         return 1
 

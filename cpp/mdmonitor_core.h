@@ -1,0 +1,58 @@
+/* mdmonitor core: the LAMMPS-independent algorithms of the mdmonitor LAMMPS plugin.
+   Units are those of the caller (LAMMPS metal: A for distances). */
+
+#ifndef MDMONITOR_CORE_H
+#define MDMONITOR_CORE_H
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+namespace mdmonitor {
+
+using Vec3 = std::array<double, 3>;
+
+// Neighbour lists in the layout LAMMPS uses: the neighbours of centre i = centres[ii] are
+// neighbours[i][0 .. count[i]), each index to be and-ed with index_mask (LAMMPS keeps
+// special-bond bits in the high bits). Lists may hold pairs beyond the wanted cutoff.
+struct NeighbourLists {
+  int n_centres;
+  const int *centres;
+  const int *count;
+  const int *const *neighbours;
+  int index_mask;
+};
+
+// Mean of `values` over each centre and its neighbours closer than `cutoff` (strictly), the
+// centre included (Heid et al. 2024, Eq. 10), written to mean[i] for every centre i.
+// Each periodic image is a separate atom of x/values, so images count separately, as in
+// mdmonitor.aggregation.local_mean. With group_mask non-null only atoms j with
+// (group_mask[j] & group_bit) are averaged over and given a mean (others get 0).
+void local_mean(const NeighbourLists &lists, const double *const *x, const double *values,
+                double cutoff, double *mean, const int *group_mask = nullptr,
+                int group_bit = 0);
+
+// Indices of the values above `threshold`, largest first; equal values by smaller tag.
+std::vector<int> rank_above(int n, const double *values, const int64_t *tags, double threshold);
+
+// A simulation cell: rows are the cell vectors a, b, c (A, linearly independent); images are
+// taken only along periodic directions.
+struct Cell {
+  std::array<Vec3, 3> vectors;
+  std::array<bool, 3> periodic;
+};
+
+// Distance between a and b to the nearest periodic image of b.
+double minimum_image_distance(const Vec3 &a, const Vec3 &b, const Cell &cell);
+
+// Greedy choice among candidates (positions, most uncertain first), as
+// mdmonitor.centres.choose_centres: a candidate is taken unless it lies within `separation`
+// (minimum image) of a centre already taken or of a position in `avoid`; at most `limit`.
+// Returns indices into `candidates`.
+std::vector<int> choose_centres(const std::vector<Vec3> &candidates, double separation,
+                                int limit, const Cell &cell,
+                                const std::vector<Vec3> &avoid = {});
+
+}    // namespace mdmonitor
+
+#endif

@@ -1,0 +1,114 @@
+/* Test driver for the mdmonitor core: reads one task from stdin, prints the result.
+     local_mean   n_atoms n_centres cutoff group_bit | n_atoms x (x y z value mask) |
+                  n_centres x (centre count neighbours...)       -> "centre mean" lines
+     rank_above   n threshold | n x (value tag)                 -> indices
+     choose       separation limit | 3 x (cell row) | 3 x periodic |
+                  n_candidates x (x y z) | n_avoid x (x y z)    -> indices
+     distance     3 x (cell row) | 3 x periodic | n | n x (a b) -> distances             */
+
+#include "mdmonitor_core.h"
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+using namespace mdmonitor;
+
+namespace {
+
+Vec3 read_vec3()
+{
+  Vec3 v;
+  std::cin >> v[0] >> v[1] >> v[2];
+  return v;
+}
+
+Cell read_cell()
+{
+  Cell cell;
+  for (auto &row : cell.vectors) row = read_vec3();
+  for (auto &p : cell.periodic) {
+    int flag;
+    std::cin >> flag;
+    p = flag != 0;
+  }
+  return cell;
+}
+
+std::vector<Vec3> read_positions()
+{
+  int n;
+  std::cin >> n;
+  std::vector<Vec3> positions(n);
+  for (auto &p : positions) p = read_vec3();
+  return positions;
+}
+
+void print_indices(const std::vector<int> &indices)
+{
+  for (int i : indices) std::printf("%d\n", i);
+}
+
+}    // namespace
+
+int main()
+{
+  std::string task;
+  std::cin >> task;
+  if (task == "local_mean") {
+    int n_atoms, n_centres, group_bit;
+    double cutoff;
+    std::cin >> n_atoms >> n_centres >> cutoff >> group_bit;
+    std::vector<Vec3> positions(n_atoms);
+    std::vector<double> values(n_atoms), mean(n_atoms, -1.0);
+    std::vector<int> mask(n_atoms), centres(n_centres), count(n_atoms, 0);
+    for (int i = 0; i < n_atoms; ++i) {
+      positions[i] = read_vec3();
+      std::cin >> values[i] >> mask[i];
+    }
+    std::vector<std::vector<int>> storage(n_atoms);
+    std::vector<const int *> neighbours(n_atoms, nullptr);
+    for (int ii = 0; ii < n_centres; ++ii) {
+      int i;
+      std::cin >> i >> count[i];
+      centres[ii] = i;
+      storage[i].resize(count[i]);
+      for (int &j : storage[i]) std::cin >> j;
+      neighbours[i] = storage[i].data();
+    }
+    std::vector<const double *> x(n_atoms);
+    for (int i = 0; i < n_atoms; ++i) x[i] = positions[i].data();
+    const NeighbourLists lists{n_centres, centres.data(), count.data(), neighbours.data(), ~0};
+    local_mean(lists, x.data(), values.data(), cutoff, mean.data(),
+               group_bit ? mask.data() : nullptr, group_bit);
+    for (int i : centres) std::printf("%d %.17g\n", i, mean[i]);
+  } else if (task == "rank_above") {
+    int n;
+    double threshold;
+    std::cin >> n >> threshold;
+    std::vector<double> values(n);
+    std::vector<int64_t> tags(n);
+    for (int i = 0; i < n; ++i) std::cin >> values[i] >> tags[i];
+    print_indices(rank_above(n, values.data(), tags.data(), threshold));
+  } else if (task == "choose") {
+    double separation;
+    int limit;
+    std::cin >> separation >> limit;
+    const Cell cell = read_cell();
+    const auto candidates = read_positions();
+    const auto avoid = read_positions();
+    print_indices(choose_centres(candidates, separation, limit, cell, avoid));
+  } else if (task == "distance") {
+    const Cell cell = read_cell();
+    int n;
+    std::cin >> n;
+    for (int pair = 0; pair < n; ++pair) {
+      const Vec3 a = read_vec3(), b = read_vec3();
+      std::printf("%.17g\n", minimum_image_distance(a, b, cell));
+    }
+  } else {
+    std::fprintf(stderr, "unknown task '%s'\n", task.c_str());
+    return 2;
+  }
+  return std::cin.fail() ? 1 : 0;
+}

@@ -1,0 +1,381 @@
+/* pair_style mdmonitor: see pair_mdmonitor.h and the README's LAMMPS section.
+
+   Graphs handed to the exported module (mdmonitor/lammps_export.py):
+   - periodic (one rank, default there): nodes are the local atoms only; an edge to a ghost
+     atom goes to the local atom it images, with the integer cell shift between the two;
+   - with ghost atoms (several ranks): nodes are the local atoms and every ghost atom within
+     num_interactions edges of them; edges are all pairs within r_max whose receiver is fewer
+     than num_interactions edges from a local atom (only those carry messages that reach a
+     local energy). Forces on ghost atoms go back to their owners through LAMMPS's reverse
+     communication (newton_pair on), and so do the committee members' forces before their
+     spread is taken. */
+
+#include "pair_mdmonitor.h"
+
+#include "atom.h"
+#include "comm.h"
+#include "domain.h"
+#include "error.h"
+#include "force.h"
+#include "memory.h"
+#include "neigh_list.h"
+#include "neighbor.h"
+#include "update.h"
+
+#include <torch/csrc/jit/runtime/graph_executor.h>
+
+#include <cmath>
+#include <cstring>
+#include <unordered_map>
+
+using namespace LAMMPS_NS;
+
+PairMDMonitor::PairMDMonitor(LAMMPS *lmp) :
+    Pair(lmp), r_max(0.0), num_interactions(0), num_members(0), ghost_setting(GHOSTS_AUTO),
+    with_ghosts(false), nmax(0), uncertainty(nullptr), member_forces(nullptr)
+{
+  single_enable = 0;
+  restartinfo = 0;
+  one_coeff = 1;
+  manybody_flag = 1;
+  no_virial_fdotr_compute = 1;
+  centroidstressflag = CENTROID_NOTAVAIL;
+}
+
+PairMDMonitor::~PairMDMonitor()
+{
+  memory->destroy(uncertainty);
+  memory->destroy(member_forces);
+  if (allocated) {
+    memory->destroy(setflag);
+    memory->destroy(cutsq);
+    memory->destroy(cutghost);
+  }
+}
+
+/* pair_style mdmonitor FILE [ghosts auto|yes|no] */
+
+void PairMDMonitor::settings(int narg, char **arg)
+{
+  if (narg < 1) utils::missing_cmd_args(FLERR, "pair_style mdmonitor", error);
+  model_file = arg[0];
+  for (int iarg = 1; iarg < narg; iarg += 2) {
+    if (strcmp(arg[iarg], "ghosts") != 0)
+      error->all(FLERR, "Illegal pair_style mdmonitor command: unknown keyword '{}' "
+                 "(expected: ghosts)", arg[iarg]);
+    if (iarg + 1 >= narg) utils::missing_cmd_args(FLERR, "pair_style mdmonitor ghosts", error);
+    const std::string value = arg[iarg + 1];
+    if (value == "auto") ghost_setting = GHOSTS_AUTO;
+    else if (value == "yes") ghost_setting = GHOSTS_YES;
+    else if (value == "no") ghost_setting = GHOSTS_NO;
+    else
+      error->all(FLERR, "Illegal pair_style mdmonitor command: ghosts must be auto, yes or no, "
+                 "not '{}'", value);
+  }
+
+  if (!platform::file_is_readable(model_file))
+    error->all(FLERR, "pair_style mdmonitor: cannot read model file '{}'; write it with "
+               "`mdmonitor export-lammps`", model_file);
+  try {
+    model = torch::jit::load(model_file, torch::kCPU);
+  } catch (const c10::Error &err) {
+    error->all(FLERR, "pair_style mdmonitor: '{}' is not a TorchScript file from `mdmonitor "
+               "export-lammps`: {}", model_file, err.what_without_backtrace());
+  }
+  if (!model.hasattr("format_version") || model.attr("format_version").toInt() != 1)
+    error->all(FLERR, "pair_style mdmonitor: '{}' was not written by `mdmonitor export-lammps` "
+               "(format 1); export the estimator again", model_file);
+  model.eval();
+  elements.clear();
+  for (const auto &symbol : model.attr("elements").toListRef())
+    elements.push_back(symbol.toStringRef());
+  r_max = model.attr("r_max").toDouble();
+  num_interactions = model.attr("num_interactions").toInt();
+  num_members = model.attr("num_members").toInt();
+  if (comm->me == 0)
+    utils::logmesg(lmp, "pair_style mdmonitor: {} estimator from {}, {} member(s), elements {}, "
+                   "r_max {} A, {} interactions\n", model.attr("estimator").toStringRef(),
+                   model_file, num_members, utils::join_words(elements, " "), r_max, num_interactions);
+}
+
+/* pair_coeff * * Element1 Element2 ... (one element of the model per atom type) */
+
+void PairMDMonitor::coeff(int narg, char **arg)
+{
+  if (!allocated) allocate();
+  const int ntypes = atom->ntypes;
+  if (narg != 2 + ntypes || strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
+    error->all(FLERR, "Incorrect args for pair_coeff: pair_style mdmonitor needs "
+               "'pair_coeff * * E1 ... E{}', one element per atom type", ntypes);
+  species_of_type.assign(ntypes + 1, -1);
+  for (int type = 1; type <= ntypes; ++type) {
+    const std::string symbol = arg[1 + type];
+    for (int s = 0; s < (int) elements.size(); ++s)
+      if (elements[s] == symbol) species_of_type[type] = s;
+    if (species_of_type[type] < 0)
+      error->all(FLERR, "pair_coeff: element '{}' (atom type {}) is not known to model '{}' "
+                 "(its elements: {})", symbol, type, model_file, utils::join_words(elements, " "));
+  }
+  for (int i = 1; i <= ntypes; ++i)
+    for (int j = i; j <= ntypes; ++j) setflag[i][j] = 1;
+}
+
+void PairMDMonitor::allocate()
+{
+  allocated = 1;
+  const int n = atom->ntypes + 1;
+  memory->create(setflag, n, n, "pair:setflag");
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) setflag[i][j] = 0;
+  memory->create(cutsq, n, n, "pair:cutsq");
+  memory->create(cutghost, n, n, "pair:cutghost");
+}
+
+void PairMDMonitor::init_style()
+{
+  if (strcmp(update->unit_style, "metal") != 0)
+    error->all(FLERR, "pair_style mdmonitor requires 'units metal' (the model works in eV and A)");
+  if (!atom->tag_enable) error->all(FLERR, "pair_style mdmonitor requires atom IDs");
+  if (ghost_setting == GHOSTS_NO && comm->nprocs > 1)
+    error->all(FLERR, "pair_style mdmonitor ghosts no works on one rank only ({} ranks here)",
+               comm->nprocs);
+  with_ghosts = ghost_setting == GHOSTS_YES || (ghost_setting == GHOSTS_AUTO && comm->nprocs > 1);
+  ghostneigh = with_ghosts ? 1 : 0;
+  comm_reverse = (with_ghosts && num_members > 1) ? 3 * num_members : 0;
+
+  if (with_ghosts) {
+    if (!force->newton_pair)
+      error->all(FLERR, "pair_style mdmonitor with ghost atoms requires newton_pair on");
+    // local energies depend on atoms num_interactions x r_max away, and atoms move up to
+    // half the skin each way between neighbour-list builds
+    const double needed = num_interactions * r_max + neighbor->skin;
+    if (comm->cutghostuser == 0.0) {
+      comm->cutghostuser = needed;
+      if (comm->me == 0)
+        utils::logmesg(lmp, "pair_style mdmonitor: communication cutoff set to {} A "
+                       "(num_interactions x r_max + skin)\n", needed);
+    } else if (comm->cutghostuser < needed) {
+      error->all(FLERR, "pair_style mdmonitor: communication cutoff {} A is too small; ghost "
+                 "atoms are needed out to num_interactions x r_max + skin = {} x {} + {} = {} "
+                 "A: use 'comm_modify cutoff {}'", comm->cutghostuser, num_interactions, r_max,
+                 neighbor->skin, needed, needed);
+    }
+  }
+  neighbor->add_request(this, NeighConst::REQ_FULL | (with_ghosts ? NeighConst::REQ_GHOST : 0));
+}
+
+double PairMDMonitor::init_one(int i, int j)
+{
+  cutghost[i][j] = cutghost[j][i] = r_max;
+  return r_max;
+}
+
+void PairMDMonitor::grow_peratom()
+{
+  if (atom->nmax <= nmax) return;
+  nmax = atom->nmax;
+  memory->destroy(uncertainty);
+  memory->create(uncertainty, nmax, "pair:uncertainty");
+  if (comm_reverse) {
+    memory->destroy(member_forces);
+    memory->create(member_forces, nmax, comm_reverse, "pair:member_forces");
+  }
+}
+
+/* periodic graph: local atoms only, edges to images through integer cell shifts */
+
+void PairMDMonitor::build_periodic_graph()
+{
+  const int nlocal = atom->nlocal;
+  double **x = atom->x;
+  const tagint *tag = atom->tag;
+  const double *h_inv = domain->h_inv;
+  std::unordered_map<tagint, int> local_of_tag(2 * nlocal);
+  for (int i = 0; i < nlocal; ++i) local_of_tag[tag[i]] = i;
+
+  node_atom.resize(nlocal);
+  for (int i = 0; i < nlocal; ++i) node_atom[i] = i;
+  senders.clear();
+  receivers.clear();
+  unit_shifts.clear();
+  const double cutsq_model = r_max * r_max;
+  for (int ii = 0; ii < list->inum; ++ii) {
+    const int i = list->ilist[ii];
+    const int *jlist = list->firstneigh[i];
+    for (int jj = 0; jj < list->numneigh[i]; ++jj) {
+      const int j = jlist[jj] & NEIGHMASK;
+      const double d[3] = {x[j][0] - x[i][0], x[j][1] - x[i][1], x[j][2] - x[i][2]};
+      if (d[0] * d[0] + d[1] * d[1] + d[2] * d[2] >= cutsq_model) continue;
+      int owner = j;
+      double shift[3] = {0.0, 0.0, 0.0};
+      if (j >= nlocal) {
+        auto found = local_of_tag.find(tag[j]);
+        if (found == local_of_tag.end())
+          error->one(FLERR, "pair_style mdmonitor: ghost atom {} has no local copy; the "
+                     "periodic graph needs one rank (use ghosts yes)", tag[j]);
+        owner = found->second;
+        // image offset x_j - x_owner in cell vectors: lamda = h_inv * dx (upper triangular)
+        const double dx[3] = {x[j][0] - x[owner][0], x[j][1] - x[owner][1],
+                              x[j][2] - x[owner][2]};
+        shift[0] = std::nearbyint(h_inv[0] * dx[0] + h_inv[5] * dx[1] + h_inv[4] * dx[2]);
+        shift[1] = std::nearbyint(h_inv[1] * dx[1] + h_inv[3] * dx[2]);
+        shift[2] = std::nearbyint(h_inv[2] * dx[2]);
+      }
+      senders.push_back(i);
+      receivers.push_back(owner);
+      unit_shifts.insert(unit_shifts.end(), shift, shift + 3);
+    }
+  }
+}
+
+/* graph with ghost atoms: breadth-first from the local atoms over edges shorter than r_max */
+
+void PairMDMonitor::build_ghost_graph()
+{
+  const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  double **x = atom->x;
+  std::vector<int> node_of_atom(nall, -1);
+  node_atom.resize(nlocal);
+  for (int i = 0; i < nlocal; ++i) node_atom[i] = node_of_atom[i] = i;
+  senders.clear();
+  receivers.clear();
+  const double cutsq_model = r_max * r_max;
+  int begin = 0, end = nlocal;    // nodes of the current layer
+  for (int layer = 0; layer < num_interactions; ++layer) {
+    for (int k = begin; k < end; ++k) {
+      const int a = node_atom[k];
+      const int *jlist = list->firstneigh[a];
+      for (int jj = 0; jj < list->numneigh[a]; ++jj) {
+        const int b = jlist[jj] & NEIGHMASK;
+        const double dx = x[b][0] - x[a][0], dy = x[b][1] - x[a][1], dz = x[b][2] - x[a][2];
+        if (dx * dx + dy * dy + dz * dz >= cutsq_model) continue;
+        if (node_of_atom[b] < 0) {
+          node_of_atom[b] = (int) node_atom.size();
+          node_atom.push_back(b);
+        }
+        senders.push_back(node_of_atom[b]);
+        receivers.push_back(k);
+      }
+    }
+    begin = end;
+    end = (int) node_atom.size();
+  }
+}
+
+void PairMDMonitor::compute(int eflag, int vflag)
+{
+  ev_init(eflag, vflag);
+  if (vflag_atom)
+    error->all(FLERR, "pair_style mdmonitor does not compute per-atom virials");
+  grow_peratom();
+  const int nlocal = atom->nlocal;
+  if (with_ghosts) build_ghost_graph();
+  else build_periodic_graph();
+
+  const int64_t n_nodes = node_atom.size(), n_edges = senders.size();
+  auto as_double = torch::TensorOptions().dtype(torch::kFloat64);
+  auto as_long = torch::TensorOptions().dtype(torch::kInt64);
+  torch::Tensor positions = torch::empty({n_nodes, 3}, as_double);
+  torch::Tensor species = torch::empty({n_nodes}, as_long);
+  double **x = atom->x;
+  const int *type = atom->type;
+  auto p = positions.accessor<double, 2>();
+  auto s = species.accessor<int64_t, 1>();
+  for (int64_t k = 0; k < n_nodes; ++k) {
+    const int i = node_atom[k];
+    for (int d = 0; d < 3; ++d) p[k][d] = x[i][d];
+    s[k] = species_of_type[type[i]];
+  }
+  torch::Tensor edge_index = torch::empty({2, n_edges}, as_long);
+  std::copy(senders.begin(), senders.end(), edge_index.data_ptr<int64_t>());
+  std::copy(receivers.begin(), receivers.end(), edge_index.data_ptr<int64_t>() + n_edges);
+  torch::Tensor shifts = torch::zeros({n_edges, 3}, as_double);
+  torch::Tensor cell = torch::zeros({3, 3}, as_double);
+  if (!with_ghosts) {
+    std::copy(unit_shifts.begin(), unit_shifts.end(), shifts.data_ptr<double>());
+    const double *h = domain->h;    // rows a, b, c of the LAMMPS cell
+    const double rows[9] = {h[0], 0.0, 0.0, h[5], h[1], 0.0, h[4], h[3], h[2]};
+    std::copy(rows, rows + 9, cell.data_ptr<double>());
+  }
+
+  // TorchScript's profiling executor re-optimises for every new graph size, which costs
+  // seconds per step, and was slower than plain execution even once warm (measured)
+  torch::jit::GraphOptimizerEnabledGuard unoptimized(false);
+  std::vector<torch::jit::IValue> inputs{positions, edge_index, shifts, cell, species,
+                                         (int64_t) nlocal, (bool) vflag_global};
+  const auto out = model.forward(inputs).toGenericDict();
+
+  torch::Tensor forces = out.at("forces").toTensor();
+  if (!torch::isfinite(forces).all().item<bool>())
+    error->one(FLERR, "pair_style mdmonitor: the model returned NaN or inf forces at step {}",
+               update->ntimestep);
+  auto fk = forces.accessor<double, 2>();
+  double **f = atom->f;
+  for (int64_t k = 0; k < n_nodes; ++k)
+    for (int d = 0; d < 3; ++d) f[node_atom[k]][d] += fk[k][d];
+
+  if (eflag_global) eng_vdwl += out.at("energy").toTensor().item<double>();
+  if (eflag_atom) {
+    const torch::Tensor energies = out.at("atomic_energies").toTensor();
+    auto e = energies.accessor<double, 1>();
+    for (int i = 0; i < nlocal; ++i) eatom[i] += e[i];
+  }
+  if (vflag_global) {
+    const torch::Tensor model_virial = out.at("virial").toTensor();
+    auto v = model_virial.accessor<double, 1>();
+    for (int k = 0; k < 6; ++k) virial[k] += v[k];
+  }
+
+  torch::Tensor atomic;
+  if (out.contains("atomic_uncertainty")) {
+    atomic = out.at("atomic_uncertainty").toTensor();
+  } else {
+    // a member's force on a local atom is complete only with its ghost images' rows added
+    const torch::Tensor members = out.at("member_forces").toTensor();
+    auto member = members.accessor<double, 3>();
+    const int nall = nlocal + atom->nghost;
+    for (int i = 0; i < nall; ++i)
+      for (int c = 0; c < comm_reverse; ++c) member_forces[i][c] = 0.0;
+    for (int64_t k = 0; k < n_nodes; ++k)
+      for (int m = 0; m < num_members; ++m)
+        for (int d = 0; d < 3; ++d) member_forces[node_atom[k]][3 * m + d] = member[m][k][d];
+    comm->reverse_comm(this);
+    torch::Tensor summed = torch::empty({num_members, nlocal, 3}, as_double);
+    auto sm = summed.accessor<double, 3>();
+    for (int m = 0; m < num_members; ++m)
+      for (int i = 0; i < nlocal; ++i)
+        for (int d = 0; d < 3; ++d) sm[m][i][d] = member_forces[i][3 * m + d];
+    atomic = model.run_method("force_uncertainty", summed).toTensor();
+  }
+  auto a = atomic.accessor<double, 1>();
+  for (int i = 0; i < nlocal; ++i) uncertainty[i] = a[i];
+}
+
+void *PairMDMonitor::extract_peratom(const char *name, int &ncol)
+{
+  if (strcmp(name, "uncertainty") == 0) {
+    ncol = 0;
+    return (void *) uncertainty;
+  }
+  return nullptr;
+}
+
+int PairMDMonitor::pack_reverse_comm(int n, int first, double *buf)
+{
+  int m = 0;
+  for (int i = first; i < first + n; ++i)
+    for (int c = 0; c < comm_reverse; ++c) buf[m++] = member_forces[i][c];
+  return m;
+}
+
+void PairMDMonitor::unpack_reverse_comm(int n, int *list, double *buf)
+{
+  int m = 0;
+  for (int k = 0; k < n; ++k)
+    for (int c = 0; c < comm_reverse; ++c) member_forces[list[k]][c] += buf[m++];
+}
+
+double PairMDMonitor::memory_usage()
+{
+  return Pair::memory_usage() + (double) nmax * (1 + comm_reverse) * sizeof(double);
+}

@@ -1,0 +1,62 @@
+/* pair_style mdmonitor FILE [ghosts auto|yes|no]
+   Energies, forces and virial from an estimator exported by `mdmonitor export-lammps`
+   (committee mean or single LLPR model), and its per-atom uncertainty, available through
+   extract_peratom("uncertainty") to fix mdmonitor and fix pair. Units metal (eV, A). */
+
+#ifndef LMP_PAIR_MDMONITOR_H
+#define LMP_PAIR_MDMONITOR_H
+
+#include "pair.h"
+
+#include <torch/script.h>
+
+#include <string>
+#include <vector>
+
+namespace LAMMPS_NS {
+
+class PairMDMonitor : public Pair {
+ public:
+  PairMDMonitor(class LAMMPS *);
+  ~PairMDMonitor() override;
+  void compute(int, int) override;
+  void settings(int, char **) override;
+  void coeff(int, char **) override;
+  void init_style() override;
+  double init_one(int, int) override;
+  void *extract_peratom(const char *, int &) override;
+  int pack_reverse_comm(int, int, double *) override;
+  void unpack_reverse_comm(int, int *, double *) override;
+  double memory_usage() override;
+
+ protected:
+  enum { GHOSTS_AUTO, GHOSTS_YES, GHOSTS_NO };
+
+  torch::jit::Module model;
+  std::string model_file;
+  std::vector<std::string> elements;    // model species, in the model's order
+  double r_max;                         // model cutoff (A)
+  int num_interactions;                 // message-passing layers
+  int num_members;                      // committee members (1 for LLPR)
+  int ghost_setting;                    // ghosts keyword
+  bool with_ghosts;                     // graph with ghost atoms (else periodic edges)
+  std::vector<int64_t> species_of_type;    // model species of each atom type (1-based)
+
+  int nmax;                 // rows of the per-atom arrays
+  double *uncertainty;      // per-atom uncertainty of the local atoms
+  double **member_forces;   // committee members' forces, 3 per member, reverse-summed
+
+  // graph of the current step: node k is atom node_atom[k]; edge e goes sender -> receiver
+  std::vector<int> node_atom;
+  std::vector<int64_t> senders, receivers;
+  std::vector<double> unit_shifts;    // per edge, in cell vectors (periodic graph only)
+
+  void allocate();
+  void grow_peratom();
+  void build_periodic_graph();
+  void build_ghost_graph();
+};
+
+}    // namespace LAMMPS_NS
+
+#endif
