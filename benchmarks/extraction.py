@@ -6,7 +6,7 @@ inline (in the force call) and once in a background worker process. Prints, per 
 force-call time without extraction (the baseline, same run), the time the MD was held up per
 extraction, the relaxation time per box, and the wall time of the run.
 
-    .venv/bin/python benchmarks/extraction.py [--uq llpr|committee] [--steps 60] [--boxes 3]
+    .venv/bin/python benchmarks/extraction.py [--uq llpr|committee] [--steps 60] [--boxes 3] [--threshold U]
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from mdmonitor.demo import DEMO_THRESHOLDS, demo_slab
 from mdmonitor.md import run_md
 
 
-def run(mode: str, estimator, uq: str, steps: int, boxes: int, workdir: Path) -> dict:
+def run(mode: str, estimator, threshold: float, steps: int, boxes: int, workdir: Path) -> dict:
     extractor = Extractor("cube", queue=workdir / mode, core_radius=4.0, box_length=10.0,
                           relax=mode, max_boxes=boxes, cooldown=10)
-    calc = MonitoredCalculator(estimator, cutoff=4.0, threshold=DEMO_THRESHOLDS[uq],
+    calc = MonitoredCalculator(estimator, cutoff=4.0, threshold=threshold,
                                timestep=2.0 * units.fs, extractor=extractor)
     atoms = demo_slab()
     start = time.perf_counter()
@@ -38,7 +38,7 @@ def run(mode: str, estimator, uq: str, steps: int, boxes: int, workdir: Path) ->
     md_seconds = time.perf_counter() - start
     extractor.close()
     total = time.perf_counter() - start
-    held = [t for t in extractor.blocking_seconds if t > 1e-3]
+    held = extractor.blocking_seconds
     relax = [ase.io.read(p).info.get("relax_seconds", float("nan"))
              for p in extractor.queue.boxes("pending")]
     return {"boxes": len(relax), "held": held, "relax": relax, "md": md_seconds, "total": total}
@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("--uq", choices=("llpr", "committee"), default="llpr")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--boxes", type=int, default=3)
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="local uncertainty that triggers a cut (default: the demo's)")
     args = parser.parse_args()
     models = demo_models()
     estimator = (LastLayerLPR.load(models["llpr"]) if args.uq == "llpr"
@@ -65,7 +67,8 @@ def main() -> None:
           f"{step * 1e3:.0f} ms (baseline)")
     with tempfile.TemporaryDirectory() as workdir:
         for mode in ("inline", "worker"):
-            result = run(mode, estimator, args.uq, args.steps, args.boxes, Path(workdir))
+            result = run(mode, estimator, args.threshold or DEMO_THRESHOLDS[args.uq], args.steps,
+                         args.boxes, Path(workdir))
             held = statistics.mean(result["held"]) if result["held"] else float("nan")
             relax = statistics.mean(result["relax"]) if result["relax"] else float("nan")
             print(f"{mode:>7}: {result['boxes']} boxes, relaxation {relax:.2f} s per box; MD "

@@ -119,7 +119,7 @@ def run_demo(out: Path, uq: str = "committee", steps: int = 300, temperature_K: 
         "surface_mean": float(local[surface].mean()), "bulk_mean": float(local[~surface].mean()),
         "threshold": threshold, "triggered_frames": len(triggered),
         "boxes": core_force_errors(queue_dir, estimator), "failed_boxes": labeling.failed,
-        "blocking_s": [t for t in extractor.blocking_seconds if t > 1e-3],
+        "blocking_s": extractor.blocking_seconds,
         "top_atoms": [(int(i), int(final_coordination[i]), float(final.positions[i, 2]),
                        float(final.arrays["local_uncertainty"][i])) for i in order],
         "files": [str(out / n) for n in ("monitor.csv", "trajectory.extxyz",

@@ -105,7 +105,7 @@ class Extractor:
     is not cut again for `cooldown` steps. relax: "inline" (blocks the MD), "worker" (a
     background process), "label" (left to `mdmonitor label`). max_buffer_force (eV/A): relaxed
     boxes with a larger buffer force fail. run_id names the boxes; seed makes noise repeatable.
-    `blocking_seconds` lists how long each triggered frame held up the MD.
+    `blocking_seconds` lists how long the MD was held up by each frame that gave boxes.
     """
 
     def __init__(self, strategy: str = "cube", queue="candidates", core_radius: float = 4.0,
@@ -224,7 +224,8 @@ class Extractor:
                 self._dispatch(box, name, atoms)
                 written.append(name)
         self.boxes_written += len(written)
-        self.blocking_seconds.append(time.perf_counter() - start)
+        if written:
+            self.blocking_seconds.append(time.perf_counter() - start)
         return written
 
     def _dispatch(self, box: Atoms, name: str, source: Atoms) -> None:
