@@ -45,7 +45,7 @@ from e3nn.util.jit import compile_mode
 from e3nn.util import jit
 
 from .committee import Committee
-from .llpr import LastLayerLPR, final_linear, linear_feature_map
+from .llpr import LastLayerLPR, energy_scale, final_linear, linear_feature_map
 from .mace_model import MaceModel, file_sha256
 
 FORMAT_VERSION = 1
@@ -158,8 +158,7 @@ class LLPRModule(torch.nn.Module):
         widths = [int(p.linear.irreps_out.dim) for p in model.module.products]
         ends = np.cumsum([0] + widths).tolist()
         head = model.heads.index(model.head)
-        scale = float(torch.atleast_1d(model.module.scale_shift.scale)[head]) \
-            if hasattr(model.module, "scale_shift") else 1.0
+        scale = energy_scale(model)
         maps, self.feature_bounds = [], []
         for index, readout in enumerate(readouts):
             layer = len(widths) - 1 if len(readouts) == 1 else index

@@ -40,9 +40,7 @@ class LastLayerFeatures:
     def __init__(self, model: MaceModel):
         module = model.module
         head = model.heads.index(model.head)
-        scale = 1.0
-        if hasattr(module, "scale_shift"):
-            scale = float(torch.atleast_1d(module.scale_shift.scale)[head])
+        scale = energy_scale(model)
         self._inputs: list[torch.Tensor | None] = [None] * len(module.readouts)
         self._maps, weights, self._hooks = [], [], []
         for index, readout in enumerate(module.readouts):
@@ -65,6 +63,13 @@ class LastLayerFeatures:
         """Detach the hooks from the model."""
         for hook in self._hooks:
             hook.remove()
+
+
+def energy_scale(model: MaceModel) -> float:
+    """The factor MACE's scale-shift applies to the readouts of the model's head (1 without)."""
+    if not hasattr(model.module, "scale_shift"):
+        return 1.0
+    return float(torch.atleast_1d(model.module.scale_shift.scale)[model.heads.index(model.head)])
 
 
 def final_linear(readout: torch.nn.Module, model_name: str) -> torch.nn.Module:
