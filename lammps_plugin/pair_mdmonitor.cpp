@@ -53,6 +53,22 @@ PairMDMonitor::~PairMDMonitor()
   }
 }
 
+/* the string values of every `"key": "..."` in JSON text, ";"-joined (escapes \" and \\) */
+
+static std::string join_json_strings(const std::string &json, const std::string &key)
+{
+  const std::string opening = "\"" + key + "\": \"";
+  std::string joined;
+  for (auto at = json.find(opening); at != std::string::npos; at = json.find(opening, at)) {
+    if (!joined.empty()) joined += ';';
+    for (at += opening.size(); at < json.size() && json[at] != '"'; ++at) {
+      if (json[at] == '\\') ++at;
+      if (at < json.size()) joined += json[at];
+    }
+  }
+  return joined;
+}
+
 /* pair_style mdmonitor FILE [ghosts auto|yes|no] */
 
 void PairMDMonitor::settings(int narg, char **arg)
@@ -77,7 +93,10 @@ void PairMDMonitor::settings(int narg, char **arg)
     error->all(FLERR, "pair_style mdmonitor: cannot read model file '{}'; write it with "
                "`mdmonitor export-lammps`", model_file);
   try {
-    model = torch::jit::load(model_file, torch::kCPU);
+    torch::jit::ExtraFilesMap extra{{"mdmonitor.json", ""}};
+    model = torch::jit::load(model_file, torch::kCPU, extra);
+    model_files = join_json_strings(extra["mdmonitor.json"], "file");
+    model_sha256 = join_json_strings(extra["mdmonitor.json"], "sha256");
   } catch (const c10::Error &err) {
     error->all(FLERR, "pair_style mdmonitor: '{}' is not a TorchScript file from `mdmonitor "
                "export-lammps`: {}", model_file, err.what_without_backtrace());
@@ -108,8 +127,10 @@ void PairMDMonitor::coeff(int narg, char **arg)
     error->all(FLERR, "Incorrect args for pair_coeff: pair_style mdmonitor needs "
                "'pair_coeff * * E1 ... E{}', one element per atom type", ntypes);
   species_of_type.assign(ntypes + 1, -1);
+  type_elements.assign(ntypes + 1, "");
   for (int type = 1; type <= ntypes; ++type) {
     const std::string symbol = arg[1 + type];
+    type_elements[type] = symbol;
     for (int s = 0; s < (int) elements.size(); ++s)
       if (elements[s] == symbol) species_of_type[type] = s;
     if (species_of_type[type] < 0)
@@ -349,6 +370,15 @@ void PairMDMonitor::compute(int eflag, int vflag)
   }
   auto a = atomic.accessor<double, 1>();
   for (int i = 0; i < nlocal; ++i) uncertainty[i] = a[i];
+}
+
+void *PairMDMonitor::extract(const char *name, int &dim)
+{
+  dim = 0;
+  if (strcmp(name, "type_elements") == 0) return (void *) &type_elements;
+  if (strcmp(name, "model_files") == 0) return (void *) &model_files;
+  if (strcmp(name, "model_sha256") == 0) return (void *) &model_sha256;
+  return nullptr;
 }
 
 void *PairMDMonitor::extract_peratom(const char *name, int &ncol)

@@ -1,7 +1,10 @@
 /* pair_style mdmonitor FILE [ghosts auto|yes|no]
    Energies, forces and virial from an estimator exported by `mdmonitor export-lammps`
    (committee mean or single LLPR model), and its per-atom uncertainty, available through
-   extract_peratom("uncertainty") to fix mdmonitor and fix pair. Units metal (eV, A). */
+   extract_peratom("uncertainty") to fix mdmonitor and fix pair; extract("type_elements")
+   (std::vector<std::string>, element of each type, 1-based), extract("model_files") and
+   extract("model_sha256") (std::string, ";"-joined, from the file's mdmonitor.json) to fix
+   mdmonitor's box extraction. Units metal (eV, A). */
 
 #ifndef LMP_PAIR_MDMONITOR_H
 #define LMP_PAIR_MDMONITOR_H
@@ -24,6 +27,7 @@ class PairMDMonitor : public Pair {
   void coeff(int, char **) override;
   void init_style() override;
   double init_one(int, int) override;
+  void *extract(const char *, int &) override;
   void *extract_peratom(const char *, int &) override;
   int pack_reverse_comm(int, int, double *) override;
   void unpack_reverse_comm(int, int *, double *) override;
@@ -41,6 +45,8 @@ class PairMDMonitor : public Pair {
   int ghost_setting;                    // ghosts keyword
   bool with_ghosts;                     // graph with ghost atoms (else periodic edges)
   std::vector<int64_t> species_of_type;    // model species of each atom type (1-based)
+  std::vector<std::string> type_elements;  // element of each atom type (1-based)
+  std::string model_files, model_sha256;   // the MACE files behind the model, ";"-joined
 
   int nmax;                 // rows of the per-atom arrays
   double *uncertainty;      // per-atom uncertainty of the local atoms

@@ -1,5 +1,6 @@
 """The C++ core of the LAMMPS plugin (cpp/), built with CMake and driven through its test
-driver, agrees with the Python implementations: aggregation, ranking, centre choice."""
+driver, agrees with the Python implementations: aggregation, ranking, centre choice, periodic
+images and cube cutting."""
 
 import subprocess
 from pathlib import Path
@@ -7,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ase import Atoms
+from ase.build import bulk
 from ase.geometry import get_distances
 from ase.neighborlist import neighbor_list
 
 from mdmonitor.aggregation import local_mean
 from mdmonitor.centres import choose_centres
+from mdmonitor.cutting import cut_cube, surroundings
 
 CORE = Path(__file__).parents[1] / "cpp"
 SKIN = 1.0
@@ -128,3 +131,56 @@ def test_choose_centres_equals_python(driver):
                       *position_lines(avoid)])
     chosen = [int(candidates[int(k)]) for k in driver(text)]
     assert chosen == expected and len(chosen) >= 3
+
+
+def images_text(atoms, radius, raw):
+    return "\n".join(["images", *cell_lines(atoms), numbers(radius), numbers(*raw)])
+
+
+@pytest.mark.parametrize("pbc", [True, [True, False, True]])
+def test_images_within_equals_python_surroundings(driver, pbc):
+    """Every periodic image of each atom within a radius larger than the cell."""
+    rng = np.random.default_rng(5)
+    atoms = random_cell(rng, 6, pbc)
+    near = surroundings(atoms, 0, 8.0)
+    found = []
+    for i in range(len(atoms)):
+        rows = np.array(driver(images_text(atoms, 8.0, atoms.positions[i] - atoms.positions[0])),
+                        float).reshape(-1, 6)
+        found += [(i, *map(int, row[:3]), *row[3:]) for row in rows]
+    found.sort(key=lambda row: row[:4])
+    expected = sorted(((int(i), *map(int, s), *d) for i, s, d
+                       in zip(near.index, near.image, near.displacement)), key=lambda r: r[:4])
+    assert [r[:4] for r in found] == [r[:4] for r in expected]
+    assert np.allclose([r[4:] for r in found], [r[4:] for r in expected], atol=1e-12)
+
+
+def cube_cell(triclinic):
+    """Rattled fcc Cu with a vacancy, triclinic (primitive) or orthogonal, and an O atom."""
+    atoms = (bulk("Cu", "fcc", a=3.61).repeat(4) if triclinic
+             else bulk("Cu", "fcc", a=3.61, cubic=True).repeat(3))
+    del atoms[5]
+    atoms.numbers[7] = 8
+    atoms.rattle(0.15, seed=2)
+    return atoms
+
+
+@pytest.mark.parametrize("triclinic", [True, False])
+def test_cut_cube_equals_python(driver, triclinic):
+    """Same atoms, images and core as cut_cube with box_length only; a box length just above a
+    lattice spacing multiple brings atoms in close contact across the faces (dropped)."""
+    atoms, centre, core, length = cube_cell(triclinic), 3, 3.0, 7.4
+    expected = cut_cube(atoms, centre, core, box_length=length)
+    near = surroundings(atoms, centre, length * np.sqrt(3.0) / 2)
+    shuffled = np.random.default_rng(0).permutation(len(near.index))
+    lines = [f"cube {numbers(core, length)} {len(shuffled)}"] + [
+        f"{near.index[k]} {' '.join(map(str, near.image[k]))} "
+        f"{numbers(*near.displacement[k])} {atoms.numbers[near.index[k]]}" for k in shuffled]
+    rows = np.array(driver("\n".join(lines)), int).reshape(-1, 5)
+    assert rows[0, 0] == centre
+    assert np.array_equal(rows[:, 0], expected.arrays["source_index"])
+    assert np.array_equal(rows[:, 1:4], expected.arrays["source_image"])
+    assert np.array_equal(rows[:, 4].astype(bool), expected.arrays["core_mask"])
+    half = length / 2
+    in_cube = np.all((near.displacement >= -half) & (near.displacement < half), axis=1)
+    assert len(expected) < in_cube.sum()  # some duplicates were dropped

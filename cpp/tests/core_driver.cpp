@@ -4,9 +4,12 @@
      rank_above   n threshold | n x (value tag)                 -> indices
      choose       separation limit | 3 x (cell row) | 3 x periodic |
                   n_candidates x (x y z) | n_avoid x (x y z)    -> indices
-     distance     3 x (cell row) | 3 x periodic | n | n x (a b) -> distances             */
+     distance     3 x (cell row) | 3 x periodic | n | n x (a b) -> distances
+     images       3 x (cell row) | 3 x periodic | radius | x y z -> "shift displacement" lines
+     cube         core_radius box_length | n | n x (index image displacement number)
+                                                                -> "index image core" lines */
 
-#include "mdmonitor_core.h"
+#include "cube_cut.h"
 
 #include <cstdio>
 #include <iostream>
@@ -105,6 +108,30 @@ int main()
     for (int pair = 0; pair < n; ++pair) {
       const Vec3 a = read_vec3(), b = read_vec3();
       std::printf("%.17g\n", minimum_image_distance(a, b, cell));
+    }
+  } else if (task == "images") {
+    const Cell cell = read_cell();
+    double radius;
+    std::cin >> radius;
+    for (const Image &image : images_within(read_vec3(), cell, radius)) {
+      const auto &[s, d] = image;
+      std::printf("%d %d %d %.17g %.17g %.17g\n", s[0], s[1], s[2], d[0], d[1], d[2]);
+    }
+  } else if (task == "cube") {
+    double core_radius, box_length;
+    int n;
+    std::cin >> core_radius >> box_length >> n;
+    std::vector<Nearby> near(n);
+    for (auto &atom : near) {
+      std::cin >> atom.index >> atom.image[0] >> atom.image[1] >> atom.image[2];
+      atom.displacement = read_vec3();
+      std::cin >> atom.number;
+    }
+    const CubeBox box = cut_cube(near, core_radius, box_length);
+    for (size_t k = 0; k < box.atoms.size(); ++k) {
+      const Nearby &atom = box.atoms[k];
+      std::printf("%lld %d %d %d %d\n", (long long) atom.index, atom.image[0], atom.image[1],
+                  atom.image[2], (int) box.core[k]);
     }
   } else {
     std::fprintf(stderr, "unknown task '%s'\n", task.c_str());
