@@ -175,6 +175,25 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="keep polling for new boxes (e.g. beside a running MD) until Ctrl-C")
     label.add_argument("--poll", type=float, default=2.0,
                        help="seconds between polls with --watch (default 2)")
+
+    run = commands.add_parser(
+        "lammps", help="run a LAMMPS input script with the plugin, labeling boxes meanwhile",
+        description="Runs a LAMMPS input script through the lammps Python module (mpi4py: "
+                    "start it under `mpirun -np N` for N ranks) with pair_style and fix "
+                    "mdmonitor loaded. With --label QUEUE, rank 0 runs `mdmonitor label QUEUE "
+                    "--watch` beside it, so boxes written by `fix mdmonitor ... extract` are "
+                    "relaxed and labeled while the run goes on, and labels what is left at the "
+                    "end.")
+    run.add_argument("script", type=Path, help="LAMMPS input script")
+    run.add_argument("-v", "--var", nargs=2, action="append", default=[],
+                     metavar=("NAME", "VALUE"), help="index variable, as `lmp -var NAME VALUE`")
+    run.add_argument("--label", type=Path, metavar="QUEUE",
+                     help="queue directory the script's fix extracts boxes into")
+    run.add_argument("--reference", metavar="MODULE:CLASS",
+                     help="with --label: ASE calculator class, e.g. ase.calculators.emt:EMT")
+    run.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
+                     help="keyword argument of the reference calculator (repeatable)")
+    run.add_argument("--log", default="log.lammps", help="LAMMPS log file (default log.lammps)")
     return parser
 
 
@@ -333,11 +352,18 @@ def _label(args) -> int:
     return 0
 
 
+def _lammps(args) -> int:
+    from .lammps_run import run_script
+
+    return run_script(args.script, args.var, queue=args.label, reference=args.reference,
+                      parameters=args.parameter, log=args.log)
+
+
 def main(argv=None) -> int:
     args = _build_parser().parse_args(argv)
     handler = {"demo": _demo, "md": _md, "fit-llpr": _fit_llpr,
                "export-lammps": _export_lammps, "calibrate": _calibrate,
-               "evaluate": _evaluate, "label": _label}[args.command]
+               "evaluate": _evaluate, "label": _label, "lammps": _lammps}[args.command]
     try:
         return handler(args)
     except (FileNotFoundError, ValueError, FloatingPointError, RuntimeError) as err:

@@ -15,7 +15,7 @@ from mdmonitor.cli import EXIT_STOPPED, main
 from mdmonitor.demo import run_demo
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["md"], ["fit-llpr"], ["label"]])
+@pytest.mark.parametrize("command", [[], ["demo"], ["md"], ["fit-llpr"], ["label"], ["lammps"]])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as done:
         main([*command, "--help"])

@@ -14,7 +14,7 @@ from ase.build import bulk, fcc100
 from ase.calculators.emt import EMT
 from ase.stress import voigt_6_to_full_3x3_stress
 
-from lammps_support import (NKTV2P, exported, read_dump, read_thermo, relative_error,
+from lammps_support import (BIN, NKTV2P, exported, read_dump, read_thermo, relative_error,
                             run_lammps, write_data)
 from mdmonitor import MonitoredCalculator, aggregate
 from mdmonitor.candidates import CandidateQueue
@@ -313,6 +313,23 @@ def test_examples_run(examples):
                variables={"steps": 10})
     frame = read_dump(examples / "llpr.lammpstrj")[0]
     assert np.array_equal(frame["f_mon[1]"], frame["f_unc"])
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_mdmonitor_lammps_labels_the_boxes_the_fix_extracts(examples, ranks):
+    """`mdmonitor lammps` (mpi4py) runs in.extract.lmp and labels its box with EMT meanwhile."""
+    shutil.rmtree(examples / "candidates", ignore_errors=True)
+    command = [str(BIN / "mdmonitor"), "lammps", "in.extract.lmp", "-v", "steps", "10",
+               "-v", "threshold", "0.03", "--label", "candidates",
+               "--reference", "ase.calculators.emt:EMT"]
+    if ranks > 1:
+        command = [str(BIN / "mpirun"), "-np", str(ranks), *command]
+    done = subprocess.run(command, cwd=examples, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert [p.name for p in (examples / "candidates" / "done").iterdir()] == [
+        "run_step000000010_atom0000095_s00.extxyz"]
+    [labeled] = ase.io.read(examples / "candidates" / "labeled.extxyz", index=":")
+    assert labeled.info["relaxation"] == "relaxed" and "REF_forces" in labeled.arrays
 
 
 def test_fix_halt_on_the_largest_local_uncertainty_stops_the_run(examples):
