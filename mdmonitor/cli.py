@@ -40,6 +40,15 @@ def _add_labeled_options(parser: argparse.ArgumentParser) -> None:
                              "else the forces stored with each frame)")
 
 
+def _add_reference_options(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--reference", required=required, metavar="MODULE:CLASS",
+                        help="reference ASE calculator class, e.g. ase.calculators.emt:EMT"
+                             + ("" if required else " (with --label)"))
+    parser.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
+                        help="keyword argument of the reference calculator (repeatable; values "
+                             "are Python literals, e.g. -p xc='PBE' -p kpts=(2,2,2))")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mdmonitor", description="Watch where a MACE model is guessing during MD: per-atom "
@@ -163,11 +172,7 @@ def _build_parser() -> argparse.ArgumentParser:
                     "boxes failing a quality gate go to QUEUE/failed/ with the reason. Safe to "
                     "interrupt and run again.")
     label.add_argument("queue", type=Path, help="queue directory (with pending/)")
-    label.add_argument("--reference", required=True, metavar="MODULE:CLASS",
-                       help="ASE calculator class, e.g. ase.calculators.emt:EMT")
-    label.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
-                       help="keyword argument of the reference calculator (repeatable; values "
-                            "are Python literals, e.g. -p xc='PBE' -p kpts=(2,2,2))")
+    _add_reference_options(label, required=True)
     label.add_argument("--model", nargs="+", metavar="MODEL",
                        help="MACE model file(s) to relax buffers with, instead of those "
                             "recorded in the boxes")
@@ -189,10 +194,7 @@ def _build_parser() -> argparse.ArgumentParser:
                      metavar=("NAME", "VALUE"), help="index variable, as `lmp -var NAME VALUE`")
     run.add_argument("--label", type=Path, metavar="QUEUE",
                      help="queue directory the script's fix extracts boxes into")
-    run.add_argument("--reference", metavar="MODULE:CLASS",
-                     help="with --label: ASE calculator class, e.g. ase.calculators.emt:EMT")
-    run.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
-                     help="keyword argument of the reference calculator (repeatable)")
+    _add_reference_options(run, required=False)
     run.add_argument("--log", default="log.lammps", help="LAMMPS log file (default log.lammps)")
     return parser
 
