@@ -329,16 +329,10 @@ def _evaluate(args) -> int:
 
 def _label(args) -> int:
     from .labeling import Labeler, parse_parameters, reference_calculator
-    from .relaxation import ForceFieldCalculator
+    from .relaxation import calculator_from_files
 
     reference = reference_calculator(args.reference, parse_parameters(args.parameter))
-    relax_with = None
-    if args.model:
-        from . import Committee
-        from .mace_model import MaceModel
-
-        relax_with = ForceFieldCalculator(Committee.from_mace(args.model) if len(args.model) > 1
-                                          else MaceModel(args.model[0]))
+    relax_with = calculator_from_files(args.model) if args.model else None
     if not args.queue.is_dir():
         raise FileNotFoundError(f"queue directory '{args.queue}' does not exist")
     labeler = Labeler(args.queue, reference, relax_with, reference_name=args.reference)

@@ -22,7 +22,7 @@ from .box_quality import QualityLimits, assess
 from .candidates import CandidateQueue, box_name
 from .centres import CoolDown, choose_centres
 from .cutting import cut_cluster, cut_cube, cut_embedding
-from .relaxation import ForceFieldCalculator, relax_border
+from .relaxation import ForceFieldCalculator, calculator_from_files, relax_border
 from .settings import positive_integer, positive_number
 
 STRATEGIES = ("cube", "embed", "cluster")
@@ -43,8 +43,10 @@ def relax_and_assess(box: Atoms, calculator: Calculator, limits: QualityLimits,
 def limits_of(box: Atoms) -> QualityLimits:
     """The gate limits an extractor recorded in a box's info."""
     min_distance = box.info.get("min_distance_limit", "covalent")
+    default = QualityLimits()
     return QualityLimits(min_distance=None if min_distance == "covalent" else float(min_distance),
-                         max_buffer_force=float(box.info.get("max_buffer_force_limit", 5.0)))
+                         max_buffer_force=float(box.info.get("max_buffer_force_limit",
+                                                             default.max_buffer_force)))
 
 
 def model_identity(estimator) -> tuple[list[Path], list[str]]:
@@ -66,14 +68,9 @@ _worker_calculator: Calculator | None = None
 def _start_worker(model_files: list[str]) -> None:
     import torch
 
-    from .committee import Committee
-    from .mace_model import MaceModel
-
     global _worker_calculator
     torch.set_num_threads(1)
-    model = (Committee.from_mace(model_files) if len(model_files) > 1
-             else MaceModel(model_files[0]))
-    _worker_calculator = ForceFieldCalculator(model)
+    _worker_calculator = calculator_from_files(model_files)
 
 
 def _relax_in_worker(box: Atoms, name: str, queue_root: str, core_radius: float) -> str:

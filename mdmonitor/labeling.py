@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .candidates import CandidateQueue, CorruptBox, append_whole, extxyz_text
 from .extractor import limits_of, relax_and_assess
 from .mace_model import file_sha256
-from .relaxation import ForceFieldCalculator
+from .relaxation import calculator_from_files
 
 
 def reference_calculator(spec: str, parameters: dict | None = None) -> Calculator:
@@ -176,11 +176,7 @@ class Labeler:
                 if file_sha256(path) != digest:
                     raise ValueError(f"model '{path}' has changed since box '{name}' was cut "
                                      "(SHA-256 differs): give the model with --model")
-            from .committee import Committee
-            from .mace_model import MaceModel
-
-            model = Committee.from_mace(files) if len(files) > 1 else MaceModel(files[0])
-            self._relaxers[key] = ForceFieldCalculator(model)
+            self._relaxers[key] = calculator_from_files(files)
         return self._relaxers[key]
 
     def _fail(self, name: str, box: Atoms, reason: str) -> None:

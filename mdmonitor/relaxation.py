@@ -45,6 +45,16 @@ class ForceFieldCalculator(Calculator):
             self.results["stress"] = output.stress
 
 
+def calculator_from_files(model_files) -> ForceFieldCalculator:
+    """The relaxation calculator of MACE model files: their committee mean, or the one model."""
+    from .committee import Committee
+    from .mace_model import MaceModel
+
+    files = [str(f) for f in model_files]
+    return ForceFieldCalculator(Committee.from_mace(files) if len(files) > 1
+                                else MaceModel(files[0]))
+
+
 @dataclass
 class Relaxation:
     """What a border relaxation did: optimizer steps, buffer forces (eV/A) before and after, seconds."""
