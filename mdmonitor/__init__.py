@@ -1,6 +1,7 @@
 """mdmonitor: where, during an MD run, a MACE model is guessing.
 
-Per-atom uncertainty (committee spread or last-layer local prediction rigidity), aggregated over
+Per-atom uncertainty (committee spread, or from one model: last-layer local prediction rigidity,
+LTAU training-error distributions, latent Gaussian mixture), aggregated over
 neighbours within a cutoff, logged and turned into triggers while the simulation runs; boxes
 cut around uncertain regions and queued for ab-initio labeling.
 """
@@ -19,7 +20,7 @@ warnings.filterwarnings("ignore", message="Environment variable TORCH_FORCE_NO_W
 _PUBLIC = {
     "aggregate": "aggregation", "Calibration": "calibration", "Committee": "committee",
     "demo_models": "bundled_models", "Extractor": "extractor", "Labeler": "labeling",
-    "LastLayerLPR": "llpr", "MonitoredCalculator": "monitor",
+    "LastLayerLPR": "llpr", "LatentGMM": "gmm", "LTAU": "ltau", "MonitoredCalculator": "monitor",
     "Trigger": "monitor", "UncertaintyLimitExceeded": "monitor",
 }
 __all__ = sorted(_PUBLIC)

@@ -8,11 +8,13 @@ DATA = Path(__file__).parent / "data"
 
 
 def demo_models() -> dict:
-    """{"committee": [4 MACE model paths], "llpr": LLPR file path, "training_set": extxyz path}."""
+    """{"committee": [4 MACE model paths], "llpr", "ltau", "gmm": estimator files of model 0,
+    "training_set": extxyz path}."""
     paths = {"committee": [str(p) for p in sorted(DATA.glob("cu_committee_*.model"))],
-             "llpr": str(DATA / "cu_llpr.npz"), "training_set": str(DATA / "cu_train.extxyz")}
-    missing = [p for p in [*paths["committee"], paths["llpr"], paths["training_set"]]
-               if not Path(p).is_file()]
+             **{kind: str(DATA / f"cu_{kind}.npz") for kind in ("llpr", "ltau", "gmm")},
+             "training_set": str(DATA / "cu_train.extxyz")}
+    missing = [p for key, p in paths.items() if key != "committee" and not Path(p).is_file()]
+    missing += [p for p in paths["committee"] if not Path(p).is_file()]
     if len(paths["committee"]) < 2 or missing:
         what = ", ".join(missing) or "no committee"
         raise FileNotFoundError(f"bundled demo models are missing from {DATA} ({what}); "

@@ -20,7 +20,6 @@ estimator (model files by SHA-256, LLPR matrix) and the cutoff it was fitted wit
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import MISSING, asdict, dataclass
@@ -34,7 +33,7 @@ from tqdm.auto import tqdm
 
 from .aggregation import aggregate
 from .committee import Committee
-from .llpr import LastLayerLPR, load_structures
+from .llpr import load_structures
 
 __all__ = ["Calibration", "LabeledPrediction", "estimator_identity", "fit_alpha",
            "predict_labeled", "reference_forces", "uncertainty_unit"]
@@ -169,17 +168,15 @@ def fit_alpha(local_error, local_uncertainty) -> float:
 
 def estimator_identity(estimator) -> dict:
     """What a calibration is valid for: the estimator kind, its MACE model files (name, SHA-256,
-    head) and, for the last-layer LPR, a SHA-256 of its Gauss-Newton matrix, regularizer and
-    scale. A committee of plain ASE calculators is identified by its member names only."""
+    head) and, for a single-model estimator (LLPR, LTAU, GMM), the SHA-256 of its fitted state.
+    A committee of plain ASE calculators is identified by its member names only."""
     if isinstance(estimator, Committee):
         if estimator.models is None:
             return {"kind": "committee", "members": list(estimator.names)}
         return {"kind": "committee", "models": [_model_identity(m) for m in estimator.models]}
-    if isinstance(estimator, LastLayerLPR):
-        digest = hashlib.sha256(np.ascontiguousarray(estimator.hessian).tobytes())
-        digest.update(np.array([estimator.regularizer, estimator.scale]).tobytes())
-        return {"kind": "llpr", "models": [_model_identity(estimator.model)],
-                "llpr_sha256": digest.hexdigest()}
+    if hasattr(estimator, "state_sha256"):
+        return {"kind": estimator.kind, "models": [_model_identity(estimator.model)],
+                "state_sha256": estimator.state_sha256()}
     return {"kind": type(estimator).__name__}
 
 
@@ -193,25 +190,28 @@ def _without_file_names(identity: dict) -> dict:
                   if key == "models" else value) for key, value in identity.items()}
 
 
+ESTIMATOR_NAMES = {"committee": "committee of", "llpr": "last-layer LPR of",
+                   "ltau": "LTAU of", "gmm": "latent Gaussian mixture of"}
+FITTED_STATES = {"llpr": "Gauss-Newton matrix", "ltau": "training-error index",
+                 "gmm": "mixture"}
+
+
 def describe_estimator(identity: dict) -> str:
     """One line naming an estimator identity, e.g. "committee of a.model (1f2e3d4c), ...",
     SHA-256 prefixes in brackets."""
     members = [f"{m['file']} ({m['sha256'][:8]})" for m in identity.get("models", [])]
     members = members or identity.get("members", [])
-    kind = {"committee": "committee of", "llpr": "last-layer LPR of"}.get(identity["kind"],
-                                                                          identity["kind"])
-    matrix = (f" with Gauss-Newton matrix {identity['llpr_sha256'][:8]}"
-              if "llpr_sha256" in identity else "")
-    return f"{kind} {', '.join(members)}{matrix}".strip()
+    kind = ESTIMATOR_NAMES.get(identity["kind"], identity["kind"])
+    state = (f" with {FITTED_STATES.get(identity['kind'], 'fitted state')} "
+             f"{identity['state_sha256'][:8]}" if "state_sha256" in identity else "")
+    return f"{kind} {', '.join(members)}{state}".strip()
 
 
 def uncertainty_unit(estimator) -> str:
     """Unit of the estimator's atomic_uncertainty, for labels and reports."""
     if isinstance(estimator, Committee):
         return "eV/A"
-    if isinstance(estimator, LastLayerLPR):
-        return "1/sqrt(LPR)" if estimator.scale == 1 else f"{estimator.scale:g}/sqrt(LPR)"
-    return "estimator unit"
+    return getattr(estimator, "unit", "estimator unit")
 
 
 @dataclass(frozen=True)

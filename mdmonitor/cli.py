@@ -26,7 +26,10 @@ def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--committee", nargs="+", metavar="MODEL",
                         help="two or more MACE model files")
     source.add_argument("--llpr", metavar="FILE", help="LLPR file from `mdmonitor fit-llpr`")
-    parser.add_argument("--model", help="with --llpr: the MACE model, if not where it was fitted")
+    source.add_argument("--ltau", metavar="FILE", help="LTAU file from `mdmonitor fit-ltau`")
+    source.add_argument("--gmm", metavar="FILE", help="GMM file from `mdmonitor fit-gmm`")
+    parser.add_argument("--model", help="with --llpr, --ltau or --gmm: the MACE model, if not "
+                                        "where it was fitted")
 
 
 def _add_labeled_options(parser: argparse.ArgumentParser) -> None:
@@ -61,8 +64,9 @@ def _build_parser() -> argparse.ArgumentParser:
                     "MACE models (trained on bulk Cu only, so the surfaces are outside their "
                     "domain), and prints where the uncertainty concentrates. Writes "
                     "monitor.csv, trajectory.extxyz and max_uncertainty.png.")
-    demo.add_argument("--uq", choices=("committee", "llpr"), default="committee",
-                      help="4-member committee (force spread, eV/A) or last-layer LPR of model 0")
+    demo.add_argument("--uq", choices=("committee", "llpr", "ltau", "gmm"), default="committee",
+                      help="4-member committee (force spread, eV/A), or for model 0: last-layer "
+                           "LPR, LTAU (expected force error, eV/A) or latent GMM (NLL, nats)")
     demo.add_argument("--steps", type=int, default=300, help="MD steps of 2 fs (default 300)")
     demo.add_argument("--temperature", type=float, default=600.0, help="K (default 600)")
     demo.add_argument("--out", type=Path, default=Path("demo-output"),
@@ -123,6 +127,54 @@ def _build_parser() -> argparse.ArgumentParser:
                           "matrix well conditioned")
     fit.add_argument("--scale", type=float, default=1.0,
                      help="uncertainty = scale / sqrt(LPR) (default 1)")
+
+    log = commands.add_parser(
+        "log-errors", help="per-atom training force errors at every epoch, for LTAU",
+        description="Evaluates every epoch's checkpoint of a MACE training run (mace_run_train "
+                    "--save_all_checkpoints) on the labeled training structures and writes "
+                    "|F_ref - F_epoch| of every atom (eV/A) to one .npz error log.")
+    log.add_argument("model", type=Path, help="the trained MACE model file (its architecture)")
+    log.add_argument("checkpoints", type=Path, help="directory of *_epoch-N.pt checkpoints")
+    log.add_argument("structures", type=Path, help="the labeled training structures")
+    log.add_argument("-o", "--output", type=Path, default=Path("errors.npz"),
+                     help="output file (default errors.npz)")
+    log.add_argument("--forces-key", metavar="KEY", default=None,
+                     help="reference forces in the file (default: REF_forces, else forces)")
+
+    ltau = commands.add_parser(
+        "fit-ltau", help="fit an LTAU estimator (training-error PDFs + latent neighbours)",
+        description="Bins each training atom's logged force errors into a PDF and indexes the "
+                    "model's latent descriptors of the training atoms with FAISS, per element "
+                    "(Vita et al., LTAU-FF).")
+    ltau.add_argument("model", type=Path, help="MACE model file")
+    ltau.add_argument("structures", type=Path, help="training structures, as in the error log")
+    ltau.add_argument("errors", type=Path, help="error log from `mdmonitor log-errors`")
+    ltau.add_argument("-o", "--output", type=Path, default=Path("ltau.npz"),
+                      help="output file (default ltau.npz)")
+    ltau.add_argument("-k", "--neighbours", type=int, default=10,
+                      help="nearest training atoms averaged (default 10)")
+    ltau.add_argument("--bins", type=int, default=1000, help="PDF bins (default 1000)")
+    ltau.add_argument("--error-max", type=float, default=None,
+                      help="upper edge of the last bin, eV/A (default: largest logged error)")
+    ltau.add_argument("--index", choices=("auto", "flat", "hnsw"), default="auto",
+                      help="exact FAISS search, HNSW, or HNSW above 100000 atoms (default auto)")
+    ltau.add_argument("--ood-quantile", type=float, default=0.999,
+                      help="out of domain beyond this quantile of the training atoms' nearest-"
+                           "neighbour distances (default 0.999)")
+
+    gmm = commands.add_parser(
+        "fit-gmm", help="fit a Gaussian mixture on a model's latent descriptors",
+        description="Fits one full-covariance Gaussian mixture per element on the training "
+                    "atoms' latent descriptors (Tan et al., Eq. 11); uncertainty is the "
+                    "negative log-likelihood. No labels needed.")
+    gmm.add_argument("model", type=Path, help="MACE model file")
+    gmm.add_argument("structures", type=Path, help="training structures, any ASE-readable file")
+    gmm.add_argument("-o", "--output", type=Path, default=Path("gmm.npz"),
+                     help="output file (default gmm.npz)")
+    gmm.add_argument("--components", type=int, default=None,
+                     help="Gaussians per element (default: lowest BIC up to --max-components)")
+    gmm.add_argument("--max-components", type=int, default=8, help="(default 8)")
+    gmm.add_argument("--seed", type=int, default=0, help="k-means initialisation seed")
 
     export = commands.add_parser(
         "export-lammps", help="write the estimator as one TorchScript file for LAMMPS",
@@ -200,11 +252,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _estimator(args):
-    from . import Committee, LastLayerLPR
+    from . import Committee
+    from .estimator_files import load_fitted
 
     if args.committee:
         return Committee.from_mace(args.committee)
-    return LastLayerLPR.load(args.llpr, model=args.model)
+    kind = next(k for k in ("llpr", "ltau", "gmm") if getattr(args, k))
+    return load_fitted(kind, getattr(args, kind), model=args.model)
 
 
 def _demo(args) -> int:
@@ -286,6 +340,40 @@ def _fit_llpr(args) -> int:
     return 0
 
 
+def _log_errors(args) -> int:
+    from .ltau import log_training_errors
+
+    errors = log_training_errors(args.model, args.checkpoints, args.structures, args.output,
+                                 forces_key=args.forces_key)
+    print(f"wrote {args.output}: {errors.shape[0]} epochs x {errors.shape[1]} atoms, final "
+          f"mean error {errors[-1].mean():.4g} eV/A")
+    return 0
+
+
+def _fit_ltau(args) -> int:
+    from . import LTAU
+
+    estimator = LTAU.fit(args.model, args.structures, args.errors, k=args.neighbours,
+                         bins=args.bins, error_max=args.error_max, index=args.index,
+                         ood_quantile=args.ood_quantile)
+    estimator.save(args.output)
+    cutoffs = ", ".join(f"{z}: {c:.3g}" for z, c in estimator.ood_cutoffs.items())
+    print(f"wrote {args.output}: {estimator.n_epochs} epochs, {len(estimator.bin_edges) - 1} "
+          f"bins up to {estimator.bin_edges[-1]:.3g} eV/A, k = {estimator.k}, out-of-domain "
+          f"latent distance by atomic number {{{cutoffs}}}")
+    return 0
+
+
+def _fit_gmm(args) -> int:
+    from . import LatentGMM
+
+    estimator = LatentGMM.fit(args.model, args.structures, n_components=args.components,
+                              max_components=args.max_components, seed=args.seed)
+    estimator.save(args.output)
+    print(f"wrote {args.output}: Gaussians by atomic number {estimator.n_components}")
+    return 0
+
+
 def _export_lammps(args) -> int:
     from .lammps_export import export
 
@@ -357,7 +445,8 @@ def _lammps(args) -> int:
 
 def main(argv=None) -> int:
     args = _build_parser().parse_args(argv)
-    handler = {"demo": _demo, "md": _md, "fit-llpr": _fit_llpr,
+    handler = {"demo": _demo, "md": _md, "fit-llpr": _fit_llpr, "log-errors": _log_errors,
+               "fit-ltau": _fit_ltau, "fit-gmm": _fit_gmm,
                "export-lammps": _export_lammps, "calibrate": _calibrate,
                "evaluate": _evaluate, "label": _label, "lammps": _lammps}[args.command]
     try:

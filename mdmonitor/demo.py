@@ -19,10 +19,11 @@ from ase.calculators.emt import EMT
 from ase.neighborlist import neighbor_list
 
 from .bundled_models import demo_models
+from .calibration import uncertainty_unit
 from .committee import Committee
+from .estimator_files import load_fitted
 from .extractor import Extractor, relaxation_model
 from .labeling import Labeler
-from .llpr import LastLayerLPR
 from .md import run_md
 from .monitor import MonitoredCalculator
 
@@ -94,7 +95,7 @@ def run_demo(out: Path, uq: str = "committee", steps: int = 300, temperature_K: 
     out.mkdir(parents=True, exist_ok=True)
     models = demo_models()
     estimator = (Committee.from_mace(models["committee"]) if uq == "committee"
-                 else LastLayerLPR.load(models["llpr"]))
+                 else load_fitted(uq, models[uq]))
     threshold = DEMO_THRESHOLDS[uq] if threshold is None else threshold
     atoms = demo_slab()
     log = out / "monitor.csv"
@@ -117,7 +118,7 @@ def run_demo(out: Path, uq: str = "committee", steps: int = 300, temperature_K: 
     order = np.argsort(-final.arrays["local_uncertainty"])[:5]
     final_coordination = coordination(final)
     plot_max_uncertainty(log, out / "max_uncertainty.png", threshold,
-                         unit="eV/A" if uq == "committee" else "1/sqrt(LPR)")
+                         unit=uncertainty_unit(estimator))
     return {
         "estimator": uq, "atoms": len(atoms), "steps": steps, "temperature_K": temperature_K,
         "surface_mean": float(local[surface].mean()), "bulk_mean": float(local[~surface].mean()),

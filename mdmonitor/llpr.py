@@ -14,6 +14,7 @@ The per-atom uncertainty is scale / sqrt(LPR_j) (GPR variance = mu / LPR, seed 0
 
 from __future__ import annotations
 
+import hashlib
 from functools import partial
 from pathlib import Path
 
@@ -22,10 +23,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .estimator_files import load_estimator, save_estimator
 from .mace_model import MaceModel, to_output
 from .prediction import Prediction, check_finite
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAX_CONDITION = 1e12
 
 
@@ -146,6 +148,8 @@ class LastLayerLPR:
     dimensionless for the default scale 1).
     """
 
+    kind = "llpr"
+
     def __init__(self, model: MaceModel | str | Path, hessian: np.ndarray, regularizer: float,
                  forces: bool, force_weight: float = 1.0, scale: float = 1.0,
                  n_structures: int = 0):
@@ -234,41 +238,29 @@ class LastLayerLPR:
             extra={"energies": output.atomic_energies, "atomic_rigidity": 1.0 / inverse_rigidity,
                    "rigidity": float(1.0 / frame)})
 
+    @property
+    def unit(self) -> str:
+        """Unit of atomic_uncertainty: that of `scale` over sqrt(LPR)."""
+        return "1/sqrt(LPR)" if self.scale == 1 else f"{self.scale:g}/sqrt(LPR)"
+
+    def state_sha256(self) -> str:
+        """SHA-256 of the Gauss-Newton matrix, regularizer and scale."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.hessian).tobytes())
+        digest.update(np.array([self.regularizer, self.scale]).tobytes())
+        return digest.hexdigest()
+
     def save(self, path: str | Path) -> None:
         """Write the estimator to one .npz file (model referenced by relative path and SHA-256)."""
-        path = Path(path)
-        model_file = Path(self.model.path).resolve()
-        try:
-            model_ref = str(model_file.relative_to(path.resolve().parent))
-        except ValueError:
-            model_ref = str(model_file)
-        temporary = path.with_name(path.name + ".tmp.npz")
-        np.savez(temporary, format_version=FORMAT_VERSION, hessian=self.hessian,
-                 regularizer=self.regularizer, forces=self.forces,
-                 force_weight=self.force_weight, scale=self.scale,
-                 n_structures=self.n_structures, model_file=model_ref,
-                 model_sha256=self.model.sha256(), head=self.model.head)
-        temporary.replace(path)
+        save_estimator(path, "llpr", FORMAT_VERSION, self.model, hessian=self.hessian,
+                       regularizer=self.regularizer, forces=self.forces,
+                       force_weight=self.force_weight, scale=self.scale,
+                       n_structures=self.n_structures)
 
     @classmethod
     def load(cls, path: str | Path, model: str | Path | None = None) -> "LastLayerLPR":
         """Read a file written by `save`. The model is found next to the file unless given;
         a model that is not the one the matrix was fitted for is refused."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"LLPR file '{path}' does not exist")
-        try:
-            stored = dict(np.load(path, allow_pickle=False))
-        except Exception as err:
-            raise ValueError(f"cannot read LLPR file '{path}': {err}") from err
-        if int(stored.get("format_version", -1)) != FORMAT_VERSION:
-            raise ValueError(f"'{path}' is not an mdmonitor LLPR file (format {FORMAT_VERSION})")
-        if model is None:
-            model = path.parent / str(stored["model_file"])
-        model = MaceModel(model, head=str(stored["head"]))
-        if model.sha256() != str(stored["model_sha256"]):
-            raise ValueError(f"'{path}' was fitted for another model than '{model.path}' "
-                             "(SHA-256 differs); fit it again with `mdmonitor fit-llpr`")
+        stored, model = load_estimator(path, "llpr", FORMAT_VERSION, model)
         return cls(model, stored["hessian"], float(stored["regularizer"]), bool(stored["forces"]),
                    float(stored["force_weight"]), float(stored["scale"]),
                    int(stored["n_structures"]))

@@ -16,8 +16,12 @@ The script
    mace-torch's own ``mace_run_train``, each with its own seed and its own
    random 80% subset of the training set, validated on the shared held-out set;
 3. copies the final models to ``--out`` as ``cu_committee_{0..3}.model``
-   (logs and checkpoints stay in ``--workdir``);
-4. prints each model's validation RMSEs and the committee force spread on two
+   (logs and a checkpoint per epoch stay in ``--workdir``);
+4. fits member 0's single-model estimators: the last-layer LPR on the whole training set, and
+   on member 0's own training atoms LTAU (from its force errors at every epoch, evaluated on the
+   checkpoints) and the latent Gaussian mixture (``cu_llpr.npz``, ``cu_ltau.npz``,
+   ``cu_gmm.npz``);
+5. prints each model's validation RMSEs and the committee force spread on two
    out-of-domain probes (a 6-layer Cu(100) slab and a bulk cell with a
    vacancy) next to a pristine bulk cell, at two rattle amplitudes.
 
@@ -56,7 +60,8 @@ from ase.geometry import get_distances  # noqa: E402
 from ase.md.langevin import Langevin  # noqa: E402
 from mace.calculators import MACECalculator  # noqa: E402
 
-from mdmonitor import Committee, LastLayerLPR  # noqa: E402
+from mdmonitor import LTAU, Committee, LastLayerLPR, LatentGMM  # noqa: E402
+from mdmonitor.ltau import log_training_errors  # noqa: E402
 
 LATTICE_CONSTANT = 3.6  # A; EMT's own fcc Cu minimum is 3.59 A
 N_MEMBERS = 4
@@ -212,6 +217,10 @@ def train_member(
         "--device=cpu",
         "--save_cpu",
         "--plot=False",
+        # a checkpoint at every epoch: the training error trajectories of LTAU (seed 003) are
+        # evaluated from them; the model written at the end is then the last epoch's
+        "--save_all_checkpoints",
+        "--keep_checkpoints",
     ]
     log_path = member_dir / "mace_run_train.log"
     with open(log_path, "w") as log:
@@ -385,6 +394,16 @@ def main() -> None:
     llpr_path = args.out / "cu_llpr.npz"
     LastLayerLPR.fit(model_paths[0], train_path, forces=True).save(llpr_path)
     print(f"\nlast-layer LPR of member 0 (energy and force terms) -> {llpr_path}")
+
+    # LTAU and the GMM see member 0's own training atoms; LTAU its error at every epoch
+    member_dir = workdir / "member_0"
+    member_train = member_dir / "train.extxyz"
+    errors_path = member_dir / "training_errors.npz"
+    log_training_errors(model_paths[0], member_dir / "checkpoints", member_train, errors_path)
+    LTAU.fit(model_paths[0], member_train, errors_path).save(args.out / "cu_ltau.npz")
+    LatentGMM.fit(model_paths[0], member_train).save(args.out / "cu_gmm.npz")
+    print(f"LTAU (error log {errors_path}) and latent GMM of member 0 -> "
+          f"{args.out / 'cu_ltau.npz'}, {args.out / 'cu_gmm.npz'}")
     print(f"\ntotal wall time {time.perf_counter() - start:.0f} s")
 
 
