@@ -158,6 +158,9 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="upper edge of the last bin, eV/A (default: largest logged error)")
     ltau.add_argument("--index", choices=("auto", "flat", "hnsw"), default="auto",
                       help="exact FAISS search, HNSW, or HNSW above 100000 atoms (default auto)")
+    ltau.add_argument("--first-epoch", type=int, default=0,
+                      help="leave out the errors of the epochs before this one, a barely "
+                           "trained model in a short training (default 0: all epochs)")
     ltau.add_argument("--ood-quantile", type=float, default=0.999,
                       help="out of domain beyond this quantile of the training atoms' nearest-"
                            "neighbour distances (default 0.999)")
@@ -355,7 +358,7 @@ def _fit_ltau(args) -> int:
 
     estimator = LTAU.fit(args.model, args.structures, args.errors, k=args.neighbours,
                          bins=args.bins, error_max=args.error_max, index=args.index,
-                         ood_quantile=args.ood_quantile)
+                         ood_quantile=args.ood_quantile, first_epoch=args.first_epoch)
     estimator.save(args.output)
     cutoffs = ", ".join(f"{z}: {c:.3g}" for z, c in estimator.ood_cutoffs.items())
     print(f"wrote {args.output}: {estimator.n_epochs} epochs, {len(estimator.bin_edges) - 1} "

@@ -14,13 +14,14 @@ whole-structure means (Eqs. 7-8; one sample per frame). At each level, with mdmo
 
 The Gaussian metrics (seed 004 Sec. 2.3, seed 003 Sec. 4.1) need a distribution, so they are
 computed where one is claimed: for the force components of the test frames, each taken as
-F_jk - F_jk^ref ~ N(0, sigma_j^2) with sigma_j = sqrt(pi/2) alpha_0 u_j, the standard deviation
-whose mean absolute value is the calibrated expected error alpha_0 u_j (alpha_0 = the per-atom
-alpha). They give the calibration curve, the miscalibration area (over- and under-confident
+F_jk - F_jk^ref ~ N(0, sigma_j^2) with sigma_j = sqrt(pi/2) alpha u_j, the standard deviation
+whose mean absolute value is the calibrated expected error alpha u_j. u_j is the atom's own
+uncertainty, or its local uncertainty at `cutoff` (alpha fitted between the atoms' errors and
+that u_j on the calibration frames): the aggregated uncertainty as a predictor of each atom's
+error. They give the calibration curve, the miscalibration area (over- and under-confident
 parts), the calibrated NLL (variance a sigma^2 + b, a = 1 and b = 0 for a perfect sigma) and
-the sharpness (eV/A). A local mean of |errors| has no Gaussian distribution to test, so these
-metrics are not computed for the aggregated levels; there alpha and the MAD are the calibration
-check.
+the sharpness (eV/A). A local mean of |errors| has no Gaussian distribution to test, so the
+errors stay per atom; for the aggregated errors alpha and the MAD are the calibration check.
 """
 
 from __future__ import annotations
@@ -87,16 +88,18 @@ class LevelMetrics:
 
 @dataclass
 class GaussianMetrics:
-    """Force components of the test frames against N(0, sigma_j^2), sigma_j = sqrt(pi/2) alpha_0
-    u_j: `miscalibration` (metrics.Miscalibration, with the calibration curve), `nll`
-    (metrics.CalibratedNLL) and `sharpness` = sqrt(mean sigma^2) (eV/A)."""
+    """Force components of the test frames against N(0, sigma_j^2), sigma_j = sqrt(pi/2) alpha
+    u_j with u_j aggregated at `cutoff` (A, 0 = the atom's own): `miscalibration`
+    (metrics.Miscalibration, with the calibration curve), `nll` (metrics.CalibratedNLL) and
+    `sharpness` = sqrt(mean sigma^2) (eV/A)."""
 
+    cutoff: float
     miscalibration: Miscalibration
     nll: CalibratedNLL
     sharpness: float
 
     def summary(self) -> dict:
-        return {"miscalibration_area": self.miscalibration.area,
+        return {"cutoff_A": self.cutoff, "miscalibration_area": self.miscalibration.area,
                 "overconfident_area": self.miscalibration.overconfident,
                 "underconfident_area": self.miscalibration.underconfident,
                 "calibrated_nll": self.nll.nll, "nll_a": self.nll.a, "nll_b_eV2_per_A2": self.nll.b,
@@ -119,7 +122,7 @@ class Evaluation:
     calibration_frames: np.ndarray
     cutoff: float
     levels: list
-    gaussian: GaussianMetrics
+    gaussian: list  # GaussianMetrics per atom and at `cutoff`
 
     def level(self, cutoff: float | None) -> LevelMetrics:
         """The metrics at `cutoff` (A; 0 = per atom, None = whole structure)."""
@@ -139,7 +142,7 @@ class Evaluation:
             "cutoff_A": self.cutoff,
             "error": "e_j = (1/3) sum_k |F_jk - F_jk^ref| (eV/A), aggregated like the uncertainty",
             "levels": [level.summary() for level in self.levels],
-            "gaussian_force_components": self.gaussian.summary(),
+            "gaussian_force_components": [g.summary() for g in self.gaussian],
             "figures": FIGURES,
         }
 
@@ -153,7 +156,7 @@ class Evaluation:
         per_atom, local = self.level(0.0), self.level(self.cutoff)
         _plot_error_vs_uncertainty([per_atom, local], self.unit, out / "error_vs_uncertainty.png")
         _plot_sparsification([per_atom, local], out / "sparsification.png")
-        _plot_calibration_curve(self.gaussian.miscalibration, out / "calibration_curve.png")
+        _plot_calibration_curve(self.gaussian, out / "calibration_curve.png")
         _plot_correlation_vs_cutoff(self.levels, out / "correlation_vs_cutoff.png")
         _plot_predicted_vs_true(local, out / "predicted_vs_true.png")
         return [out / "report.md", out / "report.json", *(out / name for name in FIGURES)]
@@ -186,22 +189,25 @@ class Evaluation:
                 f"{row['pearson']:.3f} | {row['roc_auc']:.3f} | "
                 f"{row['sparsification_area']:.3f} | {row['alpha']:.4g} | "
                 f"{row['test_mae_eV_per_A']:.4f} | {row['test_mad_eV_per_A']:.4f} |")
-        gaussian = self.gaussian.summary()
         lines += [
             "", "ROC-AUC: high error = the largest 20 % of the errors. Sparsification area: "
             "between the uncertainty-ordered and the error-ordered (oracle) curve, divided by "
             "the MAE; 0 is a perfect ranking.", "",
             "## Gaussian calibration of the force components (test frames)", "",
-            "Each component error taken as N(0, sigma_j^2), sigma_j = sqrt(pi/2) alpha_0 u_j "
-            "with the per-atom alpha_0.", "",
-            f"- miscalibration area {gaussian['miscalibration_area']:.3f} "
-            f"(over-confident {gaussian['overconfident_area']:.3f}, under-confident "
-            f"{gaussian['underconfident_area']:.3f})",
-            f"- calibrated NLL {gaussian['calibrated_nll']:.3f} (variance a sigma^2 + b with "
-            f"a = {gaussian['nll_a']:.3g}, b = {gaussian['nll_b_eV2_per_A2']:.3g} eV^2/A^2)",
-            f"- sharpness {gaussian['sharpness_eV_per_A']:.4f} eV/A", "",
-            "## Figures", "",
-        ]
+            "Each component error taken as N(0, sigma_j^2), sigma_j = sqrt(pi/2) alpha u_j, with "
+            "u_j the atom's own or its local uncertainty and alpha fitted for it on the "
+            "calibration frames. NLL: calibrated, variance a sigma^2 + b.", "",
+            "| u_j | miscalibration area | over-confident | under-confident | NLL | a | "
+            "b (eV^2/A^2) | sharpness (eV/A) |", "|---|---|---|---|---|---|---|---|"]
+        for gaussian in self.gaussian:
+            row = gaussian.summary()
+            lines.append(
+                f"| {'per atom' if gaussian.cutoff == 0 else f'local {gaussian.cutoff:g} A'} | "
+                f"{row['miscalibration_area']:.3f} | {row['overconfident_area']:.3f} | "
+                f"{row['underconfident_area']:.3f} | {row['calibrated_nll']:.3f} | "
+                f"{row['nll_a']:.3g} | {row['nll_b_eV2_per_A2']:.3g} | "
+                f"{row['sharpness_eV_per_A']:.4f} |")
+        lines += ["", "## Figures", ""]
         lines += [f"![{caption}]({name})" for name, caption in FIGURES.items()]
         return "\n".join(lines) + "\n"
 
@@ -233,14 +239,8 @@ def evaluate(estimator, structures, cutoff: float = 4.0, cutoffs=DEFAULT_CUTOFFS
 
     levels = [_level_metrics(predictions, level_cutoff, in_test)
               for level_cutoff in [*radii, None]]
-    alpha_0 = levels[0].alpha
-    test = [p for p, t in zip(predictions, in_test) if t]
-    component_error = np.concatenate([p.force_error.ravel() for p in test])
-    sigma = math.sqrt(math.pi / 2) * alpha_0 * np.concatenate(
-        [np.repeat(p.atomic_uncertainty, 3) for p in test])
-    gaussian = GaussianMetrics(miscalibration=miscalibration_area(sigma, component_error),
-                               nll=calibrated_nll(sigma, component_error, seed=seed),
-                               sharpness=sharpness(sigma))
+    gaussian = [_gaussian_metrics(predictions, radius, in_test, seed)
+                for radius in (0.0, float(cutoff))]
     source = str(structures) if isinstance(structures, (str, Path)) else None
     return Evaluation(estimator=estimator_identity(estimator), unit=uncertainty_unit(estimator),
                       source=source, predictions=predictions,
@@ -261,6 +261,24 @@ def _level_metrics(predictions, cutoff: float | None, in_test: np.ndarray) -> Le
         alpha=alpha, test_mae=float(error[test].mean()),
         test_mad=float(np.abs(alpha * uncertainty[test] - error[test]).mean()),
         error=error, uncertainty=uncertainty, test=test)
+
+
+def _gaussian_metrics(predictions, cutoff: float, in_test: np.ndarray,
+                      seed: int) -> GaussianMetrics:
+    """Gaussian metrics of the test frames' force components, sigma_j from the uncertainty
+    aggregated at `cutoff` (A, 0 = per atom) with alpha fitted against the per-atom errors of
+    the calibration frames."""
+    uncertainties = [p.local(p.atomic_uncertainty, cutoff) for p in predictions]
+    fitting = np.flatnonzero(~in_test)
+    alpha = fit_alpha(np.concatenate([predictions[i].atomic_error for i in fitting]),
+                      np.concatenate([uncertainties[i] for i in fitting]))
+    test = np.flatnonzero(in_test)
+    component_error = np.concatenate([predictions[i].force_error.ravel() for i in test])
+    sigma = math.sqrt(math.pi / 2) * alpha * np.concatenate(
+        [np.repeat(uncertainties[i], 3) for i in test])
+    return GaussianMetrics(cutoff=cutoff, miscalibration=miscalibration_area(sigma, component_error),
+                           nll=calibrated_nll(sigma, component_error, seed=seed),
+                           sharpness=sharpness(sigma))
 
 
 # --- figures (matplotlib's object API: no pyplot state, Agg rendering) ---------------------------
@@ -301,15 +319,16 @@ def _plot_sparsification(levels, path: Path) -> None:
     figure.savefig(path)
 
 
-def _plot_calibration_curve(miscalibration, path: Path) -> None:
+def _plot_calibration_curve(gaussians, path: Path) -> None:
     figure, (ax,) = _figure(1)
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
-    ax.plot(miscalibration.expected, miscalibration.observed, label="force components")
-    ax.fill_between(miscalibration.expected, miscalibration.expected, miscalibration.observed,
-                    alpha=0.2)
+    for gaussian in gaussians:
+        curve = gaussian.miscalibration
+        which = "u per atom" if gaussian.cutoff == 0 else f"u local {gaussian.cutoff:g} A"
+        ax.plot(curve.expected, curve.observed, label=f"{which}: area {curve.area:.3f}")
+        ax.fill_between(curve.expected, curve.expected, curve.observed, alpha=0.15)
     ax.set_xlabel("expected fraction inside the interval")
-    ax.set_ylabel("observed fraction")
-    ax.set_title(f"miscalibration area {miscalibration.area:.3f}")
+    ax.set_ylabel("observed fraction of force components")
     ax.legend(frameon=False, loc="upper left")
     figure.savefig(path)
 

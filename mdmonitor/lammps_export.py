@@ -216,8 +216,8 @@ def export(estimator, path: str | Path) -> Path:
     elif isinstance(estimator, LastLayerLPR):
         module, models = LLPRModule(estimator), [estimator.model]
     else:
-        raise TypeError(f"cannot export {type(estimator).__name__}: give a Committee of MACE "
-                        "models or a LastLayerLPR")
+        raise ValueError(f"cannot export {type(estimator).__name__} to LAMMPS: the export takes "
+                         "a committee of MACE models or an LLPR (LTAU and GMM run in ASE only)")
     provenance = {"format_version": FORMAT_VERSION, "estimator": module.estimator,
                   "models": [{"file": str(m.path), "sha256": file_sha256(m.path),
                               "head": m.head} for m in models]}

@@ -154,11 +154,13 @@ class LTAU:
 
     @classmethod
     def fit(cls, model, structures, errors, k: int = 10, bins: int = 1000,
-            error_max: float | None = None, index: str = "auto",
-            ood_quantile: float = 0.999, progress: bool = True) -> "LTAU":
+            error_max: float | None = None, index: str = "auto", ood_quantile: float = 0.999,
+            first_epoch: int = 0, progress: bool = True) -> "LTAU":
         """Bin the error log `errors` (file, or array (n_epochs, n_atoms) in eV/A) of the
-        training `structures` into `bins` PDFs over [0, error_max] (default: the largest error)
-        and index the training atoms' latent descriptors, per element."""
+        training `structures` from `first_epoch` on into `bins` PDFs over [0, error_max]
+        (default: the largest of those errors) and index the training atoms' latent
+        descriptors, per element. A short training's first epochs are a barely trained model;
+        `first_epoch` leaves them out."""
         model = model if isinstance(model, MaceModel) else MaceModel(model)
         structures = load_structures(structures)
         latent = LatentModel(model)
@@ -169,6 +171,10 @@ class LTAU:
         if errors.ndim != 2 or errors.shape[1] != len(numbers):
             raise ValueError(f"errors of shape {errors.shape} do not match (n_epochs, "
                              f"{len(numbers)}) for the atoms of the training structures")
+        if not 0 <= first_epoch < len(errors):
+            raise ValueError(f"first_epoch {first_epoch} is not one of the {len(errors)} "
+                             "logged epochs")
+        errors = errors[first_epoch:]
         error_max = float(errors.max()) if error_max is None else float(error_max)
         if not error_max > 0:
             raise ValueError(f"error_max must be positive, got {error_max}")

@@ -82,13 +82,28 @@ def test_gaussian_metrics_of_force_components_of_equal_size_by_hand(exact_evalua
     # the observed fraction steps from 0 to 1 at p* = 2 Phi(sqrt(2/pi)) - 1. Over-confident
     # area p*^2 / 2 below p*, under-confident (1 - p*)^2 / 2 above (100-point curve: +-0.01).
     p_star = 2 * stats.norm.cdf(math.sqrt(2 / math.pi)) - 1
-    gaussian = exact_evaluation.gaussian
+    gaussian = exact_evaluation.gaussian[0]
+    assert gaussian.cutoff == 0.0
     assert gaussian.miscalibration.overconfident == pytest.approx(p_star**2 / 2, abs=0.01)
     assert gaussian.miscalibration.underconfident == pytest.approx((1 - p_star)**2 / 2, abs=0.01)
     test = [p for i, p in enumerate(exact_evaluation.predictions)
             if i not in exact_evaluation.calibration_frames]
     u = np.concatenate([p.atomic_uncertainty for p in test])
     assert gaussian.sharpness == pytest.approx(math.sqrt(math.pi / 2) * 2 * np.sqrt(np.mean(u**2)))
+
+
+def test_local_gaussian_sigma_uses_the_local_uncertainty_and_its_own_alpha(exact_evaluation):
+    evaluation = exact_evaluation
+    local = evaluation.gaussian[1]
+    assert local.cutoff == evaluation.cutoff
+    frames = evaluation.predictions
+    u = [p.local(p.atomic_uncertainty, evaluation.cutoff) for p in frames]
+    fitting = list(evaluation.calibration_frames)
+    alpha = (sum(frames[i].atomic_error.sum() for i in fitting)
+             / sum(u[i].sum() for i in fitting))
+    test_u = np.concatenate([u[i] for i in range(len(frames)) if i not in fitting])
+    assert local.sharpness == pytest.approx(math.sqrt(math.pi / 2) * alpha
+                                            * np.sqrt(np.mean(test_u**2)), rel=1e-12)
 
 
 def test_write_produces_the_report_json_and_small_figures(emt_evaluation, tmp_path):

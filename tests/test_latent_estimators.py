@@ -78,6 +78,19 @@ def test_training_atom_against_its_own_index_returns_its_own_pdf(model, small_tr
     assert ltau.predict(frames[1]).extra["latent_distance"][5] < 1e-3
 
 
+def test_first_epoch_leaves_out_the_early_errors(model, small_training):
+    frames, errors = small_training
+    errors = errors.copy()
+    errors[:2] += 5.0  # two "untrained" epochs
+    late = LTAU.fit(model, frames, errors, k=1, first_epoch=2, progress=False)
+    assert late.n_epochs == 4 and late.bin_edges[-1] == pytest.approx(errors[2:].max())
+    own = late.predict(frames[0]).atomic_uncertainty
+    np.testing.assert_allclose(own, errors[2:, :32].mean(axis=0),
+                               atol=0.5 * late.bin_edges[1])
+    with pytest.raises(ValueError, match="first_epoch 6 is not one of the 6"):
+        LTAU.fit(model, frames, errors, first_epoch=6, progress=False)
+
+
 def test_k_neighbours_average_their_pdfs(model, small_training):
     frames, errors = small_training
     ltau = LTAU.fit(model, frames, errors, k=10, bins=50, progress=False)
