@@ -268,3 +268,21 @@ def test_cli_fits_gmm_and_ltau(models, small_training, tmp_path, capsys):
     np.savez(tmp_path / "short.npz", errors=errors[:, :10])
     assert main(["fit-ltau", model, str(tmp_path / "train.extxyz"), str(tmp_path / "short.npz")]) == 1
     assert "10 atoms that are not the 512 atoms" in capsys.readouterr().err
+
+
+def test_extraction_relaxes_boxes_with_the_single_model(gmm, ltau, cu_bulk, tmp_path):
+    import ase.io
+
+    from mdmonitor import Extractor
+
+    for estimator in (gmm, ltau):
+        queue = tmp_path / estimator.kind
+        extractor = Extractor("cube", queue=queue, core_radius=3.0, box_length=2 * 3.61)
+        atoms = cu_bulk.copy()
+        atoms.calc = MonitoredCalculator(estimator, cutoff=4.0, threshold=1e-9,
+                                         extractor=extractor)
+        atoms.get_forces()
+        [path] = (queue / "pending").iterdir()
+        box = ase.io.read(path)
+        assert box.info["relaxation"] == "relaxed"
+        assert box.info["model_sha256"] == estimator.model.sha256()
