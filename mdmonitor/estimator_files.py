@@ -26,10 +26,27 @@ def save_estimator(path: str | Path, kind: str, version: int, model: MaceModel,
         model_ref = str(model_file.relative_to(path.resolve().parent))
     except ValueError:
         model_ref = str(model_file)
+    write_npz(path, kind=kind, format_version=version, model_file=model_ref,
+              model_sha256=model.sha256(), head=model.head, **arrays)
+
+
+def write_npz(path: str | Path, **arrays) -> None:
+    """Write `arrays` to the .npz file `path` atomically (a hidden temporary file, renamed)."""
+    path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(temporary, kind=kind, format_version=version, model_file=model_ref,
-             model_sha256=model.sha256(), head=model.head, **arrays)
+    np.savez(temporary, **arrays)
     temporary.replace(path)
+
+
+def read_npz(path: str | Path, what: str) -> dict:
+    """The arrays of the .npz file `path` (no pickle); errors name it as `what`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} '{path}' does not exist")
+    try:
+        return dict(np.load(path, allow_pickle=False))
+    except Exception as err:
+        raise ValueError(f"cannot read {what} '{path}': {err}") from err
 
 
 def load_estimator(path: str | Path, kind: str, version: int,
@@ -37,12 +54,7 @@ def load_estimator(path: str | Path, kind: str, version: int,
     """The arrays of an estimator file of `kind` and its model: found next to the file unless
     `model` is given, and refused unless its SHA-256 is the one the estimator was fitted for."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{kind.upper()} file '{path}' does not exist")
-    try:
-        stored = dict(np.load(path, allow_pickle=False))
-    except Exception as err:
-        raise ValueError(f"cannot read {kind.upper()} file '{path}': {err}") from err
+    stored = read_npz(path, f"{kind.upper()} file")
     if str(stored.get("kind")) != kind or int(stored.get("format_version", -1)) != version:
         raise ValueError(f"'{path}' is not an mdmonitor {kind.upper()} file (format {version}); "
                          f"it holds kind '{stored.get('kind')}'")

@@ -36,7 +36,7 @@ from ase.data import chemical_symbols
 from tqdm.auto import tqdm
 
 from .calibration import DEFAULT_FORCES_KEYS, reference_forces
-from .estimator_files import load_estimator, save_estimator
+from .estimator_files import load_estimator, read_npz, save_estimator, write_npz
 from .latent import LatentModel, check_width
 from .llpr import load_structures
 from .mace_model import MaceModel
@@ -79,23 +79,14 @@ def log_training_errors(model, checkpoints, structures, output: str | Path,
             forces.append(network(graph, compute_force=True)["forces"].detach().cpu().numpy())
         errors[epoch] = np.linalg.norm(np.concatenate(forces) - reference, axis=1)
     epochs = [int(CHECKPOINT_EPOCH.search(f.name).group(1)) for f in files]
-    output = Path(output)
-    temporary = output.with_name(f".{output.name}.tmp.npz")
-    np.savez(temporary, errors=errors.astype(np.float32), epochs=np.array(epochs),
-             numbers=np.concatenate([a.numbers for a in structures]))
-    temporary.replace(output)
+    write_npz(output, errors=errors.astype(np.float32), epochs=np.array(epochs),
+              numbers=np.concatenate([a.numbers for a in structures]))
     return errors
 
 
 def read_error_log(path: str | Path, numbers: np.ndarray) -> np.ndarray:
     """The errors (n_epochs, n_atoms) of an error log, checked against the training atoms."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"error log '{path}' does not exist")
-    try:
-        log = dict(np.load(path, allow_pickle=False))
-    except Exception as err:
-        raise ValueError(f"cannot read error log '{path}': {err}") from err
+    log = read_npz(path, "error log")
     if "errors" not in log or log["errors"].ndim != 2:
         raise ValueError(f"'{path}' has no 'errors' array of shape (n_epochs, n_atoms)")
     errors = log["errors"].astype(float)
