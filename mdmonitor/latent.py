@@ -13,8 +13,7 @@ import torch
 from e3nn import o3
 from tqdm.auto import tqdm
 
-from .mace_model import MaceModel, MaceOutput, to_output
-from .prediction import check_finite
+from .mace_model import MaceModel, MaceOutput
 
 
 def invariant_columns(model: MaceModel) -> np.ndarray:
@@ -39,10 +38,7 @@ class LatentModel:
 
     def predict(self, atoms) -> tuple[MaceOutput, np.ndarray]:
         """Energy, forces, stress of `atoms` and its atoms' descriptors (N, D), checked finite."""
-        raw = self.model.evaluate(self.model.graph(atoms), compute_stress=bool(atoms.pbc.all()))
-        output = to_output(raw)
-        for what, value in (("energy", output.energy), ("forces", output.forces)):
-            check_finite(f"model '{self.model.name}'", what, value)
+        raw, output = self.model.run(atoms)
         return output, self.descriptors(raw)
 
     def descriptors(self, raw: dict) -> np.ndarray:

@@ -24,8 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .estimator_files import load_estimator, save_estimator
-from .mace_model import MaceModel, to_output
-from .prediction import Prediction, check_finite
+from .mace_model import MaceModel
+from .prediction import Prediction
 
 FORMAT_VERSION = 2
 MAX_CONDITION = 1e12
@@ -225,11 +225,8 @@ class LastLayerLPR:
 
     def predict(self, atoms) -> Prediction:
         """Model energy, forces, stress, and atomic_uncertainty = scale / sqrt(LPR_j)."""
-        graph = self.model.graph(atoms)
-        output = to_output(self.model.evaluate(graph, compute_stress=bool(atoms.pbc.all())))
+        _, output = self.model.run(atoms)
         features = self.features.features().detach()
-        for what, value in (("energy", output.energy), ("forces", output.forces)):
-            check_finite(f"model '{self.model.name}'", what, value)
         inverse_rigidity = self._inverse_quadratic(features)
         frame = self._inverse_quadratic(features.sum(dim=0, keepdim=True))[0]
         return Prediction(

@@ -17,6 +17,8 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from mace import data as mace_data
 from mace.tools import torch_geometric, torch_tools, utils
 
+from .prediction import check_finite
+
 
 def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes: the identity of a model file."""
@@ -110,6 +112,14 @@ class MaceModel:
         inputs = {key: (value.to(self.dtype) if torch.is_tensor(value) and value.is_floating_point()
                         else value) for key, value in graph.items()}
         return self.module(inputs, compute_force=True, compute_stress=compute_stress)
+
+    def run(self, atoms) -> tuple[dict, MaceOutput]:
+        """MACE's raw output for `atoms` and its conversion; energy and forces checked finite."""
+        raw = self.evaluate(self.graph(atoms), compute_stress=bool(atoms.pbc.all()))
+        output = to_output(raw)
+        for what, value in (("energy", output.energy), ("forces", output.forces)):
+            check_finite(f"model '{self.name}'", what, value)
+        return raw, output
 
     def predict(self, atoms, graph: dict | None = None) -> MaceOutput:
         """Energy, atomic energies, forces and (periodic cells) stress of `atoms`."""

@@ -6,7 +6,7 @@ import torch
 from ase.build import bulk, fcc100
 
 import mdmonitor
-from mdmonitor import Committee, LastLayerLPR
+from mdmonitor import LTAU, Committee, LastLayerLPR, LatentGMM
 
 
 # One torch thread: the test models are tiny, and with two threads a busy second core slowed
@@ -27,6 +27,16 @@ def committee(models):
 @pytest.fixture(scope="session")
 def llpr(models):
     return LastLayerLPR.load(models["llpr"])
+
+
+@pytest.fixture(scope="session")
+def ltau(models):
+    return LTAU.load(models["ltau"])
+
+
+@pytest.fixture(scope="session")
+def gmm(models):
+    return LatentGMM.load(models["gmm"])
 
 
 @pytest.fixture

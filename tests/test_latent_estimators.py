@@ -21,16 +21,6 @@ def model(models):
 
 
 @pytest.fixture(scope="module")
-def ltau(models):
-    return LTAU.load(models["ltau"])
-
-
-@pytest.fixture(scope="module")
-def gmm(models):
-    return LatentGMM.load(models["gmm"])
-
-
-@pytest.fixture(scope="module")
 def small_training():
     """16 rattled 32-atom cells (512 atoms) and a made-up error log of 6 epochs."""
     rng = np.random.default_rng(7)
