@@ -27,7 +27,7 @@ from ase.data import chemical_symbols
 from .estimator_files import load_estimator, save_estimator
 from .latent import LatentModel, check_width
 from .llpr import load_structures
-from .mace_model import MaceModel
+from .mace_model import MaceModel, as_model
 from .prediction import Prediction
 
 FORMAT_VERSION = 1
@@ -86,7 +86,7 @@ class LatentGMM:
     unit = "nats"
 
     def __init__(self, model: MaceModel | str | Path, mixtures: dict, floors: dict):
-        self.model = model if isinstance(model, MaceModel) else MaceModel(model)
+        self.model = as_model(model)
         self.latent = LatentModel(self.model)
         for element, mixture in mixtures.items():
             if mixture["means"].shape[1] != self.latent.width:
@@ -101,7 +101,7 @@ class LatentGMM:
             seed: int = 0, progress: bool = True) -> "LatentGMM":
         """Fit one mixture per element on the latent descriptors of the training `structures`
         (no labels needed), with `n_components` Gaussians or the number of lowest BIC."""
-        model = model if isinstance(model, MaceModel) else MaceModel(model)
+        model = as_model(model)
         descriptors, numbers = LatentModel(model).training_descriptors(
             load_structures(structures), progress=progress)
         mixtures, floors = {}, {}

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .estimator_files import load_estimator, save_estimator
-from .mace_model import MaceModel
+from .mace_model import MaceModel, as_model
 from .prediction import Prediction
 
 FORMAT_VERSION = 2
@@ -153,7 +153,7 @@ class LastLayerLPR:
     def __init__(self, model: MaceModel | str | Path, hessian: np.ndarray, regularizer: float,
                  forces: bool, force_weight: float = 1.0, scale: float = 1.0,
                  n_structures: int = 0):
-        self.model = model if isinstance(model, MaceModel) else MaceModel(model)
+        self.model = as_model(model)
         self.features = LastLayerFeatures(self.model)
         hessian = np.asarray(hessian, dtype=float)
         if hessian.shape != (self.features.dim, self.features.dim):
@@ -182,7 +182,7 @@ class LastLayerLPR:
         """Accumulate the Gauss-Newton matrix of `model` (path or MaceModel) over `structures`
         (file or list of Atoms; no labels needed), with force terms when `forces`.
         `regularizer` is zeta^2 (eV^2); chosen by `choose_regularizer` when None."""
-        model = model if isinstance(model, MaceModel) else MaceModel(model)
+        model = as_model(model)
         structures = load_structures(structures)
         features = LastLayerFeatures(model)
         try:

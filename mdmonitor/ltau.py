@@ -39,7 +39,7 @@ from .calibration import DEFAULT_FORCES_KEYS, reference_forces
 from .estimator_files import load_estimator, read_npz, save_estimator, write_npz
 from .latent import LatentModel, check_width
 from .llpr import load_structures
-from .mace_model import MaceModel
+from .mace_model import MaceModel, as_model
 from .prediction import Prediction
 
 FORMAT_VERSION = 1
@@ -63,7 +63,7 @@ def log_training_errors(model, checkpoints, structures, output: str | Path,
     """Write the error log of `model` (MACE file, for its architecture) trained through
     `checkpoints` (MACE's `--save_all_checkpoints` files, one per epoch, or their directory) on
     the labeled `structures`; returns the errors (n_epochs, n_atoms) in eV/A."""
-    model = model if isinstance(model, MaceModel) else MaceModel(model)
+    model = as_model(model)
     structures = load_structures(structures)
     keys = DEFAULT_FORCES_KEYS if forces_key is None else (forces_key,)
     reference = np.concatenate([reference_forces(a, keys, i) for i, a in enumerate(structures)])
@@ -130,7 +130,7 @@ class LTAU:
 
     def __init__(self, model: MaceModel | str | Path, indices: dict, bins: dict,
                  bin_edges: np.ndarray, ood_cutoffs: dict, k: int = 10):
-        self.model = model if isinstance(model, MaceModel) else MaceModel(model)
+        self.model = as_model(model)
         self.latent = LatentModel(self.model)
         for element, index in indices.items():
             if index.d != self.latent.width:
@@ -152,7 +152,7 @@ class LTAU:
         (default: the largest of those errors) and index the training atoms' latent
         descriptors, per element. A short training's first epochs are a barely trained model;
         `first_epoch` leaves them out."""
-        model = model if isinstance(model, MaceModel) else MaceModel(model)
+        model = as_model(model)
         structures = load_structures(structures)
         latent = LatentModel(model)
         descriptors, numbers = latent.training_descriptors(structures, progress=progress)

@@ -127,6 +127,11 @@ class MaceModel:
         return to_output(self.evaluate(graph, compute_stress=bool(atoms.pbc.all())))
 
 
+def as_model(model: MaceModel | str | Path) -> MaceModel:
+    """`model` itself, or the MACE model file it names, loaded."""
+    return model if isinstance(model, MaceModel) else MaceModel(model)
+
+
 def to_output(raw: dict) -> MaceOutput:
     """Convert MACE's output tensors to NumPy in ASE units and conventions."""
     stress = raw.get("stress")
