@@ -12,9 +12,8 @@ ASE's EMT, so EMT is their exact reference. This script, in one command,
    ``mdmonitor evaluate`` and ``mdmonitor calibrate`` can be run on them as well;
 3. evaluates the 4-member committee and, for member 0, the last-layer LPR, LTAU and the latent
    Gaussian mixture with `mdmonitor.evaluation.evaluate` (alpha fitted on 20 % of the frames,
-   checked on the other 80 %, seed 002 Fig. 3e-f) into OUT/<estimator>/, and times each one's
-   monitored force call (aggregation included) against a plain single-model MACE call on the
-   96-atom slab;
+   checked on the other 80 %, seed 002 Fig. 3e-f) into OUT/<estimator>/ (their cost per MD step
+   is measured by benchmarks/monitor_overhead.py);
 4. compares the LLPR with the committee's atomic-energy variance (seed 000 Fig. 2: the variance
    should fall as the LPR rises) in OUT/lpr_vs_energy_variance.png;
 5. writes OUT/report.md and OUT/summary.json with the numbers the README quotes.
@@ -43,9 +42,7 @@ from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from mace.calculators import MACECalculator
-
-from mdmonitor import Committee, MonitoredCalculator, demo_models
+from mdmonitor import Committee, demo_models
 from mdmonitor.estimator_files import load_fitted
 from mdmonitor.evaluation import evaluate
 from mdmonitor.metrics import spearman
@@ -59,7 +56,6 @@ STEPS_BETWEEN_FRAMES = 25  # 0.1 ps
 CONDITIONS = (("bulk", 1000.0), ("bulk", 1300.0), ("slab", 600.0), ("slab", 1000.0),
               ("vacancy", 1000.0))
 LPR_BIN_SIZE = 100  # atoms per point of the binned LPR curve, as in seed 000 Fig. 2
-TIMED_CALLS = 20
 
 
 def build_system(name: str):
@@ -159,39 +155,11 @@ def plot_correlation_vs_cutoff(evaluations: dict, path: Path) -> None:
     figure.savefig(path)
 
 
-def seconds_per_call(calc, atoms, calls: int, seed: int) -> float:
-    """Median wall time (s) of a force call of `calc` on freshly rattled copies of `atoms`."""
-    rng = np.random.default_rng(seed)
-    frame = atoms.copy()
-    frame.calc = calc
-    frame.get_forces()  # warm-up
-    times = []
-    for _ in range(calls):
-        frame.positions = atoms.positions + rng.normal(scale=0.05, size=atoms.positions.shape)
-        begin = time.perf_counter()
-        frame.get_forces()
-        times.append(time.perf_counter() - begin)
-    return float(np.median(times))
-
-
-def cost_per_step(estimators: dict, model_file: str, cutoff: float, seed: int) -> dict:
-    """Each estimator's monitored force call (aggregation at `cutoff` included) on the 96-atom
-    slab, relative to a plain MACECalculator call of one model measured alongside."""
-    slab = build_system("slab")
-    plain = MACECalculator(model_paths=model_file, device="cpu", default_dtype="float64")
-    baseline = seconds_per_call(plain, slab, TIMED_CALLS, seed)
-    costs = {"plain MACE call (s)": baseline}
-    for name, estimator in estimators.items():
-        monitored = MonitoredCalculator(estimator, cutoff=cutoff)
-        costs[name] = seconds_per_call(monitored, slab, TIMED_CALLS, seed) / baseline
-    return costs
-
-
-def comparison(evaluations: dict, costs: dict, cutoff: float) -> list[dict]:
-    """One row per estimator: ranking and Gaussian metrics per atom and at `cutoff`, and cost."""
+def comparison(evaluations: dict, cutoff: float) -> list[dict]:
+    """One row per estimator: ranking and Gaussian metrics per atom and at `cutoff`."""
     rows = []
     for name, evaluation in evaluations.items():
-        row = {"estimator": name, "unit": evaluation.unit, "cost": costs[name]}
+        row = {"estimator": name, "unit": evaluation.unit}
         for label, level, gaussian in (("atom", evaluation.level(0.0), evaluation.gaussian[0]),
                                        ("local", evaluation.level(cutoff),
                                         evaluation.gaussian[1])):
@@ -202,19 +170,16 @@ def comparison(evaluations: dict, costs: dict, cutoff: float) -> list[dict]:
     return rows
 
 
-def comparison_markdown(rows: list[dict], cutoff: float, baseline_s: float) -> list[str]:
+def comparison_markdown(rows: list[dict], cutoff: float) -> list[str]:
     lines = [f"| estimator (unit) | Spearman atom / {cutoff:g} A | ROC-AUC atom / {cutoff:g} A | "
-             f"miscalibration area atom / {cutoff:g} A | sharpness (eV/A) atom / {cutoff:g} A | "
-             "cost per MD step |", "|---|---|---|---|---|---|"]
+             f"miscalibration area atom / {cutoff:g} A | sharpness (eV/A) atom / {cutoff:g} A |",
+             "|---|---|---|---|---|"]
     for row in rows:
         cells = [f"{row[f'{metric}_atom']:{fmt}} / {row[f'{metric}_local']:{fmt}}"
                  for metric, fmt in (("spearman", ".2f"), ("roc_auc", ".2f"),
                                      ("miscalibration", ".3f"), ("sharpness", ".3f"))]
-        lines.append(f"| {row['estimator']} ({row['unit']}) | " + " | ".join(cells)
-                     + f" | {row['cost']:.2f}x |")
-    lines += ["", f"Cost: median monitored force call (aggregation within {cutoff:g} A "
-              f"included) on the 96-atom slab over a plain single-model MACECalculator call "
-              f"({1000 * baseline_s:.0f} ms), one torch thread."]
+        lines.append(f"| {row['estimator']} ({row['unit']}) | " + " | ".join(cells) + " |")
+    lines += ["", "Cost per MD step of each: `.venv/bin/python benchmarks/monitor_overhead.py`."]
     return lines
 
 
@@ -239,8 +204,7 @@ def markdown(summary: dict) -> str:
                          f"{row['mean_uncertainty']:.4f} | {row['ratio']:.3g} | "
                          f"{row['spearman_per_atom']:.2f} | {row['spearman_local']:.2f} |")
     lines += ["", "## The four estimators side by side (test frames)", ""]
-    lines += comparison_markdown(summary["comparison"], summary["cutoff_A"],
-                                 summary["cost_per_step"]["plain MACE call (s)"])
+    lines += comparison_markdown(summary["comparison"], summary["cutoff_A"])
     lpr = summary["lpr_vs_committee_energy_variance"]
     lines += ["", f"LPR vs committee atomic-energy variance over {lpr['atoms']} atoms: "
               f"Spearman {lpr['spearman_atoms']:.2f} (bin means: {lpr['spearman_binned']:.2f}).",
@@ -285,7 +249,6 @@ def main() -> None:
     plot_correlation_vs_cutoff(evaluations, args.out / "correlation_vs_cutoff.png")
     lpr = lpr_relation(evaluations["committee"], evaluations["LLPR"],
                        args.out / "lpr_vs_energy_variance.png")
-    costs = cost_per_step(estimators, models["committee"][0], args.cutoff, args.seed)
     conditions = [frame.info["config_type"] for frame in frames]
     summary = {
         "command": f"scripts/cu_emt_study.py --frames {args.frames} --cutoff {args.cutoff:g} "
@@ -299,8 +262,7 @@ def main() -> None:
                               "gaussian_force_components": [g.summary()
                                                             for g in evaluation.gaussian]}
                        for name, evaluation in evaluations.items()},
-        "comparison": comparison(evaluations, costs, args.cutoff),
-        "cost_per_step": costs,
+        "comparison": comparison(evaluations, args.cutoff),
         "lpr_vs_committee_energy_variance": lpr,
         "wall_time_s": time.perf_counter() - start,
     }
