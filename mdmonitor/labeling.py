@@ -12,7 +12,10 @@ from __future__ import annotations
 import ast
 import importlib
 import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +63,22 @@ def parse_parameters(items) -> dict:
         except (ValueError, SyntaxError):
             parameters[key] = value
     return parameters
+
+
+@contextmanager
+def interrupts_deferred():
+    """Hold Ctrl-C until the block ends, so a box is filed and counted as one step."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 class ReferenceFailed(RuntimeError):
@@ -135,11 +154,12 @@ class Labeler:
         if bad:
             self._fail(name, box, f"reference gave non-finite {', '.join(bad)}")
             return
-        if self._last_in_dataset != name:
-            append_whole(self.queue.dataset, extxyz_text(labeled))
-            self._last_in_dataset = name
-        self.queue.move(name, labeled, "done", "labeled", detail=self.reference_name)
-        self.summary.labeled.append(name)
+        with interrupts_deferred():
+            if self._last_in_dataset != name:
+                append_whole(self.queue.dataset, extxyz_text(labeled))
+                self._last_in_dataset = name
+            self.queue.move(name, labeled, "done", "labeled", detail=self.reference_name)
+            self.summary.labeled.append(name)
 
     def _reference_labels(self, box: Atoms, name: str) -> Atoms:
         atoms = Atoms(box.numbers, box.positions, cell=box.cell, pbc=box.pbc)
@@ -181,8 +201,9 @@ class Labeler:
 
     def _fail(self, name: str, box: Atoms, reason: str) -> None:
         box.info["failure"] = reason
-        self.queue.move(name, box, "failed", "failed", detail=reason)
-        self.summary.failed[name] = reason
+        with interrupts_deferred():
+            self.queue.move(name, box, "failed", "failed", detail=reason)
+            self.summary.failed[name] = reason
 
     def _fail_unreadable(self, path: Path, reason: str) -> None:
         os.replace(path, self.queue.path("failed", path.name))

@@ -124,6 +124,25 @@ def test_one_labeler_per_queue(tmp_path):
             Labeler(queue, EMT()).run(progress=False)
 
 
+def test_ctrl_c_while_a_box_is_filed_waits_until_it_is_filed_and_counted(tmp_path, monkeypatch):
+    queue, names = queue_with_boxes(tmp_path, centres=(0, 50))
+    move = CandidateQueue.move
+
+    def interrupted_move(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C between the dataset append and the move
+        move(self, *args, **kwargs)
+
+    monkeypatch.setattr(CandidateQueue, "move", interrupted_move)
+    labeler = Labeler(queue, EMT())
+    with pytest.raises(KeyboardInterrupt):
+        labeler.run(progress=False)
+    assert labeler.summary.labeled == [names[0]] == [p.name for p in queue.boxes("done")]
+    assert len(ase.io.read(queue.dataset, index=":")) == 1
+    monkeypatch.setattr(CandidateQueue, "move", move)
+    assert Labeler(queue, EMT()).run(progress=False).labeled == [names[1]]
+    assert [f.info["box"] for f in ase.io.read(queue.dataset, index=":")] == sorted(names)
+
+
 def test_label_watch_labels_boxes_that_appear_while_it_runs(tmp_path):
     queue = CandidateQueue(tmp_path / "q")
     process = subprocess.Popen(
