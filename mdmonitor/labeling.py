@@ -206,9 +206,10 @@ class Labeler:
             self.summary.failed[name] = reason
 
     def _fail_unreadable(self, path: Path, reason: str) -> None:
-        os.replace(path, self.queue.path("failed", path.name))
-        self.queue.log(path.name, "failed", detail=reason)
-        self.summary.failed[path.name] = reason
+        with interrupts_deferred():
+            os.replace(path, self.queue.path("failed", path.name))
+            self.queue.log(path.name, "failed", detail=reason)
+            self.summary.failed[path.name] = reason
 
     def _dataset_tail(self) -> str | None:
         """Box name of the last frame of the labeled dataset (None if empty)."""
