@@ -13,7 +13,7 @@ import numpy as np
 from ase.calculators.calculator import PropertyNotImplementedError
 
 from .mace_model import MaceModel, MaceOutput
-from .prediction import Prediction, check_finite
+from .prediction import Prediction, check_output
 
 
 def force_uncertainty(member_forces: np.ndarray) -> np.ndarray:
@@ -65,10 +65,7 @@ class Committee:
         else:
             outputs = [calculator_output(calc, atoms) for calc in self.calculators]
         for name, output in zip(self.names, outputs):
-            for what in ("energy", "forces", "stress", "atomic_energies"):
-                value = getattr(output, what)
-                if value is not None:
-                    check_finite(name, what, value)
+            check_output(name, output)
         return outputs
 
     def predict(self, atoms) -> Prediction:

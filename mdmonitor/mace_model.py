@@ -17,7 +17,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from mace import data as mace_data
 from mace.tools import torch_geometric, torch_tools, utils
 
-from .prediction import check_finite
+from .prediction import check_output
 
 
 def file_sha256(path: str | Path) -> str:
@@ -114,11 +114,10 @@ class MaceModel:
         return self.module(inputs, compute_force=True, compute_stress=compute_stress)
 
     def run(self, atoms) -> tuple[dict, MaceOutput]:
-        """MACE's raw output for `atoms` and its conversion; energy and forces checked finite."""
+        """MACE's raw output for `atoms` and its conversion, checked finite."""
         raw = self.evaluate(self.graph(atoms), compute_stress=bool(atoms.pbc.all()))
         output = to_output(raw)
-        for what, value in (("energy", output.energy), ("forces", output.forces)):
-            check_finite(f"model '{self.name}'", what, value)
+        check_output(f"model '{self.name}'", output)
         return raw, output
 
     def predict(self, atoms, graph: dict | None = None) -> MaceOutput:

@@ -32,3 +32,11 @@ def check_finite(name: str, what: str, value) -> None:
         if array.ndim >= 1:
             where = f" (first at atom {int(np.argwhere(~np.isfinite(array))[0][0])})"
         raise FloatingPointError(f"{name} returned non-finite {what}{where}: NaN or inf")
+
+
+def check_output(name: str, output) -> None:
+    """check_finite on each of energy, forces, stress and atomic_energies that `output` has."""
+    for what in ("energy", "forces", "stress", "atomic_energies"):
+        value = getattr(output, what)
+        if value is not None:
+            check_finite(name, what, value)
