@@ -25,7 +25,7 @@ import torch
 from ase.data import chemical_symbols
 
 from .estimator_files import load_estimator, save_estimator
-from .latent import LatentModel, check_width
+from .latent import LatentModel
 from .llpr import load_structures
 from .mace_model import MaceModel, as_model
 from .prediction import Prediction
@@ -117,9 +117,8 @@ class LatentGMM:
         """Number of Gaussians of each element's mixture."""
         return {z: len(m["weights"]) for z, m in self.mixtures.items()}
 
-    def negative_log_likelihood(self, atoms, descriptors: np.ndarray) -> np.ndarray:
+    def _negative_log_likelihood(self, atoms, descriptors: np.ndarray) -> np.ndarray:
         """NLL (N,) in nats of the atoms of `atoms` with latent `descriptors` (N, D)."""
-        check_width(descriptors, self.latent.width, "this Gaussian mixture")
         nll = np.empty(len(atoms))
         for element in np.unique(atoms.numbers):
             if int(element) not in self.mixtures:
@@ -132,7 +131,7 @@ class LatentGMM:
     def predict(self, atoms) -> Prediction:
         """Model energy, forces, stress, and atomic_uncertainty = NLL above the training floor."""
         output, descriptors = self.latent.predict(atoms)
-        nll = self.negative_log_likelihood(atoms, descriptors)
+        nll = self._negative_log_likelihood(atoms, descriptors)
         floor = np.array([self.floors[int(z)] for z in atoms.numbers])
         return Prediction(energy=output.energy, forces=output.forces, stress=output.stress,
                           atomic_uncertainty=nll - floor,

@@ -60,9 +60,3 @@ class LatentModel:
         numbers = np.concatenate([atoms.numbers for atoms in structures])
         return np.concatenate(descriptors), numbers
 
-
-def check_width(descriptors: np.ndarray, width: int, what: str) -> None:
-    """ValueError when descriptors of `width` columns meet a `what` built for another width."""
-    if descriptors.shape[1] != width:
-        raise ValueError(f"{what} was built for latent descriptors of width {width}, but the "
-                         f"model gives {descriptors.shape[1]}: it belongs to another model")

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from .calibration import DEFAULT_FORCES_KEYS, reference_forces
 from .estimator_files import load_estimator, read_npz, save_estimator, write_npz
-from .latent import LatentModel, check_width
+from .latent import LatentModel
 from .llpr import load_structures
 from .mace_model import MaceModel, as_model
 from .prediction import Prediction
@@ -186,7 +186,6 @@ class LTAU:
 
     def _neighbours(self, atoms, descriptors: np.ndarray):
         """Per element present: its atoms' rows, squared distances and indices of k neighbours."""
-        check_width(descriptors, self.latent.width, "this LTAU index")
         for element in np.unique(atoms.numbers):
             if int(element) not in self.indices:
                 raise ValueError(f"the LTAU index has no training atoms of "
@@ -196,7 +195,6 @@ class LTAU:
             query = np.ascontiguousarray(descriptors[rows], dtype=np.float32)
             squared, neighbours = self.indices[int(element)].search(query, self.k)
             yield int(element), rows, squared, neighbours
-
 
     def error_distribution(self, atoms) -> np.ndarray:
         """Error PDF (N, bins) of every atom of `atoms` (probability per bin of `bin_edges`)."""
