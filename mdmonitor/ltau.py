@@ -87,15 +87,25 @@ def log_training_errors(model, checkpoints, structures, output: str | Path,
 def read_error_log(path: str | Path, numbers: np.ndarray) -> np.ndarray:
     """The errors (n_epochs, n_atoms) of an error log, checked against the training atoms."""
     log = read_npz(path, "error log")
-    if "errors" not in log or log["errors"].ndim != 2:
+    if "errors" not in log:
         raise ValueError(f"'{path}' has no 'errors' array of shape (n_epochs, n_atoms)")
-    errors = log["errors"].astype(float)
-    if errors.shape[1] != len(numbers) or ("numbers" in log
-                                           and not np.array_equal(log["numbers"], numbers)):
-        raise ValueError(f"error log '{path}' has {errors.shape[1]} atoms that are not the "
+    if "numbers" in log and not np.array_equal(log["numbers"], numbers):
+        raise ValueError(f"error log '{path}' has {len(log['numbers'])} atoms that are not the "
                          f"{len(numbers)} atoms of the training structures")
+    return checked_errors(log["errors"], len(numbers), f"error log '{path}'")
+
+
+def checked_errors(errors, n_atoms: int, source: str) -> np.ndarray:
+    """`errors` as floats (n_epochs, n_atoms) in eV/A; ValueError naming `source` unless they have
+    that shape and are finite and non-negative."""
+    errors = np.asarray(errors, dtype=float)
+    if errors.ndim != 2:
+        raise ValueError(f"{source} has errors of shape {errors.shape}, not (n_epochs, n_atoms)")
+    if errors.shape[1] != n_atoms:
+        raise ValueError(f"{source} has {errors.shape[1]} atoms that are not the {n_atoms} atoms "
+                         "of the training structures")
     if not (np.isfinite(errors).all() and (errors >= 0).all()):
-        raise ValueError(f"error log '{path}' holds negative or non-finite errors")
+        raise ValueError(f"{source} holds negative or non-finite errors")
     return errors
 
 
@@ -156,12 +166,8 @@ class LTAU:
         structures = load_structures(structures)
         latent = LatentModel(model)
         descriptors, numbers = latent.training_descriptors(structures, progress=progress)
-        if isinstance(errors, (str, Path)):
-            errors = read_error_log(errors, numbers)
-        errors = np.asarray(errors, dtype=float)
-        if errors.ndim != 2 or errors.shape[1] != len(numbers):
-            raise ValueError(f"errors of shape {errors.shape} do not match (n_epochs, "
-                             f"{len(numbers)}) for the atoms of the training structures")
+        errors = (read_error_log(errors, numbers) if isinstance(errors, (str, Path))
+                  else checked_errors(errors, len(numbers), "the error log"))
         if not 0 <= first_epoch < len(errors):
             raise ValueError(f"first_epoch {first_epoch} is not one of the {len(errors)} "
                              "logged epochs")
