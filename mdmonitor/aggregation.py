@@ -37,12 +37,12 @@ MACE call by ~10 ms (66 to 75 ms; not with OMP_WAIT_POLICY=passive): noise besid
 """
 
 import itertools
-import math
-import numbers
 
 import numba
 import numpy as np
 from numba import njit, prange
+
+from .settings import positive_number
 
 # Bins are at least cutoff / m high and m are searched to each side, with m the largest whole
 # number that leaves _ATOMS_PER_BIN atoms or more per bin on average: smaller bins scan less
@@ -311,12 +311,7 @@ def _wrapped(index, n_bins, periodic):
 
 def _validated(positions, cell, pbc, values, cutoff):
     """Inputs as C-contiguous float64 arrays and a float cutoff; ValueError on bad input."""
-    if (
-        not isinstance(cutoff, numbers.Real)
-        or isinstance(cutoff, bool)
-        or not (math.isfinite(cutoff) and cutoff > 0)
-    ):
-        raise ValueError(f"cutoff must be a positive finite number (a distance in A), got {cutoff!r}")
+    cutoff = positive_number("cutoff", cutoff, meaning="finite number (a distance in A)")
 
     positions = np.ascontiguousarray(positions, dtype=np.float64)
     if positions.ndim != 2 or positions.shape[1] != 3:
@@ -344,7 +339,7 @@ def _validated(positions, cell, pbc, values, cutoff):
             "give one value (or one row) per atom"
         )
     _require_finite("values", values)
-    return positions, cell, pbc, np.ascontiguousarray(values), float(cutoff)
+    return positions, cell, pbc, np.ascontiguousarray(values), cutoff
 
 
 def _require_finite(name, array):

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from .aggregation import aggregate
 from .committee import Committee
 from .llpr import load_structures
+from .settings import positive_number
 
 __all__ = ["Calibration", "LabeledPrediction", "estimator_identity", "fit_alpha",
            "predict_labeled", "reference_forces", "uncertainty_unit"]
@@ -240,16 +241,14 @@ class Calibration:
             progress: bool = True) -> "Calibration":
         """Fit alpha for `estimator` at `cutoff` (A, > 0) on labelled `structures` (a file or a
         list of Atoms; labels as in `reference_forces`)."""
-        if isinstance(cutoff, bool) or not (isinstance(cutoff, (int, float))
-                                            and math.isfinite(cutoff) and cutoff > 0):
-            raise ValueError(f"cutoff must be a positive distance in A (the monitor's "
-                             f"aggregation radius), got {cutoff!r}")
+        cutoff = positive_number("cutoff", cutoff,
+                                 meaning="distance in A (the monitor's aggregation radius)")
         predictions = predict_labeled(estimator, structures, forces_key, progress)
         error = np.concatenate([p.local(p.atomic_error, cutoff) for p in predictions])
         uncertainty = np.concatenate([p.local(p.atomic_uncertainty, cutoff)
                                       for p in predictions])
         source = str(structures) if isinstance(structures, (str, Path)) else None
-        return cls(alpha=fit_alpha(error, uncertainty), cutoff=float(cutoff),
+        return cls(alpha=fit_alpha(error, uncertainty), cutoff=cutoff,
                    estimator=estimator_identity(estimator), n_frames=len(predictions),
                    n_atoms=len(error), mean_error=float(error.mean()),
                    mean_uncertainty=float(uncertainty.mean()),
@@ -263,11 +262,8 @@ class Calibration:
     def threshold_for(self, error: float) -> float:
         """The local-uncertainty threshold at which the expected local force error is `error`
         (eV/A), i.e. error / alpha."""
-        if isinstance(error, bool) or not (isinstance(error, (int, float))
-                                           and math.isfinite(error) and error > 0):
-            raise ValueError(f"an error threshold must be a positive force error in eV/A, "
-                             f"got {error!r}")
-        return float(error) / self.alpha
+        return positive_number("an error threshold", error,
+                               meaning="force error in eV/A") / self.alpha
 
     def check(self, estimator, cutoff: float) -> None:
         """ValueError unless this calibration was fitted for `estimator` at `cutoff` (A)."""
@@ -316,7 +312,8 @@ class Calibration:
         if missing:
             raise ValueError(f"calibration file '{path}' lacks {', '.join(missing)}")
         calibration = cls(**{name: document[name] for name in fields if name in document})
-        if not (isinstance(calibration.alpha, (int, float)) and calibration.alpha > 0):
-            raise ValueError(f"calibration file '{path}' has alpha = {calibration.alpha!r}; "
-                             "alpha must be a positive number")
+        try:
+            positive_number("alpha", calibration.alpha)
+        except ValueError as err:
+            raise ValueError(f"calibration file '{path}': {err}") from None
         return calibration

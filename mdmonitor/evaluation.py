@@ -37,6 +37,7 @@ from .calibration import (describe_estimator, estimator_identity, fit_alpha, pre
                           uncertainty_unit)
 from .metrics import (CalibratedNLL, Miscalibration, Sparsification, calibrated_nll,
                       miscalibration_area, pearson, roc_auc, sharpness, sparsification, spearman)
+from .settings import positive_number
 
 __all__ = ["Evaluation", "GaussianMetrics", "LevelMetrics", "evaluate"]
 
@@ -222,11 +223,10 @@ def evaluate(estimator, structures, cutoff: float = 4.0, cutoffs=DEFAULT_CUTOFFS
     whole structure. alpha is fitted on max(1, round(calibration_fraction x frames)) frames
     drawn with `np.random.default_rng(seed)`; the rest are test frames.
     """
-    if not (isinstance(cutoff, (int, float)) and math.isfinite(cutoff) and cutoff > 0):
-        raise ValueError(f"cutoff must be a positive distance in A, got {cutoff!r}")
+    cutoff = positive_number("cutoff", cutoff, meaning="distance in A")
     if not 0.0 < calibration_fraction < 1.0:
         raise ValueError(f"calibration_fraction must be in (0, 1), got {calibration_fraction!r}")
-    radii = sorted({float(c) for c in cutoffs} | {0.0, float(cutoff)})
+    radii = sorted({float(c) for c in cutoffs} | {0.0, cutoff})
     if radii[0] < 0:
         raise ValueError(f"aggregation cutoffs must be >= 0 A, got {radii[0]}")
     predictions = predict_labeled(estimator, structures, forces_key, progress)
@@ -240,11 +240,11 @@ def evaluate(estimator, structures, cutoff: float = 4.0, cutoffs=DEFAULT_CUTOFFS
     levels = [_level_metrics(predictions, level_cutoff, in_test)
               for level_cutoff in [*radii, None]]
     gaussian = [_gaussian_metrics(predictions, radius, in_test, seed)
-                for radius in (0.0, float(cutoff))]
+                for radius in (0.0, cutoff)]
     source = str(structures) if isinstance(structures, (str, Path)) else None
     return Evaluation(estimator=estimator_identity(estimator), unit=uncertainty_unit(estimator),
                       source=source, predictions=predictions,
-                      calibration_frames=calibration_frames, cutoff=float(cutoff),
+                      calibration_frames=calibration_frames, cutoff=cutoff,
                       levels=levels, gaussian=gaussian)
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 
-def positive_number(name: str, value, allow_none: bool = False) -> float | None:
-    """`value` as a float if it is a finite number > 0 (or None when allowed); else ValueError."""
+def positive_number(name: str, value, allow_none: bool = False,
+                    meaning: str = "number") -> float | None:
+    """`value` as a float if it is a finite real number > 0 (or None when allowed); else
+    ValueError "`name` must be a positive `meaning`"."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
             math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
+        raise ValueError(f"{name} must be a positive {meaning}, got {value!r}")
     return float(value)
 
 
