@@ -32,6 +32,7 @@ from ase.calculators.calculator import PropertyNotImplementedError
 from tqdm.auto import tqdm
 
 from .aggregation import aggregate
+from .atomic_files import write_atomically
 from .committee import Committee
 from .llpr import load_structures
 from .settings import positive_number
@@ -285,9 +286,7 @@ class Calibration:
         path = Path(path)
         document = {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self),
                     "error": ERROR_DEFINITION}
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(document, indent=2) + "\n")
-        temporary.replace(path)
+        write_atomically(path, json.dumps(document, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "Calibration":

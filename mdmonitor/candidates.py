@@ -27,6 +27,8 @@ from pathlib import Path
 import ase.io
 from ase import Atoms
 
+from .atomic_files import write_atomically
+
 STAGES = ("pending", "done", "failed")
 MANIFEST_COLUMNS = ("when", "box", "event", "source_step", "centre_index",
                     "centre_local_uncertainty", "strategy", "atoms", "core_atoms",
@@ -51,19 +53,6 @@ def extxyz_text(frames) -> str:
     buffer = io.StringIO()
     ase.io.write(buffer, frames, format="extxyz")
     return buffer.getvalue()
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` so that `path` is either absent or complete, never partial."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def append_whole(path: Path, text: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic_files import replaced_atomically
 from .mace_model import MaceModel
 
 COMMANDS = {"llpr": "mdmonitor fit-llpr", "ltau": "mdmonitor fit-ltau",
@@ -32,10 +33,8 @@ def save_estimator(path: str | Path, kind: str, version: int, model: MaceModel,
 
 def write_npz(path: str | Path, **arrays) -> None:
     """Write `arrays` to the .npz file `path` atomically (a hidden temporary file, renamed)."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(temporary, **arrays)
-    temporary.replace(path)
+    with replaced_atomically(path) as temporary, open(temporary, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def read_npz(path: str | Path, what: str) -> dict:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import datetime
 import importlib.util
-import os
 import shutil
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+
+from .atomic_files import replaced_atomically
 
 PLUGIN_FILE = "mdmonitorplugin.so"
 SOURCE = Path(__file__).resolve().parents[1] / "lammps_plugin"
@@ -77,9 +78,8 @@ def build(jobs: int = 2, verbose: bool = False) -> Path:
             raise RuntimeError(f"plugin build failed: {' '.join(command)}\n{done.stdout or ''}")
     target = Path(plugin_directory()) / PLUGIN_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(target.name + ".tmp")
-    shutil.copy2(BUILD / PLUGIN_FILE, temporary)
-    os.replace(temporary, target)
+    with replaced_atomically(target) as temporary:
+        shutil.copy2(BUILD / PLUGIN_FILE, temporary)
     return target
 
 

@@ -44,6 +44,7 @@ from ase.data import chemical_symbols
 from e3nn.util.jit import compile_mode
 from e3nn.util import jit
 
+from .atomic_files import replaced_atomically
 from .committee import Committee
 from .llpr import LastLayerLPR, energy_scale, final_linear, linear_feature_map
 from .mace_model import MaceModel, file_sha256
@@ -221,11 +222,10 @@ def export(estimator, path: str | Path) -> Path:
     provenance = {"format_version": FORMAT_VERSION, "estimator": module.estimator,
                   "models": [{"file": str(m.path), "sha256": file_sha256(m.path),
                               "head": m.head} for m in models]}
-    temporary = path.with_name(path.name + ".tmp")
     with warnings.catch_warnings():  # raised by TorchScript on annotations inside mace/e3nn
         warnings.filterwarnings("ignore", message="The TorchScript type system doesn't support")
         compiled = jit.compile(module)
-    torch.jit.save(compiled, str(temporary),
-                   _extra_files={"mdmonitor.json": json.dumps(provenance)})
-    temporary.replace(path)
+    with replaced_atomically(path) as temporary:
+        torch.jit.save(compiled, str(temporary),
+                       _extra_files={"mdmonitor.json": json.dumps(provenance)})
     return path
