@@ -99,6 +99,10 @@ class GaussianMetrics:
     nll: CalibratedNLL
     sharpness: float
 
+    @property
+    def label(self) -> str:
+        return "per atom" if self.cutoff == 0 else f"local {self.cutoff:g} A"
+
     def summary(self) -> dict:
         return {"cutoff_A": self.cutoff, "miscalibration_area": self.miscalibration.area,
                 "overconfident_area": self.miscalibration.overconfident,
@@ -203,7 +207,7 @@ class Evaluation:
         for gaussian in self.gaussian:
             row = gaussian.summary()
             lines.append(
-                f"| {'per atom' if gaussian.cutoff == 0 else f'local {gaussian.cutoff:g} A'} | "
+                f"| {gaussian.label} | "
                 f"{row['miscalibration_area']:.3f} | {row['overconfident_area']:.3f} | "
                 f"{row['underconfident_area']:.3f} | {row['calibrated_nll']:.3f} | "
                 f"{row['nll_a']:.3g} | {row['nll_b_eV2_per_A2']:.3g} | "
@@ -324,8 +328,7 @@ def _plot_calibration_curve(gaussians, path: Path) -> None:
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
     for gaussian in gaussians:
         curve = gaussian.miscalibration
-        which = "u per atom" if gaussian.cutoff == 0 else f"u local {gaussian.cutoff:g} A"
-        ax.plot(curve.expected, curve.observed, label=f"{which}: area {curve.area:.3f}")
+        ax.plot(curve.expected, curve.observed, label=f"u {gaussian.label}: area {curve.area:.3f}")
         ax.fill_between(curve.expected, curve.expected, curve.observed, alpha=0.15)
     ax.set_xlabel("expected fraction inside the interval")
     ax.set_ylabel("observed fraction of force components")
