@@ -38,6 +38,10 @@ def _add_labeled_options(parser: argparse.ArgumentParser) -> None:
                              "ASE reads, e.g. extxyz with a REF_forces or forces column")
     _add_estimator_options(parser)
     _add_cutoff_option(parser)
+    _add_forces_key_option(parser)
+
+
+def _add_forces_key_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--forces-key", metavar="KEY", default=None,
                         help="name of the reference forces in the file (default: REF_forces, "
                              "else the forces stored with each frame)")
@@ -138,8 +142,7 @@ def _build_parser() -> argparse.ArgumentParser:
     log.add_argument("structures", type=Path, help="the labeled training structures")
     log.add_argument("-o", "--output", type=Path, default=Path("errors.npz"),
                      help="output file (default errors.npz)")
-    log.add_argument("--forces-key", metavar="KEY", default=None,
-                     help="reference forces in the file (default: REF_forces, else forces)")
+    _add_forces_key_option(log)
 
     ltau = commands.add_parser(
         "fit-ltau", help="fit an LTAU estimator (training-error PDFs + latent neighbours)",
