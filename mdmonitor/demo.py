@@ -36,9 +36,9 @@ DEMO_THRESHOLDS = {"committee": 0.04, "llpr": 0.05, "ltau": 0.1, "gmm": 140.0}
 MAX_BOXES = 4
 
 
-def demo_slab():
+def demo_slab(lattice_constant: float = 3.61):
     """Cu(100) slab, 4 x 4 x 6 layers (96 atoms), 8 A vacuum on each side, periodic cell."""
-    slab = fcc100("Cu", size=(4, 4, 6), a=3.61, vacuum=8.0, periodic=True)
+    slab = fcc100("Cu", size=(4, 4, 6), a=lattice_constant, vacuum=8.0, periodic=True)
     slab.info.clear()  # ASE's adsorbate-site table, which extxyz cannot store
     return slab
 
@@ -71,8 +71,8 @@ def plot_max_uncertainty(log_path: Path, png_path: Path, threshold: float | None
 
 
 def core_force_errors(queue_dir: Path, estimator) -> list[tuple]:
-    """For each labeled box: (name, source step, centre, its local uncertainty, mean force error
-    of the model on the core atoms in eV/A, the mean absolute x/y/z deviation from the labels)."""
+    """For each labeled box: (name, source step, centre, its local uncertainty, the model's force
+    error on the core atoms: mean absolute x/y/z deviation from the labels, eV/A)."""
     model = relaxation_model(estimator)
     rows = []
     for path in sorted((queue_dir / "done").glob("*.extxyz")):

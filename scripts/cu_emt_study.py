@@ -35,7 +35,7 @@ import ase.io
 import numpy as np
 import torch
 from ase import units
-from ase.build import bulk, fcc100
+from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
@@ -43,6 +43,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from mdmonitor import Committee, demo_models
+from mdmonitor.demo import demo_slab
 from mdmonitor.estimator_files import load_fitted
 from mdmonitor.evaluation import evaluate
 from mdmonitor.metrics import spearman
@@ -67,9 +68,7 @@ def build_system(name: str):
     if name == "vacancy":
         del cell[0]
         return cell
-    slab = fcc100("Cu", size=(4, 4, 6), a=LATTICE_CONSTANT, vacuum=8.0, periodic=True)
-    slab.info.clear()  # ase.build's adsorbate sites: not a label, and extxyz cannot store them
-    return slab
+    return demo_slab(LATTICE_CONSTANT)
 
 
 def emt_frames(system: str, temperature_K: float, count: int, seed: int) -> list:

@@ -54,13 +54,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import ase.io  # noqa: E402
 import numpy as np  # noqa: E402
 from ase import Atoms, units  # noqa: E402
-from ase.build import bulk, fcc100  # noqa: E402
+from ase.build import bulk  # noqa: E402
 from ase.calculators.emt import EMT  # noqa: E402
 from ase.geometry import get_distances  # noqa: E402
 from ase.md.langevin import Langevin  # noqa: E402
 from mace.calculators import MACECalculator  # noqa: E402
 
 from mdmonitor import LTAU, Committee, LastLayerLPR, LatentGMM  # noqa: E402
+from mdmonitor.demo import demo_slab  # noqa: E402
 from mdmonitor.ltau import log_training_errors  # noqa: E402
 
 LATTICE_CONSTANT = 3.6  # A; EMT's own fcc Cu minimum is 3.59 A
@@ -268,7 +269,7 @@ def probes() -> list[tuple[str, Atoms, dict[str, np.ndarray]]]:
       the vacant site and the atoms more than 5 A from it;
     * the pristine 108-atom cell, the in-domain reference.
     """
-    slab = fcc100("Cu", size=(4, 4, 6), a=LATTICE_CONSTANT, vacuum=8.0, periodic=True)
+    slab = demo_slab(LATTICE_CONSTANT)
     layer = slab.get_tags()  # 1 = top layer, 6 = bottom layer
     slab_groups = {
         "surface layers": np.isin(layer, (1, 6)),

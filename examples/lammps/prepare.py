@@ -6,14 +6,13 @@ writes them) and the 96-atom Cu(100) slab of `mdmonitor demo` (slab.data).
 """
 
 import ase.io
-from ase.build import fcc100
 
 from mdmonitor import Committee, LastLayerLPR, demo_models
+from mdmonitor.demo import demo_slab
 from mdmonitor.lammps_export import export
 
 models = demo_models()
 export(Committee.from_mace(models["committee"]), "committee.pt")
 export(LastLayerLPR.load(models["llpr"]), "llpr.pt")
-slab = fcc100("Cu", size=(4, 4, 6), a=3.61, vacuum=8.0, periodic=True)
-ase.io.write("slab.data", slab, format="lammps-data", specorder=["Cu"], masses=True)
+ase.io.write("slab.data", demo_slab(), format="lammps-data", specorder=["Cu"], masses=True)
 print("wrote committee.pt, llpr.pt, slab.data")
