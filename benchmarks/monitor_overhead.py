@@ -3,8 +3,8 @@
 Times, as medians over repeated calls on new positions each time: a plain single-model
 MACECalculator force call (the baseline), a MonitoredCalculator call with each estimator of the
 same model (last-layer LPR, LTAU, latent GMM), with the 4-member committee, and aggregation +
-triggering alone. Prints absolute
-times and ratios to the baseline measured in the same run; torch on one thread.
+triggering alone. Prints absolute times and ratios to the baseline measured in the same run;
+torch on one thread.
 
     .venv/bin/python benchmarks/monitor_overhead.py [--quick] [--json PATH] [--repeats 30]
 """

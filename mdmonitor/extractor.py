@@ -57,7 +57,8 @@ def model_identity(estimator) -> tuple[list[Path], list[str]]:
 
 
 def relaxation_model(estimator):
-    """What relaxes buffers for `estimator`: the committee (mean), or the LLPR's single model."""
+    """What relaxes buffers for `estimator`: the committee (mean), or the single model of an
+    LLPR, LTAU or GMM estimator."""
     model = getattr(estimator, "model", None)
     return model if hasattr(model, "predict") else estimator
 
