@@ -113,8 +113,10 @@ void PairMDMonitor::settings(int narg, char **arg)
   num_members = model.attr("num_members").toInt();
   if (comm->me == 0)
     utils::logmesg(lmp, "pair_style mdmonitor: {} estimator from {}, {} member(s), elements {}, "
-                   "r_max {} A, {} interactions\n", model.attr("estimator").toStringRef(),
-                   model_file, num_members, utils::join_words(elements, " "), r_max, num_interactions);
+                   "r_max {} A, {} interactions, uncertainty in {}\n",
+                   model.attr("estimator").toStringRef(), model_file, num_members,
+                   utils::join_words(elements, " "), r_max, num_interactions,
+                   model.attr("uncertainty_unit").toStringRef());
 }
 
 /* pair_coeff * * Element1 Element2 ... (one element of the model per atom type) */

@@ -171,7 +171,7 @@ class LLPRModule(torch.nn.Module):
                                                                   dtype=torch.float64)
         self.register_buffer("cholesky", torch.linalg.cholesky(regularized))
         self.scale = estimator.scale
-        set_metadata(self, model, "llpr", 1, "scale / sqrt(LPR)")
+        set_metadata(self, model, "llpr", 1, estimator.unit)
 
     def forward(self, positions: torch.Tensor, edge_index: torch.Tensor,
                 unit_shifts: torch.Tensor, cell: torch.Tensor, species: torch.Tensor,

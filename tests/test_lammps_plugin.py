@@ -307,10 +307,14 @@ def examples(tmp_path_factory):
 
 
 def test_examples_run(examples):
-    run_lammps((examples / "in.committee.lmp").read_text(), examples, variables={"steps": 10})
+    done = run_lammps((examples / "in.committee.lmp").read_text(), examples,
+                      variables={"steps": 10})
     assert [row["Step"] for row in read_thermo(examples)] == [0, 10]
-    run_lammps((examples / "in.llpr.lmp").read_text(), examples, ranks=2,
-               variables={"steps": 10})
+    assert "committee estimator from committee.pt, 4 member(s)" in done.stdout
+    assert "uncertainty in eV/A" in done.stdout
+    done = run_lammps((examples / "in.llpr.lmp").read_text(), examples, ranks=2,
+                      variables={"steps": 10})
+    assert "uncertainty in 1/sqrt(LPR)" in done.stdout
     frame = read_dump(examples / "llpr.lammpstrj")[0]
     assert np.array_equal(frame["f_mon[1]"], frame["f_unc"])
 
