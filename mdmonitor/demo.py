@@ -19,13 +19,13 @@ from ase.calculators.emt import EMT
 from ase.neighborlist import neighbor_list
 
 from .bundled_models import demo_models
-from .calibration import uncertainty_unit
-from .committee import Committee
-from .estimator_files import load_fitted
-from .extractor import Extractor, relaxation_model
-from .labeling import Labeler
+from .estimators.committee import Committee
+from .estimators.fitted import load_fitted
+from .extraction.extractor import Extractor, relaxation_model
+from .extraction.labeling import Labeler
 from .md import run_md
 from .monitor import MonitoredCalculator
+from .quality.calibration import uncertainty_unit
 
 BULK_COORDINATION = 12
 NEIGHBOUR_SHELL = 3.0  # A, between the first (2.55 A) and second (3.61 A) shells of Cu

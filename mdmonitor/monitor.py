@@ -15,9 +15,9 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator, all_changes
 
 from .aggregation import aggregate
-from .calibration import Calibration
+from .common.settings import positive_integer, positive_number
 from .monitor_log import MonitorLog
-from .settings import positive_integer, positive_number
+from .quality.calibration import Calibration
 
 
 @dataclass

@@ -44,9 +44,9 @@ from tqdm.auto import tqdm
 
 from mdmonitor import Committee, demo_models
 from mdmonitor.demo import demo_slab
-from mdmonitor.estimator_files import load_fitted
-from mdmonitor.evaluation import evaluate
-from mdmonitor.metrics import spearman
+from mdmonitor.estimators.fitted import load_fitted
+from mdmonitor.quality.evaluation import evaluate
+from mdmonitor.quality.metrics import spearman
 
 LATTICE_CONSTANT = 3.6  # A, as in the training data
 TIMESTEP_FS = 4.0

@@ -62,7 +62,7 @@ from mace.calculators import MACECalculator  # noqa: E402
 
 from mdmonitor import LTAU, Committee, LastLayerLPR, LatentGMM  # noqa: E402
 from mdmonitor.demo import demo_slab  # noqa: E402
-from mdmonitor.ltau import log_training_errors  # noqa: E402
+from mdmonitor.estimators.ltau import log_training_errors  # noqa: E402
 
 LATTICE_CONSTANT = 3.6  # A; EMT's own fcc Cu minimum is 3.59 A
 N_MEMBERS = 4

@@ -8,7 +8,6 @@ from ase.build import bulk, fcc100
 import mdmonitor
 from mdmonitor import LTAU, Committee, LastLayerLPR, LatentGMM
 
-
 # One torch thread: the test models are tiny, and with two threads a busy second core slowed
 # force calls 5-25 fold (measured); LAMMPS runs likewise set OMP_NUM_THREADS=1.
 torch.set_num_threads(1)

@@ -18,7 +18,7 @@ from ase.neighborlist import neighbor_list
 
 import mdmonitor
 from mdmonitor import Committee, LastLayerLPR
-from mdmonitor.lammps_export import export
+from mdmonitor.lammps.export import export
 
 
 @functools.cache

@@ -9,7 +9,7 @@ import ase.io
 
 from mdmonitor import Committee, LastLayerLPR, demo_models
 from mdmonitor.demo import demo_slab
-from mdmonitor.lammps_export import export
+from mdmonitor.lammps.export import export
 
 models = demo_models()
 export(Committee.from_mace(models["committee"]), "committee.pt")

@@ -1,0 +1,7 @@
+"""`python -m mdmonitor.cli`: the `mdmonitor` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,65 @@
+"""Options shared by several commands: the estimator, the aggregation radius, labelled frames
+and the reference calculator."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_cutoff_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cutoff", type=float, default=4.0,
+                        help="aggregation radius in A: each atom's local uncertainty is the mean "
+                             "over all atoms within it, itself included (default 4.0)")
+
+
+def add_monitor_options(parser: argparse.ArgumentParser) -> None:
+    add_cutoff_option(parser)
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="local uncertainty above which a frame counts as triggered")
+
+
+def add_estimator_options(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--committee", nargs="+", metavar="MODEL",
+                        help="two or more MACE model files")
+    source.add_argument("--llpr", metavar="FILE", help="LLPR file from `mdmonitor fit-llpr`")
+    source.add_argument("--ltau", metavar="FILE", help="LTAU file from `mdmonitor fit-ltau`")
+    source.add_argument("--gmm", metavar="FILE", help="GMM file from `mdmonitor fit-gmm`")
+    parser.add_argument("--model", help="with --llpr, --ltau or --gmm: the MACE model, if not "
+                                        "where it was fitted")
+
+
+def add_labeled_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("labeled", type=Path,
+                        help="frames labelled with reference forces (DFT, EMT, ...), any file "
+                             "ASE reads, e.g. extxyz with a REF_forces or forces column")
+    add_estimator_options(parser)
+    add_cutoff_option(parser)
+    add_forces_key_option(parser)
+
+
+def add_forces_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--forces-key", metavar="KEY", default=None,
+                        help="name of the reference forces in the file (default: REF_forces, "
+                             "else the forces stored with each frame)")
+
+
+def add_reference_options(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--reference", required=required, metavar="MODULE:CLASS",
+                        help="reference ASE calculator class, e.g. ase.calculators.emt:EMT"
+                             + ("" if required else " (with --label)"))
+    parser.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
+                        help="keyword argument of the reference calculator (repeatable; values "
+                             "are Python literals, e.g. -p xc='PBE' -p kpts=(2,2,2))")
+
+
+def estimator_from(args):
+    """The estimator the --committee, --llpr, --ltau or --gmm option names."""
+    from ..estimators.committee import Committee
+    from ..estimators.fitted import load_fitted
+
+    if args.committee:
+        return Committee.from_mace(args.committee)
+    kind = next(k for k in ("llpr", "ltau", "gmm") if getattr(args, k))
+    return load_fitted(kind, getattr(args, kind), model=args.model)

@@ -1,0 +1,74 @@
+"""`mdmonitor calibrate` and `mdmonitor evaluate`: how well the uncertainty points at the errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import options
+
+
+def add_commands(commands) -> None:
+    """Add this group's commands to the `mdmonitor` subparsers `commands`."""
+    calibrate = commands.add_parser(
+        "calibrate", help="fit alpha: expected force error = alpha x local uncertainty",
+        description="Predicts labelled frames with the estimator and fits alpha = mean local "
+                    "force error / mean local uncertainty at --cutoff (Heid et al. 2024, Eq. 3), "
+                    "the force error of an atom being the mean absolute error of its x, y, z "
+                    "components (eV/A). With the JSON file the monitor takes thresholds as "
+                    "expected force errors: MonitoredCalculator(..., calibration='alpha.json', "
+                    "error_threshold=0.1). A few dozen frames like those of your simulation "
+                    "suffice; alpha holds only for this estimator and this cutoff.")
+    options.add_labeled_options(calibrate)
+    calibrate.add_argument("-o", "--output", type=Path, default=Path("alpha.json"),
+                           help="output file (default alpha.json)")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="report how well the uncertainty points at the real force errors",
+        description="Predicts labelled frames with the estimator and compares force errors "
+                    "with uncertainties per atom, aggregated within 1 to 6 A and per structure: "
+                    "Spearman, Pearson, ROC-AUC, sparsification against the oracle, alpha "
+                    "fitted on a fifth of the frames and checked on the rest, and the Gaussian "
+                    "calibration of the force components. Writes report.md, report.json and "
+                    "PNG figures; --cutoff is the radius the figures show.")
+    options.add_labeled_options(evaluate)
+    evaluate.add_argument("--calibration-fraction", type=float, default=0.2,
+                          help="fraction of the frames alpha is fitted on (default 0.2)")
+    evaluate.add_argument("--seed", type=int, default=0,
+                          help="seed of the random choice of those frames (default 0)")
+    evaluate.add_argument("--out", type=Path, default=Path("report"),
+                          help="output directory (default ./report)")
+
+    calibrate.set_defaults(run=_calibrate)
+    evaluate.set_defaults(run=_evaluate)
+
+
+def _calibrate(args) -> int:
+    from ..quality.calibration import Calibration, uncertainty_unit
+
+    estimator = options.estimator_from(args)
+    calibration = Calibration.fit(estimator, args.labeled, args.cutoff,
+                                  forces_key=args.forces_key)
+    calibration.save(args.output)
+    print(f"alpha = {calibration.alpha:.4g} eV/A per {uncertainty_unit(estimator)} at cutoff "
+          f"{calibration.cutoff:g} A, from {calibration.n_frames} frames ({calibration.n_atoms} "
+          f"atoms, mean local force error {calibration.mean_error:.4f} eV/A)")
+    print(f"wrote {args.output}: an expected local force error of 0.1 eV/A is a local "
+          f"uncertainty of {calibration.threshold_for(0.1):.4g}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from ..quality.evaluation import evaluate
+
+    evaluation = evaluate(options.estimator_from(args), args.labeled, cutoff=args.cutoff,
+                          calibration_fraction=args.calibration_fraction, seed=args.seed,
+                          forces_key=args.forces_key)
+    files = evaluation.write(args.out)
+    print(f"{'level':>10} {'Spearman':>9} {'ROC-AUC':>8} {'alpha':>8} {'test MAE':>9} "
+          f"{'test MAD':>9}  (eV/A)")
+    for cutoff in (0.0, args.cutoff, None):
+        level = evaluation.level(cutoff)
+        print(f"{level.label:>10} {level.spearman:9.3f} {level.roc_auc:8.3f} {level.alpha:8.4g} "
+              f"{level.test_mae:9.4f} {level.test_mad:9.4f}")
+    print("wrote " + ", ".join(str(path) for path in files))
+    return 0

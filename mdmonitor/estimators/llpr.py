@@ -1,0 +1,279 @@
+"""Last-layer (local) prediction rigidity of one MACE model.
+
+Chong et al., Faraday Discuss. 2024 (seed 000), Eqs. 2-8, and JCTC 2023 (seed 001), Eq. 14:
+a MACE atomic energy is linear in the weights w of the final linear maps of its readouts,
+E_j = E0_j + shift + scale x pair_j + f_j . w (pair_j: the fixed ZBL repulsion of models trained
+with it), so with F the last-layer features of the training set the
+Gauss-Newton Hessian of a squared loss is H = sum_s F_s F_s^T (+ force terms) and
+
+    PR_*  = 1 / (F_*^T (H + zeta^2 I)^-1 F_*)     structure, F_* = sum_j f_j
+    LPR_j = 1 / (f_j^T (H + zeta^2 I)^-1 f_j)     atom j
+
+The per-atom uncertainty is scale / sqrt(LPR_j) (GPR variance = mu / LPR, seed 001 Eq. 17).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..common.structures import load_structures
+from .files import load_estimator, save_estimator
+from .mace_model import MaceModel, as_model
+from .prediction import Prediction
+
+FORMAT_VERSION = 2
+MAX_CONDITION = 1e12
+
+
+class LastLayerFeatures:
+    """Per-atom last-layer features f_j (eV per unit weight) of a MACE model.
+
+    Hooks on the final linear map of every readout capture its input during each forward pass;
+    `f_j` is the derivative of atom j's energy with respect to those maps' weights, the model's
+    scale included, so that `features() @ weights` is the readout part of the atomic energies.
+    """
+
+    def __init__(self, model: MaceModel):
+        module = model.module
+        head = model.heads.index(model.head)
+        scale = energy_scale(model)
+        self._inputs: list[torch.Tensor | None] = [None] * len(module.readouts)
+        self._maps, weights, self._hooks = [], [], []
+        for index, readout in enumerate(module.readouts):
+            linear = final_linear(readout, model.name)
+            feature_map, weight = linear_feature_map(linear, head)
+            self._maps.append(scale * feature_map)
+            weights.append(weight)
+            self._hooks.append(linear.register_forward_pre_hook(partial(self._store, index)))
+        self.weights = torch.cat(weights)
+        self.dim = int(self.weights.numel())
+
+    def _store(self, index: int, _module, inputs) -> None:
+        self._inputs[index] = inputs[0]
+
+    def features(self) -> torch.Tensor:
+        """(N, D) features of the atoms of the last forward pass (keeps the autograd graph)."""
+        return torch.cat([x @ m for x, m in zip(self._inputs, self._maps)], dim=1)
+
+    def remove(self) -> None:
+        """Detach the hooks from the model."""
+        for hook in self._hooks:
+            hook.remove()
+
+
+def energy_scale(model: MaceModel) -> float:
+    """The factor MACE's scale-shift applies to the readouts of the model's head (1 without)."""
+    if not hasattr(model.module, "scale_shift"):
+        return 1.0
+    return float(torch.atleast_1d(model.module.scale_shift.scale)[model.heads.index(model.head)])
+
+
+def final_linear(readout: torch.nn.Module, model_name: str) -> torch.nn.Module:
+    """The last linear map of a MACE readout block (`linear` or `linear_2`)."""
+    for name in ("linear_2", "linear"):
+        linear = getattr(readout, name, None)
+        if linear is not None:
+            if any(pname != "weight" for pname, _ in linear.named_parameters()):
+                raise NotImplementedError(
+                    f"model '{model_name}': readout {type(readout).__name__} has a bias in its "
+                    "final linear map; last-layer LPR supports MACE's standard readouts only")
+            return linear
+    raise NotImplementedError(
+        f"model '{model_name}': unknown readout {type(readout).__name__}, expected MACE's "
+        "LinearReadoutBlock or NonLinearReadoutBlock")
+
+
+def linear_feature_map(linear: torch.nn.Module, head: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Matrix G (n_in, P) with d out[head] / d weight = x @ G, and the P weights concerned.
+
+    The map is bilinear in input and weight, so G follows from evaluating it on unit inputs with
+    unit weights; this keeps e3nn's path normalisation without re-deriving it.
+    """
+    weight = linear.weight.detach()
+    eye = torch.eye(linear.irreps_in.dim, dtype=weight.dtype, device=weight.device)
+    columns = []
+    for p in range(weight.numel()):
+        unit = torch.zeros(weight.numel(), dtype=weight.dtype, device=weight.device)
+        unit[p] = 1.0
+        out = torch.func.functional_call(linear, {"weight": unit.view_as(weight)}, (eye,))
+        columns.append(out[:, head])
+    feature_map = torch.stack(columns, dim=1)
+    used = feature_map.abs().sum(dim=0) > 0
+    return feature_map[:, used], weight.reshape(-1)[used]
+
+
+def choose_regularizer(hessian: np.ndarray) -> float:
+    """Smallest zeta^2 = 10^k x (largest eigenvalue) keeping H + zeta^2 I positive definite with
+    condition number <= 1e12, so that its Cholesky factor is accurate in double precision."""
+    eigenvalues = np.linalg.eigvalsh(hessian)
+    top = max(float(eigenvalues[-1]), np.finfo(float).tiny)
+    for exponent in range(-16, 3):
+        regularizer = top * 10.0**exponent
+        low, high = eigenvalues[0] + regularizer, eigenvalues[-1] + regularizer
+        if low > 0 and high / low <= MAX_CONDITION:
+            return regularizer
+    raise np.linalg.LinAlgError("no regularizer makes the Gauss-Newton matrix positive definite")
+
+
+class LastLayerLPR:
+    """Single-model uncertainty from the last-layer local prediction rigidity (LPR).
+
+    Build with `LastLayerLPR.fit(model, structures)` or `LastLayerLPR.load("llpr.npz")`.
+    `predict(atoms)` gives the model's energy, forces and stress with
+    atomic_uncertainty = scale / sqrt(LPR_j) (unit of `scale`, eV for a calibrated scale;
+    dimensionless for the default scale 1).
+    """
+
+    kind = "llpr"
+
+    def __init__(self, model: MaceModel | str | Path, hessian: np.ndarray, regularizer: float,
+                 forces: bool, force_weight: float = 1.0, scale: float = 1.0,
+                 n_structures: int = 0):
+        self.model = as_model(model)
+        self.features = LastLayerFeatures(self.model)
+        hessian = np.asarray(hessian, dtype=float)
+        if hessian.shape != (self.features.dim, self.features.dim):
+            raise ValueError(f"Gauss-Newton matrix of shape {hessian.shape} does not match the "
+                             f"{self.features.dim} last-layer features of '{self.model.name}'")
+        self.hessian = hessian
+        self.regularizer = float(regularizer)
+        self.forces = bool(forces)
+        self.force_weight = float(force_weight)
+        self.scale = float(scale)
+        self.n_structures = int(n_structures)
+        self._factorize()
+
+    def _factorize(self) -> None:
+        # torch, not scipy, for all run-time linear algebra: a second BLAS thread pool spinning
+        # beside torch's slows every model call down (measured 2.7x on 2 cores)
+        matrix = torch.as_tensor(self.hessian + self.regularizer * np.eye(len(self.hessian)))
+        self._cholesky, info = torch.linalg.cholesky_ex(matrix)
+        if info.item() != 0:
+            raise ValueError(f"H + regularizer I is not positive definite (regularizer = "
+                             f"{self.regularizer:g}); give a larger regularizer")
+
+    @classmethod
+    def fit(cls, model, structures, forces: bool = True, regularizer: float | None = None,
+            force_weight: float = 1.0, scale: float = 1.0, progress: bool = True) -> "LastLayerLPR":
+        """Accumulate the Gauss-Newton matrix of `model` (path or MaceModel) over `structures`
+        (file or list of Atoms; no labels needed), with force terms when `forces`.
+        `regularizer` is zeta^2 (eV^2); chosen by `choose_regularizer` when None."""
+        model = as_model(model)
+        structures = load_structures(structures)
+        features = LastLayerFeatures(model)
+        try:
+            hessian = gauss_newton(model, features, structures, forces, force_weight, progress)
+        finally:
+            features.remove()
+        if regularizer is None:
+            regularizer = choose_regularizer(hessian)
+        elif not regularizer > 0:
+            raise ValueError(f"regularizer must be positive, got {regularizer}")
+        return cls(model, hessian, regularizer, forces, force_weight, scale, len(structures))
+
+    def update(self, structures, progress: bool = False) -> None:
+        """Add `structures` to the training set's Gauss-Newton matrix (regularizer unchanged)."""
+        structures = load_structures(structures)
+        self.hessian = self.hessian + gauss_newton(self.model, self.features, structures,
+                                                   self.forces, self.force_weight, progress)
+        self.n_structures += len(structures)
+        self._factorize()
+
+    def _inverse_quadratic(self, features: torch.Tensor) -> np.ndarray:
+        """f^T (H + zeta^2 I)^-1 f for each row f of `features` (N, D)."""
+        features = features.detach().to(self._cholesky.dtype)
+        solved = torch.linalg.solve_triangular(self._cholesky, features.T, upper=False)
+        return (solved * solved).sum(dim=0).cpu().numpy()
+
+    def _atomic_features(self, atoms) -> torch.Tensor:
+        with torch.no_grad():
+            self.model.module(self.model.graph(atoms), compute_force=False)
+            return self.features.features()
+
+    def rigidity(self, atoms) -> float:
+        """Prediction rigidity PR of the total energy of `atoms` (dimensionless)."""
+        total = self._atomic_features(atoms).sum(dim=0, keepdim=True)
+        return float(1.0 / self._inverse_quadratic(total)[0])
+
+    def atomic_rigidity(self, atoms) -> np.ndarray:
+        """Local prediction rigidity LPR_j of every atom of `atoms`, shape (N,)."""
+        return 1.0 / self._inverse_quadratic(self._atomic_features(atoms))
+
+    def predict(self, atoms) -> Prediction:
+        """Model energy, forces, stress, and atomic_uncertainty = scale / sqrt(LPR_j)."""
+        _, output = self.model.run(atoms)
+        features = self.features.features().detach()
+        inverse_rigidity = self._inverse_quadratic(features)
+        frame = self._inverse_quadratic(features.sum(dim=0, keepdim=True))[0]
+        return Prediction(
+            energy=output.energy, forces=output.forces, stress=output.stress,
+            atomic_uncertainty=self.scale * np.sqrt(inverse_rigidity),
+            extra={"energies": output.atomic_energies, "atomic_rigidity": 1.0 / inverse_rigidity,
+                   "rigidity": float(1.0 / frame)})
+
+    @property
+    def unit(self) -> str:
+        """Unit of atomic_uncertainty: that of `scale` over sqrt(LPR)."""
+        return "1/sqrt(LPR)" if self.scale == 1 else f"{self.scale:g}/sqrt(LPR)"
+
+    def state_sha256(self) -> str:
+        """SHA-256 of the Gauss-Newton matrix, regularizer and scale."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.hessian).tobytes())
+        digest.update(np.array([self.regularizer, self.scale]).tobytes())
+        return digest.hexdigest()
+
+    def save(self, path: str | Path) -> None:
+        """Write the estimator to one .npz file (model referenced by relative path and SHA-256)."""
+        save_estimator(path, "llpr", FORMAT_VERSION, self.model, hessian=self.hessian,
+                       regularizer=self.regularizer, forces=self.forces,
+                       force_weight=self.force_weight, scale=self.scale,
+                       n_structures=self.n_structures)
+
+    @classmethod
+    def load(cls, path: str | Path, model: str | Path | None = None) -> "LastLayerLPR":
+        """Read a file written by `save`. The model is found next to the file unless given;
+        a model that is not the one the matrix was fitted for is refused."""
+        stored, model = load_estimator(path, "llpr", FORMAT_VERSION, model)
+        return cls(model, stored["hessian"], float(stored["regularizer"]), bool(stored["forces"]),
+                   float(stored["force_weight"]), float(stored["scale"]),
+                   int(stored["n_structures"]))
+
+
+def gauss_newton(model: MaceModel, features: LastLayerFeatures, structures: list, forces: bool,
+                 force_weight: float, progress: bool, batch_size: int = 16) -> np.ndarray:
+    """sum_s F_s F_s^T + force_weight sum_s J_s J_s^T, with F_s = sum_j f_j and
+    J_s = dF_s/dr (D x 3N) the last-layer derivatives of the forces (seed 000 Eq. 6).
+
+    Structures go through the network `batch_size` at a time: one backward pass per feature
+    gives the position derivatives of every structure of the batch at once, since each F_s
+    depends on its own positions only, and sum_s J_s J_s^T sums over all their atoms.
+    """
+    hessian = torch.zeros(features.dim, features.dim, dtype=torch.float64)
+    with tqdm(total=len(structures), desc="LLPR fit", unit="structure",
+              disable=not progress) as bar:
+        for start in range(0, len(structures), batch_size):
+            chunk = structures[start:start + batch_size]
+            graph = model.graph(chunk)
+            positions = graph["positions"]
+            positions.requires_grad_(forces)
+            with torch.set_grad_enabled(forces):
+                model.module(graph, compute_force=False)
+                atomic = features.features()
+                summed = torch.zeros(len(chunk), features.dim, dtype=atomic.dtype)
+                summed = summed.index_add(0, graph["batch"], atomic)
+            energy_terms = summed.detach().to(hessian.dtype)
+            hessian += energy_terms.T @ energy_terms
+            if forces:
+                jacobian = torch.autograd.grad(
+                    summed.sum(dim=0), positions, is_grads_batched=True,
+                    grad_outputs=torch.eye(features.dim, dtype=atomic.dtype))[0]
+                jacobian = jacobian.reshape(features.dim, -1).to(hessian.dtype)
+                hessian += force_weight * jacobian @ jacobian.T
+            bar.update(len(chunk))
+    return hessian.cpu().numpy()

@@ -1,0 +1,162 @@
+"""The candidate queue: a directory of cut boxes waiting for (or done with) ab-initio labels.
+
+    queue/
+      pending/   boxes to label, one extxyz file each
+      done/      labeled boxes (labels under REF_energy, REF_forces, REF_stress)
+      failed/    boxes that failed a quality gate or labeling; info["failure"] says why
+      labeled.extxyz   every labeled box, ready for MACE training
+      manifest.csv     one line per event (written, relaxed, labeled, failed), for humans
+
+Box files are written atomically (a hidden temporary name in the same directory, then a rename),
+so a reader never sees half a file. Names are deterministic, `<run>_step<step>_atom<centre>_
+s<sample>.extxyz`, so a restarted run recognises the boxes it already wrote, whatever stage
+they reached, and does not write them again.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import os
+import re
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import ase.io
+from ase import Atoms
+
+from ..common.atomic_files import write_atomically
+
+STAGES = ("pending", "done", "failed")
+MANIFEST_COLUMNS = ("when", "box", "event", "source_step", "centre_index",
+                    "centre_local_uncertainty", "strategy", "atoms", "core_atoms",
+                    "relaxation", "detail")
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*$")
+
+
+class CorruptBox(ValueError):
+    """A queue file that cannot be read as one box with `core_mask` and `source_index`."""
+
+
+def box_name(run_id: str, step: int, centre: int, sample: int = 0) -> str:
+    """File name of one box: deterministic in (run id, source step, centre atom, sample)."""
+    if not RUN_ID.match(run_id):
+        raise ValueError(f"run_id {run_id!r} must be letters, digits, '.' or '-' (no '_', "
+                         "spaces or slashes), starting with a letter or digit")
+    return f"{run_id}_step{step:09d}_atom{centre:07d}_s{sample:02d}.extxyz"
+
+
+def extxyz_text(frames) -> str:
+    """The extxyz text of one Atoms or a list of them."""
+    buffer = io.StringIO()
+    ase.io.write(buffer, frames, format="extxyz")
+    return buffer.getvalue()
+
+
+def append_whole(path: Path, text: str) -> None:
+    """Append `text` to `path` in one write call, so concurrent appenders never interleave."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(descriptor, text.encode())
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class CandidateQueue:
+    """A queue directory (created if needed); see the module docstring for its layout."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise NotADirectoryError(f"queue '{self.root}' exists and is not a directory")
+        for stage in STAGES:
+            (self.root / stage).mkdir(parents=True, exist_ok=True)
+        self.manifest = self.root / "manifest.csv"
+        self.dataset = self.root / "labeled.extxyz"
+        try:
+            descriptor = os.open(self.manifest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            pass
+        else:
+            os.write(descriptor, (",".join(MANIFEST_COLUMNS) + "\n").encode())
+            os.close(descriptor)
+
+    def path(self, stage: str, name: str) -> Path:
+        return self.root / stage / name
+
+    def stage_of(self, name: str) -> str | None:
+        """The stage holding box `name`, or None if the queue has never seen it."""
+        for stage in STAGES:
+            if self.path(stage, name).exists():
+                return stage
+        return None
+
+    def boxes(self, stage: str = "pending") -> list[Path]:
+        """Box files of one stage, by name (temporary files are not boxes)."""
+        return sorted(p for p in (self.root / stage).glob("*.extxyz")
+                      if not p.name.startswith("."))
+
+    def count(self, run_id: str) -> int:
+        """Number of boxes of run `run_id` in any stage."""
+        return sum(len(list((self.root / s).glob(f"{run_id}_step*.extxyz"))) for s in STAGES)
+
+    def write(self, box: Atoms, name: str, stage: str = "pending", event: str = "written",
+              detail: str = "") -> Path:
+        """Write `box` atomically into `stage` and log the event in the manifest."""
+        path = self.path(stage, name)
+        write_atomically(path, extxyz_text(box))
+        self.log(name, event, box, detail)
+        return path
+
+    def read(self, path: Path) -> Atoms:
+        """One box from the queue; CorruptBox names the file and the problem."""
+        if not path.is_file():
+            raise FileNotFoundError(f"box file '{path}' does not exist")
+        try:
+            frames = ase.io.read(path, index=":", format="extxyz")
+        except Exception as err:
+            raise CorruptBox(f"'{path}' is not a readable extxyz box: {err}") from err
+        if len(frames) != 1:
+            raise CorruptBox(f"'{path}' holds {len(frames)} frames, a box file holds one")
+        box = frames[0]
+        missing = [k for k in ("core_mask", "source_index") if k not in box.arrays]
+        if missing:
+            raise CorruptBox(f"'{path}' lacks the per-atom arrays {missing} of a box")
+        return box
+
+    def move(self, name: str, box: Atoms, stage: str, event: str, detail: str = "") -> Path:
+        """Write the final version of pending box `name` into `stage`, then remove it from pending."""
+        path = self.write(box, name, stage, event, detail)
+        self.path("pending", name).unlink(missing_ok=True)
+        return path
+
+    def log(self, name: str, event: str, box: Atoms | None = None, detail: str = "") -> None:
+        """Append one line to the manifest."""
+        info = box.info if box is not None else {}
+        row = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "box": name,
+               "event": event, "detail": detail,
+               "atoms": len(box) if box is not None else "",
+               "core_atoms": int(box.arrays["core_mask"].sum()) if box is not None else "",
+               **{k: info.get(k, "") for k in ("source_step", "centre_index",
+                                               "centre_local_uncertainty", "strategy",
+                                               "relaxation")}}
+        line = io.StringIO()
+        csv.DictWriter(line, fieldnames=MANIFEST_COLUMNS, lineterminator="\n").writerow(row)
+        append_whole(self.manifest, line.getvalue())
+
+    @contextmanager
+    def labeling_lock(self):
+        """Hold the queue's labeling lock: a second labeler on the same queue is refused."""
+        handle = open(self.root / ".labeling.lock", "w")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RuntimeError(f"another `mdmonitor label` is already labeling "
+                                   f"'{self.root}'; run one labeler per queue") from None
+            yield
+        finally:
+            handle.close()

