@@ -29,16 +29,20 @@ summed in a fixed order, so results are bitwise the same on any number of thread
 atoms on (`_PARALLEL_FROM`) it runs on all of numba's threads: on the 2-core development machine 2
 threads took 0.5-0.7x the time of 1 at 10^5-10^6 atoms while the second core was free, and vesin's
 list runs on 2 threads as well (at 10^5 atoms and 4 A the aggregation took 0.78x its time on 1
-thread, 0.43x on 2). Smaller systems, such as the monitor's, run on one: there 2 threads gained
-little and lost much while waiting for a core busy with other work (96 atoms: 1 ms became 3.5-8
-ms), and numba's OpenMP workers spin on after a parallel region, which slowed the next 1-thread
-MACE call by ~10 ms (66 to 75 ms; not with OMP_WAIT_POLICY=passive): noise beside a model call on
-50 000 atoms.
+thread, 0.43x on 2). Smaller systems, such as the monitor's, run in a serial kernel that starts
+no thread pool: there 2 threads gained little and lost much while waiting for a core busy with
+other work (96 atoms: 1 ms became 3.5-8 ms), and numba's OpenMP workers spin on after a parallel
+region, which slowed the next 1-thread MACE call by ~10 ms (66 to 75 ms; not with
+OMP_WAIT_POLICY=passive): noise beside a model call on 50 000 atoms. numba's OpenMP layer shares
+libgomp with torch, and its first parallel region sets torch's thread count too: the parallel
+path puts torch's back, and the serial one never touches it, so mdmonitor leaves the thread
+settings of the user's process as it found them.
 """
 
 import itertools
+import sys
+from contextlib import contextmanager
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -75,8 +79,10 @@ def local_mean(positions, cell, pbc, values, cutoff):
     order, starts, inside = _sorted_into_bins(positions, fractional, box, pbc, lower, scale, shape)
     table = values.reshape(len(values), -1)
     grid = (inside, table[order], order, starts, shape, reach, box, pbc, cutoff * cutoff)
-    threads = numba.get_num_threads() if len(values) >= _PARALLEL_FROM else 1
-    return _means_on(threads, grid).reshape(values.shape)
+    if len(values) < _PARALLEL_FROM:
+        return _means_serial(grid).reshape(values.shape)
+    with _torch_threads_kept():
+        return _means_parallel(grid).reshape(values.shape)
 
 
 def aggregate(atoms, values, cutoff):
@@ -215,23 +221,37 @@ def _sorted_into_bins(positions, fractional, box, pbc, lower, scale, shape):
     return order, starts, moved[order]
 
 
-def _means_on(threads, grid):
-    """`_means(grid)` on `threads` of numba's threads; the caller's thread count is restored."""
-    caller = numba.get_num_threads()
-    numba.set_num_threads(threads)
+@contextmanager
+def _torch_threads_kept():
+    """numba's OpenMP layer and torch share one libgomp: numba's first parallel region sets the
+    OpenMP thread count that torch reads as its own. Put torch's back, if torch is loaded."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
     try:
-        return _means(grid)
+        yield
     finally:
-        numba.set_num_threads(caller)
+        if torch is not None and torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 @njit(parallel=True, cache=True)
-def _means(grid):
+def _means_parallel(grid):
     """Means (N, k) of `grid` (see `_means_of_bin`): a prange over bins on numba's threads, each
     writing only the rows of its bin's atoms."""
     means = np.zeros_like(grid[1])
     counts = np.zeros(len(means), np.int64)
     for b in prange(len(grid[3]) - 1):
+        _means_of_bin(b, means, counts, *grid)
+    return means
+
+
+@njit(cache=True)
+def _means_serial(grid):
+    """`_means_parallel` on the calling thread alone: no numba thread pool is started, so
+    neither numba's nor torch's threads are touched."""
+    means = np.zeros_like(grid[1])
+    counts = np.zeros(len(means), np.int64)
+    for b in range(len(grid[3]) - 1):
         _means_of_bin(b, means, counts, *grid)
     return means
 

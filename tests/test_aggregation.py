@@ -1,5 +1,8 @@
 """Spatial aggregation (Heid et al. 2024, Eq. 10): local means over cutoff spheres."""
 
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -247,3 +250,32 @@ def test_results_are_bitwise_the_same_on_any_number_of_numba_threads(monkeypatch
 def test_a_sparse_system_far_larger_than_the_cutoff_is_aggregated(positions, cell, pbc):
     """Far more cutoff-sized bins than atoms: a grid that large would not fit in memory."""
     np.testing.assert_allclose(local_mean(positions, cell, pbc, [1.0, 2.0, 4.0], 1.0), [1.0, 3.0, 3.0])
+
+
+THREADS_SCRIPT = """
+import sys
+import numpy as np
+import torch
+from ase.build import bulk
+import mdmonitor
+
+torch.set_num_threads({threads})
+uq = mdmonitor.Committee.from_mace(mdmonitor.demo_models()["committee"])
+atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+atoms.calc = mdmonitor.MonitoredCalculator(uq, cutoff=4.0)
+for step in range(3):
+    atoms.rattle(0.01, seed=step)
+    atoms.get_forces()
+large = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((24, 24, 24))  # parallel path: 55 296 atoms
+mdmonitor.aggregate(large, np.ones(len(large)), 3.0)
+print(torch.get_num_threads())
+"""
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_monitored_calls_and_large_aggregations_leave_torchs_thread_count_alone(threads):
+    """numba's OpenMP layer shares libgomp with torch; a user's torch.set_num_threads holds."""
+    done = subprocess.run([sys.executable, "-c", THREADS_SCRIPT.format(threads=threads)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) == threads
