@@ -310,12 +310,32 @@ def _figure(n_panels: int, width: float = 4.2, height: float = 3.6):
     return figure, figure.subplots(1, n_panels, squeeze=False)[0]
 
 
-def _plot_error_vs_uncertainty(levels, unit: str, path: Path) -> None:
-    figure, axes = _figure(len(levels))
+def _hexbin(figure, ax, x, y, log_axes: bool = False) -> None:
+    """Hexagonal histogram of (x, y) pairs of atoms, with its (logarithmic) colour bar."""
+    scale = "log" if log_axes else "linear"
+    counts = ax.hexbin(x, y, xscale=scale, yscale=scale, bins="log", gridsize=40, mincnt=1,
+                       cmap="viridis")
+    colour_bar = figure.colorbar(counts, ax=ax, label="atoms per hexagon")
+    for axis in (ax.xaxis, ax.yaxis, colour_bar.ax.yaxis) if log_axes else (colour_bar.ax.yaxis,):
+        _plain_log_ticks(axis)
+
+
+def _plain_log_ticks(axis) -> None:
+    """Ticks of a log axis at 1, 2 and 5 times powers of ten, written as plain numbers:
+    matplotlib's default labels its minor ticks below a decade of range, and those overlapped."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FormatStrFormatter("%g"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _plot_error_vs_uncertainty(levels, unit: str, path: Path):
+    """The figure (also saved to `path`): error against uncertainty, one panel per level."""
+    figure, axes = _figure(len(levels), width=4.8)
     for ax, level in zip(axes, levels):
         shown = (level.uncertainty > 0) & (level.error > 0)  # log axes
-        ax.hexbin(level.uncertainty[shown], level.error[shown], xscale="log", yscale="log",
-                  bins="log", gridsize=40, mincnt=1, cmap="viridis")
+        _hexbin(figure, ax, level.uncertainty[shown], level.error[shown], log_axes=True)
         line = np.geomspace(level.uncertainty[shown].min(), level.uncertainty[shown].max(), 2)
         ax.plot(line, level.alpha * line, "r--", lw=1, label=f"e = {level.alpha:.3g} u")
         ax.set_xlabel(f"uncertainty u ({unit})")
@@ -323,6 +343,7 @@ def _plot_error_vs_uncertainty(levels, unit: str, path: Path) -> None:
         ax.set_title(f"{level.label}: Spearman {level.spearman:.2f}")
         ax.legend(frameon=False, loc="upper left")
     figure.savefig(path)
+    return figure
 
 
 def _plot_sparsification(levels, path: Path) -> None:
@@ -368,9 +389,9 @@ def _plot_correlation_vs_cutoff(levels, path: Path) -> None:
 
 
 def _plot_predicted_vs_true(level: LevelMetrics, path: Path) -> None:
-    figure, (ax,) = _figure(1)
+    figure, (ax,) = _figure(1, width=4.8)
     predicted, true = level.alpha * level.uncertainty[level.test], level.error[level.test]
-    ax.hexbin(predicted, true, gridsize=40, mincnt=1, bins="log", cmap="viridis")
+    _hexbin(figure, ax, predicted, true)
     top = max(predicted.max(), true.max())
     ax.plot([0, top], [0, top], "r--", lw=1)
     ax.set_xlabel(f"predicted local error alpha u (eV/A), alpha = {level.alpha:.3g}")
