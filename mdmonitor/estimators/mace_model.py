@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
-from mace import data as mace_data
-from mace.tools import torch_geometric, torch_tools, utils
 
+from ..common.mace_imports import mace_data, torch_geometric, torch_tools, utils
+from ..common.trusted_pickles import trusted_pickle_loads
 from .prediction import check_output
 
 
@@ -50,8 +50,9 @@ class MaceModel:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"MACE model file '{path}' does not exist")
-        try:
-            model = torch.load(path, map_location=device, weights_only=False)
+        try:  # in the scope: modules the pickle imports may torch.load or set torch's flag
+            with trusted_pickle_loads():
+                model = torch.load(path, map_location=device, weights_only=False)
         except Exception as err:  # torch raises many kinds for a bad pickle
             raise ValueError(f"cannot read MACE model file '{path}': {err}") from err
         if not (isinstance(model, torch.nn.Module) and hasattr(model, "atomic_numbers")

@@ -41,10 +41,9 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 from ase.data import chemical_symbols
-from e3nn.util import jit
-from e3nn.util.jit import compile_mode
 
 from ..common.atomic_files import replaced_atomically
+from ..common.mace_imports import compile_mode, jit
 from ..estimators.committee import Committee
 from ..estimators.llpr import (
     LastLayerLPR,

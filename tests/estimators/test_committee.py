@@ -9,12 +9,14 @@ from ase.calculators.emt import EMT
 from mace.calculators import MACECalculator
 
 from mdmonitor import Committee
+from mdmonitor.common.trusted_pickles import trusted_pickle_loads
 from mdmonitor.estimators.committee import force_uncertainty
 
 
 def test_committee_from_files_equals_committee_of_mace_calculators(models, committee, cu_bulk):
-    calculators = [MACECalculator(model_paths=p, device="cpu", default_dtype="float64")
-                   for p in models["committee"]]
+    with trusted_pickle_loads():  # mace's calculator loads the model pickles bare
+        calculators = [MACECalculator(model_paths=p, device="cpu", default_dtype="float64")
+                       for p in models["committee"]]
     from_files = committee.predict(cu_bulk)
     from_calcs = Committee(calculators).predict(cu_bulk)
     assert from_files.energy == pytest.approx(from_calcs.energy, rel=1e-12)

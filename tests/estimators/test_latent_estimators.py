@@ -8,6 +8,7 @@ from ase.build import bulk
 
 from mdmonitor import LTAU, LatentGMM, MonitoredCalculator, aggregate
 from mdmonitor.cli import main
+from mdmonitor.common.trusted_pickles import trusted_pickle_loads
 from mdmonitor.estimators.gmm import negative_log_likelihood
 from mdmonitor.estimators.latent import LatentModel
 from mdmonitor.estimators.ltau import (
@@ -46,7 +47,8 @@ def test_descriptors_are_maces_own_invariant_descriptors(model, cu_bulk):
     from mace.calculators import MACECalculator
 
     ours = LatentModel(model).predict(cu_bulk)[1]
-    calc = MACECalculator(model_paths=str(model.path), device="cpu", default_dtype="float64")
+    with trusted_pickle_loads():  # mace's calculator loads the model pickle bare
+        calc = MACECalculator(model_paths=str(model.path), device="cpu", default_dtype="float64")
     np.testing.assert_allclose(ours, calc.get_descriptors(cu_bulk, invariants_only=True),
                                atol=1e-12)
     assert ours.shape == (32, 32)

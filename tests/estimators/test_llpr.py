@@ -7,6 +7,7 @@ from mace.calculators import MACECalculator
 from mace.modules.utils import get_edge_vectors_and_lengths
 
 from mdmonitor import LastLayerLPR
+from mdmonitor.common.trusted_pickles import trusted_pickle_loads
 from mdmonitor.estimators.llpr import (
     MAX_CONDITION,
     LastLayerFeatures,
@@ -112,8 +113,9 @@ def test_automatic_regularizer_is_the_smallest_well_conditioned_one(model, train
 
 def test_prediction_matches_mace_and_uncertainty_is_scale_over_sqrt_lpr(models, llpr, cu_bulk):
     prediction = llpr.predict(cu_bulk)
-    reference = MACECalculator(model_paths=models["committee"][0], device="cpu",
-                               default_dtype="float64")
+    with trusted_pickle_loads():  # mace's calculator loads the model pickle bare
+        reference = MACECalculator(model_paths=models["committee"][0], device="cpu",
+                                   default_dtype="float64")
     cu_bulk.calc = reference
     assert prediction.energy == pytest.approx(cu_bulk.get_potential_energy(), rel=1e-12)
     np.testing.assert_allclose(prediction.forces, cu_bulk.get_forces(), atol=1e-10)
@@ -163,5 +165,5 @@ def test_fit_reads_structures_from_a_file_and_refuses_an_empty_set(model, traini
                                atol=1e-8 * np.abs(from_list.hessian).max())
     with pytest.raises(ValueError, match="no structures"):
         LastLayerLPR.fit(model, [], progress=False)
-    with pytest.raises(ValueError, match="regularizer must be positive"):
+    with pytest.raises(ValueError, match="regularizer must be a positive number"):
         LastLayerLPR.fit(model, training[:3], regularizer=0.0, progress=False)
