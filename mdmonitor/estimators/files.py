@@ -2,7 +2,8 @@
 
 The file holds the estimator's arrays, its kind and format version, and a reference to its MACE
 model: the path relative to the file where possible, the SHA-256 and the head. It is written
-atomically (temporary file, then rename), read without pickle, and refused for another model.
+atomically (temporary file, then rename), read without pickle, and refused for another model:
+the model file is hashed before it is loaded (a model file is a pickle, loading it runs code).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..common.atomic_files import replaced_atomically
-from .mace_model import MaceModel
+from .mace_model import MaceModel, ModelFileChanged
 
 COMMANDS = {"llpr": "mdmonitor fit-llpr", "ltau": "mdmonitor fit-ltau",
             "gmm": "mdmonitor fit-gmm"}
@@ -59,9 +60,11 @@ def load_estimator(path: str | Path, kind: str, version: int,
                          f"it holds kind '{stored.get('kind')}'")
     if model is None:
         model = path.parent / str(stored["model_file"])
-    model = MaceModel(model, head=str(stored["head"]))
-    if model.sha256() != str(stored["model_sha256"]):
-        raise ValueError(f"'{path}' was fitted for another model than '{model.path}' "
-                         f"(SHA-256 differs); fit it again with `{COMMANDS[kind]}`")
+    try:
+        model = MaceModel(model, head=str(stored["head"]), sha256=str(stored["model_sha256"]))
+    except ModelFileChanged as err:
+        raise ValueError(f"'{path}' was fitted for another model than '{err.path}' (SHA-256 "
+                         f"{err.found}, fitted for {err.expected}); the model was not loaded; "
+                         f"fit it again with `{COMMANDS[kind]}`") from err
     return stored, model
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import pickle
 import re
 from pathlib import Path
 
@@ -70,8 +71,7 @@ def log_training_errors(model, checkpoints, structures, output: str | Path,
     network = copy.deepcopy(model.module)
     errors = np.empty((len(files), len(reference)))
     for epoch, file in enumerate(tqdm(files, desc="training errors", unit="epoch")):
-        network.load_state_dict(torch.load(file, map_location=model.device,
-                                           weights_only=False)["model"])
+        network.load_state_dict(checkpoint_weights(file, model.device))
         forces = []
         for start in range(0, len(structures), batch_size):
             graph = model.graph(structures[start:start + batch_size])
@@ -81,6 +81,25 @@ def log_training_errors(model, checkpoints, structures, output: str | Path,
     write_npz(output, errors=errors.astype(np.float32), epochs=np.array(epochs),
               numbers=np.concatenate([a.numbers for a in structures]))
     return errors
+
+
+def checkpoint_weights(file: Path, device: str) -> dict:
+    """The network weights (state dict) of a MACE checkpoint, read with torch's weights-only
+    loader: tensors and plain containers (a checkpoint's model, optimizer and scheduler states)
+    load, a pickled object that would run code is refused (ValueError naming the file)."""
+    try:
+        checkpoint = torch.load(file, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        lines = str(err).splitlines()
+        detail = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "")
+        raise ValueError(f"MACE checkpoint '{file}' holds more than tensors and plain "
+                         f"containers, and unpickling it could run code: refused ({detail})"
+                         ) from err
+    except Exception as err:  # torch raises many kinds for a broken file
+        raise ValueError(f"cannot read MACE checkpoint '{file}': {err}") from err
+    if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("model"), dict)):
+        raise ValueError(f"MACE checkpoint '{file}' has no 'model' state dict")
+    return checkpoint["model"]
 
 
 def read_error_log(path: str | Path, numbers: np.ndarray) -> np.ndarray:

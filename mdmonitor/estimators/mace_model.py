@@ -7,6 +7,7 @@ and one-hot species) per frame; only the network passes are repeated.
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,15 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+class ModelFileChanged(ValueError):
+    """A model file whose SHA-256 is not the one recorded for it (refused before loading)."""
+
+    def __init__(self, path: Path, expected: str, found: str):
+        super().__init__(f"MACE model file '{path}' has SHA-256 {found}, not the recorded "
+                         f"{expected}: refused without loading it")
+        self.path, self.expected, self.found = path, expected, found
+
+
 @dataclass
 class MaceOutput:
     """One model's prediction for one frame (eV, eV/A, eV/A^3)."""
@@ -42,17 +52,24 @@ class MaceOutput:
 class MaceModel:
     """A MACE model file loaded for inference on CPU (or `device`).
 
-    `path` is a file written by MACE training (a whole pickled model). Raises FileNotFoundError
-    for a missing file and ValueError for a file that is not a MACE model.
+    `path` is a file written by MACE training: a whole pickled model, so loading it runs code;
+    load only files you trust. With `sha256` (hex) the file's bytes are hashed first and loaded
+    only if they match (else ModelFileChanged); the very bytes hashed are the ones unpickled.
+    Raises FileNotFoundError for a missing file and ValueError for a file that is not a MACE model.
     """
 
-    def __init__(self, path: str | Path, device: str = "cpu", head: str | None = None):
+    def __init__(self, path: str | Path, device: str = "cpu", head: str | None = None,
+                 sha256: str | None = None):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"MACE model file '{path}' does not exist")
+        content = path.read_bytes()
+        self._sha256 = hashlib.sha256(content).hexdigest()
+        if sha256 is not None and sha256 != self._sha256:
+            raise ModelFileChanged(path, sha256, self._sha256)
         try:  # in the scope: modules the pickle imports may torch.load or set torch's flag
             with trusted_pickle_loads():
-                model = torch.load(path, map_location=device, weights_only=False)
+                model = torch.load(io.BytesIO(content), map_location=device, weights_only=False)
         except Exception as err:  # torch raises many kinds for a bad pickle
             raise ValueError(f"cannot read MACE model file '{path}': {err}") from err
         if not (isinstance(model, torch.nn.Module) and hasattr(model, "atomic_numbers")
@@ -80,7 +97,8 @@ class MaceModel:
         return f"MaceModel('{self.path}', elements={symbols}, r_max={self.r_max} A)"
 
     def sha256(self) -> str:
-        return file_sha256(self.path)
+        """Hex SHA-256 of the file's bytes as they were loaded: the identity of this model."""
+        return self._sha256
 
     def check_compatible(self, other: "MaceModel") -> None:
         """Refuse to combine models that disagree on elements or cutoff."""
@@ -128,7 +146,7 @@ class MaceModel:
 
 
 def as_model(model: MaceModel | str | Path) -> MaceModel:
-    """`model` itself, or the MACE model file it names, loaded."""
+    """`model` itself, or the MACE model file it names, loaded (a pickle: trusted files only)."""
     return model if isinstance(model, MaceModel) else MaceModel(model)
 
 

@@ -25,7 +25,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from tqdm.auto import tqdm
 
-from ..estimators.mace_model import file_sha256
+from ..estimators.mace_model import ModelFileChanged
 from .candidates import CandidateQueue, CorruptBox, append_whole, extxyz_text
 from .extractor import limits_of, relax_and_assess
 from .relaxation import calculator_from_files
@@ -189,14 +189,16 @@ class Labeler:
                              "files: give the model with --model")
         key = ";".join(files)
         if key not in self._relaxers:
-            for path, digest in zip(files, hashes):
+            for path in files:
                 if not Path(path).is_file():
                     raise FileNotFoundError(f"box '{name}' was cut with model '{path}', which "
                                             "no longer exists: give the model with --model")
-                if file_sha256(path) != digest:
-                    raise ValueError(f"model '{path}' has changed since box '{name}' was cut "
-                                     "(SHA-256 differs): give the model with --model")
-            self._relaxers[key] = calculator_from_files(files)
+            try:  # each file's bytes are hashed, and loaded only if they are the recorded ones
+                self._relaxers[key] = calculator_from_files(files, sha256=hashes)
+            except ModelFileChanged as err:
+                raise ValueError(f"model '{err.path}' has changed since box '{name}' was cut "
+                                 f"(SHA-256 {err.found}, recorded {err.expected}); it was not "
+                                 "loaded: give the model with --model") from err
         return self._relaxers[key]
 
     def _fail(self, name: str, box: Atoms, reason: str) -> None:

@@ -45,14 +45,22 @@ class ForceFieldCalculator(Calculator):
             self.results["stress"] = output.stress
 
 
-def calculator_from_files(model_files) -> ForceFieldCalculator:
-    """The relaxation calculator of MACE model files: their committee mean, or the one model."""
+def calculator_from_files(model_files, sha256=None) -> ForceFieldCalculator:
+    """The relaxation calculator of MACE model files: their committee mean, or the one model.
+
+    sha256: the hex SHA-256 recorded for each file; a file whose bytes differ is refused before
+    it is loaded (mace_model.ModelFileChanged), as loading a model file runs its pickled code.
+    """
     from ..estimators.committee import Committee
     from ..estimators.mace_model import MaceModel
 
     files = [str(f) for f in model_files]
-    return ForceFieldCalculator(Committee.from_mace(files) if len(files) > 1
-                                else MaceModel(files[0]))
+    digests = [None] * len(files) if sha256 is None else list(sha256)
+    if len(digests) != len(files):
+        raise ValueError(f"{len(files)} model files {files} but {len(digests)} SHA-256 "
+                         "recorded for them")
+    models = [MaceModel(f, sha256=digest) for f, digest in zip(files, digests)]
+    return ForceFieldCalculator(Committee(models=models) if len(models) > 1 else models[0])
 
 
 @dataclass
