@@ -9,10 +9,11 @@ DATA = Path(__file__).parent / "data"
 
 def demo_models() -> dict:
     """{"committee": [4 MACE model paths], "llpr", "ltau", "gmm": estimator files of model 0,
-    "training_set": extxyz path}."""
+    "training_set", "validation_set": extxyz paths (the models' training and validation data)}."""
     paths = {"committee": [str(p) for p in sorted(DATA.glob("cu_committee_*.model"))],
              **{kind: str(DATA / f"cu_{kind}.npz") for kind in ("llpr", "ltau", "gmm")},
-             "training_set": str(DATA / "cu_train.extxyz")}
+             "training_set": str(DATA / "cu_train.extxyz"),
+             "validation_set": str(DATA / "cu_valid.extxyz")}
     missing = [p for key, p in paths.items() if key != "committee" and not Path(p).is_file()]
     missing += [p for p in paths["committee"] if not Path(p).is_file()]
     if len(paths["committee"]) < 2 or missing:

@@ -1,15 +1,16 @@
 """The `mdmonitor` command. Each group of subcommands has its own module here, which defines
 its options and runs them: monitoring (demo, md), estimators (fit-llpr, log-errors, fit-ltau,
-fit-gmm), quality (calibrate, evaluate), labeling (label), lammps (export-lammps, lammps)."""
+fit-gmm), quality (calibrate, evaluate), labeling (label), lammps (export-lammps, lammps),
+learning (learn)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import estimators, labeling, lammps, monitoring, quality
+from . import estimators, labeling, lammps, learning, monitoring, quality
 
-GROUPS = (monitoring, estimators, quality, labeling, lammps)
+GROUPS = (monitoring, estimators, quality, labeling, lammps, learning)
 
 
 def build_parser() -> argparse.ArgumentParser:

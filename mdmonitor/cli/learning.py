@@ -1,0 +1,35 @@
+"""`mdmonitor learn`: the closed active-learning loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_commands(commands) -> None:
+    """Add this group's commands to the `mdmonitor` subparsers `commands`."""
+    learn = commands.add_parser(
+        "learn", help="active learning: monitored MD, boxes, labels, retraining, repeated",
+        description="Runs generations of: monitored MD with the current models (ASE or LAMMPS), "
+                    "selection of boxes (uncertainty, random or whole-frame), labeling with the "
+                    "reference, retraining with mace_run_train, refit of the estimator and "
+                    "calibration. Stops when an MD triggers nothing or after the generations. "
+                    "Writes the run directory named in the config; run the same command again "
+                    "to resume a killed run. Every key of CONFIG is listed in the README.")
+    learn.add_argument("config", type=Path, help="TOML file, e.g. examples/learn/cu_slab.toml")
+    learn.add_argument("--generations", type=int, default=None,
+                       help="run at most this many generations (overrides the config)")
+    learn.set_defaults(run=_learn)
+
+
+def _learn(args) -> int:
+    from ..learn import ActiveLearning, load_config
+
+    rows = ActiveLearning(load_config(args.config, generations=args.generations)).run()
+    for row in rows:
+        mae = row.get("test_force_mae")
+        print(f"generation {row['generation']}: "
+              + ("" if row["generation"] == "start" else
+                 f"{row.get('md_steps')} MD steps, {row.get('boxes')} boxes, ")
+              + f"{row['atoms_labeled_total']} reference atoms in total"
+              + ("" if mae is None else f", test force MAE {mae:.4f} eV/A"))
+    return 0

@@ -1,0 +1,223 @@
+"""The settings of an active-learning run, read from one TOML file and checked before any compute.
+
+Every key, its unit and its default is listed in `SCHEMA` (and in the README). Paths are relative
+to the TOML file; the word "bundled" names the bundled Cu models and training set.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..bundled_models import demo_models
+from ..common.settings import positive_integer, positive_number
+from ..extraction.labeling import reference_calculator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENGINES = ("ase", "lammps")
+ESTIMATORS = ("committee", "llpr", "ltau", "gmm")
+TRAINING_MODES = ("finetune", "scratch")
+# the selection strategies (mdmonitor.learning.selection) by name
+SELECTIONS = ("uncertainty", "random", "whole-frame")
+
+# section -> key -> (default, meaning); a default of None means "not set"
+SCHEMA = {
+    "run": {
+        "directory": ("run", "run directory, relative to this file"),
+        "generations": (5, "at most this many generations"),
+        "seed": (0, "seed of MD velocities, selections, hold-out and training"),
+    },
+    "models": {
+        "committee": ("bundled", "MACE model files of generation 0 (a list), or \"bundled\""),
+        "estimator": ("committee", "committee | llpr | ltau | gmm (single-model estimators "
+                                   "use the first model)"),
+        "training_set": ("bundled", "extxyz with REF_energy/REF_forces(/REF_stress), or "
+                                    "\"bundled\""),
+        "validation_set": (None, "extxyz for mace_run_train's validation (default: 10% of "
+                                 "the training data; \"bundled\" for the bundled one)"),
+        "calibration": (None, "calibration JSON of the generation-0 estimator (optional)"),
+    },
+    "md": {
+        "start": (None, "start structure file (required); its frames are used in turn, one "
+                        "per generation"),
+        "engine": ("ase", "ase | lammps"),
+        "ranks": (1, "MPI ranks of the lammps engine (mpirun -np)"),
+        "steps": (200, "MD steps per generation"),
+        "temperature": (600.0, "Langevin temperature, K"),
+        "timestep": (2.0, "fs"),
+        "friction": (0.01, "Langevin friction, 1/fs (lammps: damping time 1/friction)"),
+        "interval": (5, "monitor every N steps"),
+        "frame_interval": (10, "write md.extxyz every N steps"),
+        "cutoff": (4.0, "aggregation radius, A"),
+        "threshold": (None, "local uncertainty that triggers a selection (required)"),
+        "error_threshold": (None, "the same as an expected local force error (eV/A), used "
+                                  "once a generation has a calibration"),
+        "stop_threshold": (None, "stop the MD above this local uncertainty (optional)"),
+    },
+    "selection": {
+        "strategy": ("uncertainty", "uncertainty | random | whole-frame"),
+        "boxes": (4, "boxes per generation (whole-frame: frames per generation)"),
+        "box_length": (10.0, "cube edge, A"),
+        "core_radius": (4.0, "atoms kept exactly, A"),
+        "max_per_frame": (1, "boxes per triggered frame"),
+        "cooldown": (50, "steps before a region is cut again"),
+    },
+    "reference": {
+        "calculator": ("ase.calculators.emt:EMT", "ASE calculator as module:Class"),
+        "parameters": ({}, "keyword arguments of the calculator"),
+    },
+    "training": {
+        "mode": ("finetune", "finetune (from the current weights) | scratch (new weights, "
+                             "same architecture)"),
+        "epochs": (10, "mace_run_train --max_num_epochs"),
+        "lr": (None, "learning rate (default 0.001 finetune, 0.01 scratch)"),
+        "batch_size": (4, ""),
+        "energy_weight": (100.0, ""),
+        "forces_weight": (10.0, ""),
+        "stress_weight": (100.0, ""),
+        "holdout": (0.2, "fraction of each generation's labels kept out of training, for "
+                         "the calibration"),
+        "extra_args": ([], "further mace_run_train arguments, e.g. [\"--ema\"]"),
+    },
+    "test": {
+        "file": (None, "EMT/DFT-labelled frames to report the force MAE and Spearman on"),
+    },
+}
+
+
+@dataclass
+class LearningConfig:
+    """Checked settings of a run: `path` the TOML file, `sections` the values by section/key."""
+
+    path: Path
+    sections: dict
+
+    def __getitem__(self, section: str) -> dict:
+        return self.sections[section]
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent / self["run"]["directory"]
+
+    def model_files(self) -> list[Path]:
+        committee = self["models"]["committee"]
+        return ([Path(p) for p in demo_models()["committee"]] if committee == "bundled"
+                else [self._file(p, "models.committee") for p in committee])
+
+    def training_set(self) -> Path:
+        return self._data("training_set")
+
+    def validation_set(self) -> Path | None:
+        return self._data("validation_set")
+
+    def _data(self, key: str) -> Path | None:
+        value = self["models"][key]
+        if value is None:
+            return None
+        return Path(demo_models()[key]) if value == "bundled" else self._file(value,
+                                                                               f"models.{key}")
+
+    def _file(self, value, key: str) -> Path:
+        path = self.path.parent / str(value)
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.path}: {key} = '{value}': no such file ({path})")
+        return path
+
+    def file(self, section: str, key: str) -> Path | None:
+        value = self[section][key]
+        return None if value is None else self._file(value, f"{section}.{key}")
+
+
+def load_config(path: str | Path, generations: int | None = None) -> LearningConfig:
+    """Read and check the TOML file at `path`; ValueError/FileNotFoundError naming the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file '{path}' does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid TOML: {err}") from err
+    unknown = [s for s in raw if s not in SCHEMA]
+    if unknown:
+        raise ValueError(f"{path}: unknown section(s) {', '.join(map(repr, unknown))}; "
+                         f"known: {', '.join(SCHEMA)}")
+    sections = {}
+    for section, keys in SCHEMA.items():
+        given = raw.get(section, {})
+        if not isinstance(given, dict):
+            raise ValueError(f"{path}: [{section}] must be a table")
+        bad = [k for k in given if k not in keys]
+        if bad:
+            raise ValueError(f"{path}: unknown key(s) {', '.join(f'{section}.{k}' for k in bad)}"
+                             f"; [{section}] knows {', '.join(keys)}")
+        sections[section] = {k: given.get(k, default) for k, (default, _) in keys.items()}
+    if generations is not None:
+        sections["run"]["generations"] = generations
+    config = LearningConfig(path.resolve(), sections)
+    _check(config)
+    return config
+
+
+def _check(config: LearningConfig) -> None:
+    """Every value in range, every file present, the reference importable."""
+    where = str(config.path)
+
+    def named(section, key):
+        return f"{where}: {section}.{key}"
+
+    run, models, md = config["run"], config["models"], config["md"]
+    selection, training = config["selection"], config["training"]
+    positive_integer(named("run", "generations"), run["generations"])
+    _choice(named("models", "estimator"), models["estimator"], ESTIMATORS)
+    _choice(named("md", "engine"), md["engine"], ENGINES)
+    _choice(named("selection", "strategy"), selection["strategy"], SELECTIONS)
+    _choice(named("training", "mode"), training["mode"], TRAINING_MODES)
+    for key in ("ranks", "steps", "interval", "frame_interval"):
+        positive_integer(named("md", key), md[key])
+    for key in ("boxes", "max_per_frame", "cooldown"):
+        positive_integer(named("selection", key), selection[key])
+    for key in ("epochs", "batch_size"):
+        positive_integer(named("training", key), training[key])
+    for key in ("temperature", "timestep", "friction", "cutoff", "threshold"):
+        positive_number(named("md", key), md[key])
+    for key in ("error_threshold", "stop_threshold"):
+        positive_number(named("md", key), md[key], allow_none=True)
+    for key in ("box_length", "core_radius"):
+        positive_number(named("selection", key), selection[key])
+    for key in ("lr", "energy_weight", "forces_weight", "stress_weight"):
+        positive_number(named("training", key), training[key], allow_none=True)
+    if not 0 <= training["holdout"] < 1:
+        raise ValueError(f"{named('training', 'holdout')} must be in [0, 1), got "
+                         f"{training['holdout']!r}")
+    if md["engine"] == "lammps" and models["estimator"] not in ("committee", "llpr"):
+        raise ValueError(f"{named('md', 'engine')} = 'lammps' runs the committee or llpr "
+                         f"estimator (the ones LAMMPS's pair style hosts), not "
+                         f"{models['estimator']!r}")
+    if md["ranks"] > 1 and md["engine"] != "lammps":
+        raise ValueError(f"{named('md', 'ranks')} = {md['ranks']} needs engine = 'lammps'")
+    if not isinstance(training["extra_args"], list):
+        raise ValueError(f"{named('training', 'extra_args')} must be a list of strings")
+    if md["start"] is None:
+        raise ValueError(f"{named('md', 'start')} is required: a structure file")
+    config.file("md", "start")
+    config.model_files()
+    config.training_set()
+    config.validation_set()
+    config.file("models", "calibration")
+    config.file("test", "file")
+    if models["committee"] != "bundled" and not isinstance(models["committee"], list):
+        raise ValueError(f"{named('models', 'committee')} must be a list of model files or "
+                         "\"bundled\"")
+    if models["estimator"] == "committee" and len(config.model_files()) < 2:
+        raise ValueError(f"{named('models', 'committee')}: a committee needs two or more models")
+    reference_calculator(config["reference"]["calculator"], config["reference"]["parameters"])
+
+
+def _choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} = {value!r} is not one of {', '.join(choices)}")

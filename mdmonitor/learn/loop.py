@@ -1,0 +1,299 @@
+"""The active-learning loop: monitor -> extract -> label -> retrain -> redeploy, generation after
+generation, in a run directory a person can read and a killed run resumes from.
+
+    run/generation-000/  models/ (the models this generation's MD ran with), estimator.npz
+                         (single-model estimators), calibration.json (if any), state.json,
+                         monitor.csv, md.extxyz, candidates/ (the queue), labeled.extxyz,
+                         holdout.extxyz, train.extxyz, training/ (mace_run_train work and logs)
+    run/generation-001/  models/ ... trained in generation 0
+    run/summary.csv      one row per generation; run/summary.png
+
+Each stage ends by writing state.json atomically; a rerun starts at the first unfinished stage
+of the first unfinished generation: the MD is run again from its start (its boxes are named by
+step and centre, so none is written twice), the labeler resumes its queue, a model already
+written is not trained again, and a finished generation's directory is not touched again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import ase.io
+import numpy as np
+
+from ..bundled_models import demo_models
+from ..common.atomic_files import replaced_atomically, write_atomically
+from ..estimators.committee import Committee
+from ..estimators.fitted import load_fitted
+from ..estimators.gmm import LatentGMM
+from ..estimators.llpr import LastLayerLPR
+from ..estimators.ltau import LTAU, log_training_errors
+from ..estimators.mace_model import MaceModel
+from ..extraction.labeling import Labeler, reference_calculator
+from ..quality.calibration import Calibration
+from .config import LearningConfig
+from .dynamics import run_ase, run_lammps
+from .selection import STRATEGIES
+from .summary import test_metrics, write_summary
+from .training import train_models
+
+STAGES = ("md", "label", "train", "refit", "done")
+
+
+def log(message: str) -> None:
+    print(f"[mdmonitor learn] {message}", file=sys.stderr, flush=True)
+
+
+class ActiveLearning:
+    """Runs the generations of a `LearningConfig` (see `mdmonitor.learning.config`)."""
+
+    def __init__(self, config: LearningConfig, progress: bool = True):
+        self.config = config
+        self.root = config.directory
+        self.progress = progress
+        self.strategy = STRATEGIES[config["selection"]["strategy"]]()
+        self.single = config["models"]["estimator"] != "committee"
+
+    # --- the run directory ----------------------------------------------------------------------
+
+    def generation(self, k: int) -> Path:
+        return self.root / f"generation-{k:03d}"
+
+    def state(self, k: int) -> dict:
+        path = self.generation(k) / "state.json"
+        return json.loads(path.read_text()) if path.is_file() else {"stage": "md"}
+
+    def _advance(self, k: int, state: dict, stage: str) -> None:
+        state["stage"] = stage
+        write_atomically(self.generation(k) / "state.json", json.dumps(state, indent=1))
+        log(f"generation {k}: {stage}")
+
+    def models(self, k: int) -> list[Path]:
+        count = 1 if self.single else len(self.config.model_files())
+        return [self.generation(k) / "models" / f"model_{m}.model" for m in range(count)]
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> list[dict]:
+        """Run (or resume) every generation; returns the summary rows."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._first_generation()
+        test_file = self.config.file("test", "file")
+        if test_file is not None and not (self.root / "start.json").is_file():
+            write_atomically(self.root / "start.json", json.dumps(test_metrics(
+                self.estimator(0), test_file, self.config["md"]["cutoff"])))
+        for k in range(self.config["run"]["generations"]):
+            state = self.state(k)
+            if state["stage"] != "done":
+                self._run_generation(k, state)
+            if state.get("stopped_reason"):
+                log(f"stopped after generation {k}: {state['stopped_reason']}")
+                break
+        return write_summary(self.root, self.config)
+
+    def _first_generation(self) -> None:
+        """generation-000/models, estimator and calibration from the config (copied once)."""
+        models = self.models(0)
+        for source, target in zip(self.config.model_files(), models):
+            if not target.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with replaced_atomically(target) as temporary:
+                    shutil.copy2(source, temporary)
+        directory = self.generation(0)
+        if self.single and not (directory / "estimator.npz").is_file():
+            self._fit_estimator(0, self.config.training_set(), checkpoints=None)
+        calibration = self.config.file("models", "calibration")
+        if calibration is not None and not (directory / "calibration.json").is_file():
+            with replaced_atomically(directory / "calibration.json") as temporary:
+                shutil.copy2(calibration, temporary)
+
+    def _run_generation(self, k: int, state: dict) -> None:
+        stage = state["stage"]
+        if stage == "md":
+            self._md(k, state)
+            stage = state["stage"]
+        if stage == "label":
+            self._label(k, state)
+            stage = state["stage"]
+        if stage == "train":
+            self._train(k, state)
+            stage = state["stage"]
+        if stage == "refit":
+            self._refit(k, state)
+
+    def estimator(self, k: int):
+        """The estimator of generation k's models."""
+        if not self.single:
+            return Committee.from_mace([str(p) for p in self.models(k)])
+        return load_fitted(self.config["models"]["estimator"],
+                           self.generation(k) / "estimator.npz", model=self.models(k)[0])
+
+    def calibration(self, k: int) -> Calibration | None:
+        path = self.generation(k) / "calibration.json"
+        return Calibration.load(path) if path.is_file() else None
+
+    # --- stages ---------------------------------------------------------------------------------
+
+    def _md(self, k: int, state: dict) -> None:
+        directory, md = self.generation(k), self.config["md"]
+        for leftover in ("monitor.csv", "md.extxyz"):  # of an interrupted MD, run again
+            (directory / leftover).unlink(missing_ok=True)
+        shutil.rmtree(directory / "lammps", ignore_errors=True)
+        start = time.perf_counter()
+        frames = ase.io.read(self.config.file("md", "start"), index=":")
+        atoms = frames[k % len(frames)]
+        seed, run_id = self.config["run"]["seed"] * 1000 + k, f"gen{k:03d}"
+        queue, estimator = directory / "candidates", self.estimator(k)
+        selection = self.config["selection"]
+        if md["engine"] == "ase":
+            extractor = self.strategy.extractor(queue, selection, run_id, seed)
+            outcome = run_ase(atoms, estimator, md, directory, seed, extractor,
+                              self.calibration(k))
+        else:
+            extracting = selection if self.strategy.name == "uncertainty" else None
+            outcome = run_lammps(atoms, estimator, md, extracting, directory, seed, run_id)
+        boxes = outcome.boxes + self.strategy.after_md(
+            directory / "md.extxyz", queue, selection, run_id, seed, estimator)
+        triggered = _triggered(directory / "monitor.csv")
+        state.update(md_steps=outcome.steps, md_stopped=outcome.stopped, boxes=boxes,
+                     triggered=triggered, seconds_md=round(time.perf_counter() - start, 1))
+        if not triggered:
+            state["stopped_reason"] = (f"the MD triggered no extraction in {outcome.steps} "
+                                       "steps")
+        self._advance(k, state, "label")
+
+    def _label(self, k: int, state: dict) -> None:
+        directory, start = self.generation(k), time.perf_counter()
+        queue = directory / "candidates"
+        reference = self.config["reference"]
+        if queue.is_dir():
+            labeler = Labeler(queue, reference_calculator(reference["calculator"],
+                                                          reference["parameters"]),
+                              reference_name=reference["calculator"])
+            labeler.run(progress=self.progress)
+            dataset = labeler.queue.dataset
+        else:
+            dataset = queue / "labeled.extxyz"
+        labeled = ase.io.read(dataset, index=":") if dataset.is_file() else []
+        _write_frames(directory / "labeled.extxyz", labeled)
+        state.update(labeled=len(labeled), atoms_labeled=int(sum(len(a) for a in labeled)),
+                     seconds_label=round(time.perf_counter() - start, 1))
+        if not labeled and not state.get("stopped_reason"):
+            state["stopped_reason"] = "no box passed the quality gates and the reference"
+        self._advance(k, state, "done" if state.get("stopped_reason") else "train")
+
+    def _train(self, k: int, state: dict) -> None:
+        directory, start = self.generation(k), time.perf_counter()
+        training, seed = self.config["training"], self.config["run"]["seed"]
+        self._split(k)
+        train_file = directory / "train.extxyz"
+        _write_frames(train_file, self._training_frames(k))
+        outputs = self.models(k + 1)
+        for output in outputs:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        members = [MaceModel(p) for p in self.models(k)]
+        seeds = [seed * 1000 + 10 * (k + 1) + m for m in range(len(members))]
+        work = [directory / "training" / f"model_{m}" for m in range(len(members))]
+        log(f"generation {k}: training {len(members)} model(s) on {train_file} "
+            f"({training['mode']}, {training['epochs']} epochs)")
+        try:
+            train_models(members, outputs, work, training, seeds, train_file,
+                         self.config.validation_set(), checkpoints=self._needs_checkpoints(),
+                         jobs=min(len(members), 2))
+        finally:  # the trainer's logs, one after the other, also when one failed
+            write_atomically(directory / "train.log", "".join(
+                f"=== {w.name}: mace_run_train ===\n{(w / 'train.log').read_text()}"
+                for w in work if (w / "train.log").is_file()))
+        state["seconds_train"] = round(time.perf_counter() - start, 1)
+        self._advance(k, state, "refit")
+
+    def _refit(self, k: int, state: dict) -> None:
+        directory, start = self.generation(k), time.perf_counter()
+        following = self.generation(k + 1)
+        if self.single and not (following / "estimator.npz").is_file():
+            self._fit_estimator(k + 1, directory / "train.extxyz",
+                                directory / "training" / "model_0" / "checkpoints")
+        holdout = directory / "holdout.extxyz"
+        calibration = following / "calibration.json"
+        if not calibration.is_file() and json.loads(
+                (directory / "split.json").read_text())["holdout"]:
+            Calibration.fit(self.estimator(k + 1), holdout,
+                            self.config["md"]["cutoff"]).save(calibration)
+        if self.config.file("test", "file") is not None:
+            state["test"] = test_metrics(self.estimator(k + 1), self.config.file("test", "file"),
+                                         self.config["md"]["cutoff"])
+        state["seconds_refit"] = round(time.perf_counter() - start, 1)
+        self._advance(k, state, "done")
+        write_summary(self.root, self.config)
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _needs_checkpoints(self) -> bool:
+        return self.config["models"]["estimator"] == "ltau"
+
+    def _fit_estimator(self, k: int, structures: Path, checkpoints: Path | None) -> None:
+        """The single-model estimator of generation k's model, into estimator.npz."""
+        kind, model = self.config["models"]["estimator"], self.models(k)[0]
+        output = self.generation(k) / "estimator.npz"
+        log(f"generation {k}: fitting the {kind.upper()} estimator")
+        if kind == "llpr":
+            LastLayerLPR.fit(model, structures, progress=self.progress).save(output)
+        elif kind == "gmm":
+            LatentGMM.fit(model, structures, progress=self.progress).save(output)
+        elif checkpoints is None:
+            bundled = self.config["models"]["committee"] == "bundled"
+            if not bundled:
+                raise ValueError("estimator 'ltau' needs the training-error log of the first "
+                                 "model: start from the bundled models, or fit-ltau yourself "
+                                 "and use estimator 'committee'")
+            LTAU.load(demo_models()["ltau"], model=model).save(output)
+        else:
+            errors = checkpoints.parent / "errors.npz"
+            log_training_errors(model, checkpoints, structures, errors)
+            LTAU.fit(model, structures, errors).save(output)
+
+    def _split(self, k: int) -> None:
+        """holdout.extxyz: a seeded fraction of generation k's labels kept for calibration."""
+        directory = self.generation(k)
+        labeled = ase.io.read(directory / "labeled.extxyz", index=":")
+        fraction = self.config["training"]["holdout"]
+        count = round(fraction * len(labeled))
+        count = count if count >= 2 else 0  # a calibration needs two frames at least
+        rng = np.random.default_rng([self.config["run"]["seed"], k])
+        held = set(rng.choice(len(labeled), size=count, replace=False).tolist())
+        _write_frames(directory / "holdout.extxyz", [labeled[i] for i in sorted(held)])
+        write_atomically(directory / "split.json", json.dumps({"holdout": sorted(held)}))
+
+    def _training_frames(self, k: int) -> list:
+        """The initial training set plus every generation's labels up to k, minus hold-outs."""
+        frames = ase.io.read(self.config.training_set(), index=":")
+        for j in range(k + 1):
+            directory = self.generation(j)
+            if not (directory / "split.json").is_file():
+                continue
+            held = set(json.loads((directory / "split.json").read_text())["holdout"])
+            labeled = ase.io.read(directory / "labeled.extxyz", index=":")
+            frames += [a for i, a in enumerate(labeled) if i not in held]
+        return frames
+
+
+def _triggered(monitor_log: Path) -> bool:
+    """Whether any monitored frame of the log had an atom above the threshold."""
+    if not monitor_log.is_file():
+        return False
+    lines = monitor_log.read_text().splitlines()
+    column = lines[0].split(",").index("n_above_threshold")
+    return any(int(line.split(",")[column] or 0) > 0 for line in lines[1:])
+
+
+def _write_frames(path: Path, frames: list) -> None:
+    """Write extxyz `frames` to `path` atomically (an empty file for none)."""
+    with replaced_atomically(path) as temporary:
+        if frames:
+            ase.io.write(temporary, frames, format="extxyz")
+        else:
+            temporary.write_text("")

@@ -1,0 +1,116 @@
+"""Training the next models with mace-torch's own trainer, `mace_run_train`.
+
+Each model is trained in its own work directory from a starting model given to mace as
+`--foundation_model` (naive fine-tuning, no multihead replay): the current model itself
+("finetune"), or a model of the same architecture with new random weights ("scratch", seed 002's
+choice). So the architecture, cutoff, pair repulsion, E0s and scale/shift are those stored in the
+model file; only the loss weights, learning rate, batch size and epochs come from the settings.
+Every member has its own seed, hence its own weight initialisation and data order.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from ..common.atomic_files import replaced_atomically
+from ..common.trusted_pickles import FLAG
+from ..estimators.mace_model import MaceModel
+
+LOG_LINES_ON_FAILURE = 15
+DEFAULT_LR = {"finetune": 0.001, "scratch": 0.01}
+
+
+class TrainingFailed(RuntimeError):
+    """mace_run_train exited non-zero; the message holds the end of its log."""
+
+
+def atomic_energies(model: MaceModel) -> dict[int, float]:
+    """The model's isolated-atom energies E0 (eV) by atomic number, as mace's --E0s takes them."""
+    module = model.module
+    energies = module.atomic_energies_fn.atomic_energies.detach().reshape(-1)
+    return {int(z): float(e) for z, e in zip(module.atomic_numbers, energies)}
+
+
+def fresh_copy(model: MaceModel, path: Path, seed: int) -> None:
+    """Write to `path` a model of `model`'s architecture, E0s and scale with new random weights."""
+    from mace.tools.scripts_utils import extract_config_mace_model
+
+    config = extract_config_mace_model(model.module)
+    if "error" in config:
+        raise ValueError(f"cannot train '{model.path}' from scratch: {config['error']}")
+    torch.manual_seed(seed)
+    fresh = type(model.module)(**config).to(next(model.module.parameters()).dtype)
+    with replaced_atomically(path) as temporary:
+        torch.save(fresh, temporary)
+
+
+def trainer_arguments(settings: dict, name: str, seed: int, work_dir: Path, start: Path,
+                      e0s: dict, train_file: Path, valid_file: Path | None,
+                      checkpoints: bool) -> list[str]:
+    """The mace_run_train command line for one model (settings: the [training] section)."""
+    lr = settings["lr"] or DEFAULT_LR[settings["mode"]]
+    argv = [
+        f"--name={name}", f"--seed={seed}", f"--work_dir={work_dir}",
+        f"--train_file={train_file}", "--energy_key=REF_energy", "--forces_key=REF_forces",
+        "--stress_key=REF_stress", "--compute_stress=True", "--loss=stress",
+        f"--foundation_model={start}", "--multiheads_finetuning=False", f"--E0s={e0s}",
+        f"--max_num_epochs={settings['epochs']}", f"--batch_size={settings['batch_size']}",
+        f"--valid_batch_size={settings['batch_size']}", f"--lr={lr}",
+        f"--energy_weight={settings['energy_weight']}",
+        f"--forces_weight={settings['forces_weight']}",
+        f"--stress_weight={settings['stress_weight']}",
+        "--default_dtype=float64", "--device=cpu", "--save_cpu", "--plot=False"]
+    argv += [f"--valid_file={valid_file}"] if valid_file else ["--valid_fraction=0.1"]
+    if checkpoints:  # LTAU's training-error trajectories are evaluated from every epoch
+        argv += ["--save_all_checkpoints", "--keep_checkpoints"]
+    return argv + [str(arg) for arg in settings["extra_args"]]
+
+
+def train_model(model: MaceModel, output: Path, work_dir: Path, settings: dict, seed: int,
+                train_file: Path, valid_file: Path | None, checkpoints: bool = False) -> Path:
+    """Train the next version of `model` into `output` (written atomically; left alone if it
+    exists). The log is `work_dir`/train.log; TrainingFailed with its last lines on failure."""
+    if output.is_file():
+        return output
+    shutil.rmtree(work_dir, ignore_errors=True)  # a half-done training is started again
+    work_dir.mkdir(parents=True)
+    start = Path(model.path)
+    if settings["mode"] == "scratch":
+        start = work_dir / "initial.model"
+        fresh_copy(model, start, seed)
+    name = output.stem
+    argv = trainer_arguments(settings, name, seed, work_dir, start, atomic_energies(model),
+                             train_file, valid_file, checkpoints)
+    log = work_dir / "train.log"
+    with open(log, "w") as handle:
+        done = subprocess.run(
+            [sys.executable, "-m", "mace.cli.run_train", *argv], stdout=handle,
+            stderr=subprocess.STDOUT, check=False,
+            # a child process of ours: mace loads its own model files (pickles we chose)
+            env={**os.environ, FLAG: "1", "OMP_NUM_THREADS": os.environ.get(
+                "OMP_NUM_THREADS", "1")})
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-LOG_LINES_ON_FAILURE:]
+        raise TrainingFailed(f"mace_run_train failed (exit {done.returncode}) for {output.name}; "
+                             f"last lines of {log}:\n" + "\n".join(tail))
+    with replaced_atomically(output) as temporary:
+        shutil.copy2(work_dir / f"{name}.model", temporary)
+    return output
+
+
+def train_models(models: list[MaceModel], outputs: list[Path], work_dirs: list[Path],
+                 settings: dict, seeds: list[int], train_file: Path, valid_file: Path | None,
+                 checkpoints: bool = False, jobs: int = 1) -> list[Path]:
+    """Train every model (`jobs` at a time, one torch thread each); the first failure raises."""
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(train_model, model, output, work_dir, settings, seed, train_file,
+                               valid_file, checkpoints)
+                   for model, output, work_dir, seed in zip(models, outputs, work_dirs, seeds)]
+        return [future.result() for future in futures]
