@@ -1,5 +1,7 @@
-"""A stand-in for a malicious pickle: unpickling it creates a marker (a directory)."""
+"""A stand-in for a malicious pickle (unpickling it creates a marker directory), and the hash
+model files are recorded by."""
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -20,3 +22,8 @@ def save_code_pickle(path: Path, marker: Path, wrap=lambda obj: obj) -> Path:
     """Write a torch file at `path` whose unpickling creates `marker` (`wrap` nests it)."""
     torch.save(wrap(CreatesFile(marker)), path)
     return path
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, as model files are recorded."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

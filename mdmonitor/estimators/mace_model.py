@@ -21,15 +21,6 @@ from ..common.trusted_pickles import trusted_pickle_loads
 from .prediction import check_output
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes: the identity of a model file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class ModelFileChanged(ValueError):
     """A model file whose SHA-256 is not the one recorded for it (refused before loading)."""
 

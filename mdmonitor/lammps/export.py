@@ -51,7 +51,7 @@ from ..estimators.llpr import (
     final_linear,
     linear_feature_map,
 )
-from ..estimators.mace_model import MaceModel, file_sha256
+from ..estimators.mace_model import MaceModel
 
 FORMAT_VERSION = 1
 
@@ -63,8 +63,10 @@ class GraphModel(torch.nn.Module):
 
     def __init__(self, model: MaceModel):
         super().__init__()
-        # a fresh copy from the file: the estimator's copy may carry (unscriptable) hooks
-        self.model = MaceModel(model.path, head=model.head).module.double()
+        # a fresh copy from the file (the estimator's copy may carry unscriptable hooks), the
+        # same bytes as the estimator's or refused before they are unpickled
+        self.model = MaceModel(model.path, head=model.head,
+                               sha256=model.sha256()).module.double()
         self.register_buffer("head", torch.tensor([model.heads.index(model.head)]))
         self.num_elements = len(model.elements)
 
@@ -224,7 +226,7 @@ def export(estimator, path: str | Path) -> Path:
         raise ValueError(f"cannot export {type(estimator).__name__} to LAMMPS: the export takes "
                          "a committee of MACE models or an LLPR (LTAU and GMM run in ASE only)")
     provenance = {"format_version": FORMAT_VERSION, "estimator": module.estimator,
-                  "models": [{"file": str(m.path), "sha256": file_sha256(m.path),
+                  "models": [{"file": str(m.path), "sha256": m.sha256(),
                               "head": m.head} for m in models]}
     with warnings.catch_warnings():  # raised by TorchScript on annotations inside mace/e3nn
         warnings.filterwarnings("ignore", message="The TorchScript type system doesn't support")

@@ -9,11 +9,10 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 
 from mdmonitor import Committee
-from mdmonitor.estimators.mace_model import file_sha256
 from mdmonitor.extraction.extractor import Extractor
 from mdmonitor.extraction.labeling import Labeler
 from mdmonitor.monitor import Trigger
-from tests.pickled_code import save_code_pickle
+from tests.pickled_code import file_sha256, save_code_pickle
 
 
 @pytest.fixture
