@@ -13,24 +13,24 @@ void local_mean(const NeighbourLists &lists, const double *const *x, const doubl
 {
   const double cutsq = cutoff * cutoff;
   auto counted = [&](int j) { return !group_mask || (group_mask[j] & group_bit); };
+  // NaN last, so that the order is a strict weak one even then
+  auto ascending = [](double a, double b) { return a < b || (std::isnan(b) && !std::isnan(a)); };
+  std::vector<double> terms;
   for (int ii = 0; ii < lists.n_centres; ++ii) {
     const int i = lists.centres[ii];
     if (!counted(i)) {
       mean[i] = 0.0;
       continue;
     }
-    double sum = values[i];
-    int n = 1;
+    terms.assign(1, values[i]);
     for (int jj = 0; jj < lists.count[i]; ++jj) {
       const int j = lists.neighbours[i][jj] & lists.index_mask;
       if (!counted(j)) continue;
       const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
-      if (dx * dx + dy * dy + dz * dz < cutsq) {
-        sum += values[j];
-        ++n;
-      }
+      if (dx * dx + dy * dy + dz * dz < cutsq) terms.push_back(values[j]);
     }
-    mean[i] = sum / n;
+    std::sort(terms.begin(), terms.end(), ascending);
+    mean[i] = std::accumulate(terms.begin(), terms.end(), 0.0) / (double) terms.size();
   }
 }
 

@@ -28,6 +28,9 @@ struct NeighbourLists {
 // Each periodic image is a separate atom of x/values, so images count separately, as in
 // mdmonitor.aggregation.local_mean. With group_mask non-null only atoms j with
 // (group_mask[j] & group_bit) are averaged over and given a mean (others get 0).
+// The values are summed in increasing order, so a mean depends on the values alone, bit for
+// bit, not on the order of the neighbours (which differs between ranks, and between atoms
+// that are equivalent by symmetry).
 void local_mean(const NeighbourLists &lists, const double *const *x, const double *values,
                 double cutoff, double *mean, const int *group_mask = nullptr,
                 int group_bit = 0);
