@@ -4,9 +4,8 @@
 #ifndef MDMONITOR_CUBE_CUT_H
 #define MDMONITOR_CUBE_CUT_H
 
+#include "elements.h"
 #include "mdmonitor_core.h"
-
-#include <string>
 
 namespace mdmonitor {
 
@@ -34,11 +33,10 @@ CubeBox cut_cube(std::vector<Nearby> near, double core_radius, double box_length
 
 constexpr double CONTACT_FACTOR = 0.5;
 
-// Covalent radius (A) of element `number` (ASE's table); atomic number of a symbol (0 unless
-// an element) and symbol of a number.
-double covalent_radius(int number);
-int atomic_number(const std::string &symbol);
-const char *element_symbol(int number);
+// A cube spans at most MAX_CELL_VOLUMES volumes of the periodic cell it is cut from, so an edge
+// of at most 2 x volume^(1/3): each atom is in a cube about L^3 / volume times, and every image
+// within reach of it is gathered first (a 1000 A cube around a 96-atom slab took 12 GB).
+constexpr double MAX_CELL_VOLUMES = 8.0;
 
 }    // namespace mdmonitor
 

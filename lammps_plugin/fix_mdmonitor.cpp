@@ -45,20 +45,14 @@ FixMDMonitor::FixMDMonitor(LAMMPS *lmp, int narg, char **arg) :
     global{0.0, 0.0, 0.0, 0.0}
 {
   if (narg < 4) utils::missing_cmd_args(FLERR, "fix mdmonitor", error);
-  nevery = utils::inumeric(FLERR, arg[3], false, lmp);
-  if (nevery < 1)
-    error->all(FLERR, "Illegal fix mdmonitor command: N must be a positive integer, not {}",
-               arg[3]);
+  nevery = parse_count("N", arg[3]);
   for (int iarg = 4; iarg < narg; iarg += 2) {
     const std::string keyword = arg[iarg];
     if (iarg + 1 >= narg) utils::missing_cmd_args(FLERR, "fix mdmonitor " + keyword, error);
     if (keyword == "cutoff") {
-      cutoff = utils::numeric(FLERR, arg[iarg + 1], false, lmp);
-      if (!(cutoff > 0.0))
-        error->all(FLERR, "Illegal fix mdmonitor command: cutoff must be a positive distance "
-                   "(A), not {}", arg[iarg + 1]);
+      cutoff = parse_number(keyword, arg[iarg + 1], 0.0, true);
     } else if (keyword == "threshold") {
-      threshold = utils::numeric(FLERR, arg[iarg + 1], false, lmp);
+      threshold = parse_number(keyword, arg[iarg + 1], 0.0, false);
       has_threshold = true;
     } else if (keyword == "source") {
       parse_source(arg[iarg + 1]);
@@ -79,6 +73,14 @@ FixMDMonitor::FixMDMonitor(LAMMPS *lmp, int narg, char **arg) :
     if (box_length <= 2.0 * core_radius)
       error->all(FLERR, "Illegal fix mdmonitor command: extract core {} A does not fit in box "
                  "{} A: box must exceed 2 x core", core_radius, box_length);
+    // the cube is filled from the cell's atoms and their periodic images
+    const double volume = domain->xprd * domain->yprd * domain->zprd;
+    const double largest = std::cbrt(mdmonitor::MAX_CELL_VOLUMES * volume);
+    if (box_length > largest)
+      error->all(FLERR, "Illegal fix mdmonitor command: extract box {} A is far larger than the "
+                 "simulation cell ({:.6g} A^3): a box spans at most {} cell volumes, so its edge "
+                 "is at most {:.6g} A here", box_length, volume, mdmonitor::MAX_CELL_VOLUMES,
+                 largest);
     if (separation < 0.0) separation = 2.0 * core_radius;
     if (comm->me == 0) {
       try {
@@ -111,17 +113,35 @@ FixMDMonitor::~FixMDMonitor()
   memory->destroy(values);
 }
 
+/* the number `text` of keyword `keyword`, which must be above `lowest` (strictly) or at
+   least `lowest` */
+
+double FixMDMonitor::parse_number(const std::string &keyword, const char *text, double lowest,
+                                  bool strictly)
+{
+  const double value = utils::numeric(FLERR, text, false, lmp);
+  if (strictly ? !(value > lowest) : !(value >= lowest))
+    error->all(FLERR, "Illegal fix mdmonitor command: {} must be {} {}, not {}", keyword,
+               strictly ? ">" : ">=", lowest, text);
+  return value;
+}
+
+/* the whole number `text` of keyword `keyword`, from 1 to MAXSMALLINT */
+
+int FixMDMonitor::parse_count(const std::string &keyword, const char *text)
+{
+  const bigint value = utils::bnumeric(FLERR, text, false, lmp);
+  if (value < 1 || value > MAXSMALLINT)
+    error->all(FLERR, "Illegal fix mdmonitor command: {} must be a positive integer up to {}, "
+               "not {}", keyword, MAXSMALLINT, text);
+  return (int) value;
+}
+
 /* extract cube | core Rc | box L | queue DIR | max_boxes M | cooldown C | separation S |
    run_id NAME; false if `keyword` is none of these */
 
 bool FixMDMonitor::parse_extraction(const std::string &keyword, const char *value)
 {
-  auto positive = [&](double number) {
-    if (!(number > 0.0))
-      error->all(FLERR, "Illegal fix mdmonitor command: {} must be positive, not {}", keyword,
-                 value);
-    return number;
-  };
   if (keyword == "extract") {
     if (strcmp(value, "cube") != 0)
       error->all(FLERR, "Illegal fix mdmonitor command: extract strategy must be cube, not "
@@ -129,13 +149,11 @@ bool FixMDMonitor::parse_extraction(const std::string &keyword, const char *valu
     extracting = true;
     return true;
   }
-  if (keyword == "core") core_radius = positive(utils::numeric(FLERR, value, false, lmp));
-  else if (keyword == "box") box_length = positive(utils::numeric(FLERR, value, false, lmp));
-  else if (keyword == "separation") separation = utils::numeric(FLERR, value, false, lmp);
-  else if (keyword == "max_boxes")
-    max_boxes = (int) positive(utils::inumeric(FLERR, value, false, lmp));
-  else if (keyword == "cooldown")
-    cooldown = (int) positive(utils::inumeric(FLERR, value, false, lmp));
+  if (keyword == "core") core_radius = parse_number(keyword, value, 0.0, true);
+  else if (keyword == "box") box_length = parse_number(keyword, value, 0.0, true);
+  else if (keyword == "separation") separation = parse_number(keyword, value, 0.0, false);
+  else if (keyword == "max_boxes") max_boxes = parse_count(keyword, value);
+  else if (keyword == "cooldown") cooldown = parse_count(keyword, value);
   else if (keyword == "queue") queue_dir = value;
   else if (keyword == "run_id") {
     run_id = value;
@@ -162,9 +180,9 @@ void FixMDMonitor::parse_source(const std::string &text)
   const auto open = name.find('[');
   if (open != std::string::npos) {
     const std::string column = name.substr(open + 1, name.size() - open - 2);
-    if (name.back() != ']' || !utils::is_integer(column) || std::stoi(column) < 1)
+    if (name.back() != ']' || !utils::is_integer(column))
       error->all(FLERR, "Illegal fix mdmonitor command: bad column in source '{}'", text);
-    source_column = std::stoi(column);
+    source_column = parse_count("source column", column.c_str());
     name = name.substr(0, open);
   }
   const std::string prefix = text.substr(0, 2);

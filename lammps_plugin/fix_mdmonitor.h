@@ -3,11 +3,12 @@
         [run_id NAME]]
    Every N steps: per-atom uncertainty from the source (default: pair_style mdmonitor), its mean
    over each atom's neighbours within R including itself (Heid et al. 2024, Eq. 10), for atoms of
-   the group. Per-atom array [atomic, local]; global vector [max local, atom ID of the max,
-   number of atoms with local > T, boxes extracted]. With extract, on every such step with atoms
-   above T: a periodic cube of edge L around the most uncertain atom (not within S of a centre
-   cut in the last C steps), written to the candidate queue DIR as mdmonitor.Extractor(strategy=
-   "cube", relax="label") does (see mdmonitor_core's cube_cut.h and candidate_queue.h). */
+   the group. Per-atom array [atomic, local]; global vector [max local, atom ID of the max
+   (the smallest on exact ties), number of atoms with local > T, boxes extracted]. With extract,
+   on every such step with atoms above T: a periodic cube of edge L around the most uncertain
+   atom (not within S of a centre cut in the last C steps), written to the candidate queue DIR
+   as mdmonitor.Extractor(strategy="cube", relax="label") does (see mdmonitor_core's cube_cut.h
+   and candidate_queue.h). */
 
 #ifndef LMP_FIX_MDMONITOR_H
 #define LMP_FIX_MDMONITOR_H
@@ -75,6 +76,8 @@ class FixMDMonitor : public Fix {
   std::vector<double> local;      // local uncertainty of local atoms
   std::vector<double> evaluated;  // atom-style variable values
 
+  double parse_number(const std::string &, const char *, double, bool);
+  int parse_count(const std::string &, const char *);
   void parse_source(const std::string &);
   bool parse_extraction(const std::string &, const char *);
   void read_source();

@@ -22,6 +22,8 @@
 #include "neighbor.h"
 #include "update.h"
 
+#include "elements.h"
+
 #include <torch/csrc/jit/runtime/graph_executor.h>
 
 #include <cmath>
@@ -143,6 +145,25 @@ void PairMDMonitor::coeff(int narg, char **arg)
     for (int j = i; j <= ntypes; ++j) setflag[i][j] = 1;
 }
 
+/* a warning for each atom type whose mass is more than MASS_TOLERANCE off the standard mass
+   of the element pair_coeff maps it to: most likely the elements are in the wrong order */
+
+void PairMDMonitor::check_type_masses()
+{
+  if (!atom->mass) return;    // per-atom masses
+  for (int type = 1; type <= atom->ntypes; ++type) {
+    if (!atom->mass_setflag[type]) continue;
+    const double mass = atom->mass[type];
+    const double standard = mdmonitor::standard_mass(mdmonitor::atomic_number(type_elements[type]));
+    if (std::fabs(mass - standard) > MASS_TOLERANCE * standard)
+      error->warning(FLERR, "pair_style mdmonitor: atom type {} has mass {} but pair_coeff maps "
+                     "it to {} (standard mass {}, more than {}% off; the nearest standard mass is "
+                     "{}'s): check the order of the elements in pair_coeff", type, mass,
+                     type_elements[type], standard, 100 * MASS_TOLERANCE,
+                     mdmonitor::element_symbol(mdmonitor::nearest_element_by_mass(mass)));
+  }
+}
+
 void PairMDMonitor::allocate()
 {
   allocated = 1;
@@ -159,6 +180,7 @@ void PairMDMonitor::init_style()
   if (strcmp(update->unit_style, "metal") != 0)
     error->all(FLERR, "pair_style mdmonitor requires 'units metal' (the model works in eV and A)");
   if (!atom->tag_enable) error->all(FLERR, "pair_style mdmonitor requires atom IDs");
+  if (comm->me == 0) check_type_masses();
   if (ghost_setting == GHOSTS_NO && comm->nprocs > 1)
     error->all(FLERR, "pair_style mdmonitor ghosts no works on one rank only ({} ranks here)",
                comm->nprocs);

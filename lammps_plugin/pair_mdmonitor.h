@@ -4,7 +4,8 @@
    extract_peratom("uncertainty") to fix mdmonitor and fix pair; extract("type_elements")
    (std::vector<std::string>, element of each type, 1-based), extract("model_files") and
    extract("model_sha256") (std::string, ";"-joined, from the file's mdmonitor.json) to fix
-   mdmonitor's box extraction. Units metal (eV, A). */
+   mdmonitor's box extraction. Units metal (eV, A). An atom type whose mass is more than 1% off
+   the standard mass of its element gets a warning (elements in the wrong order in pair_coeff). */
 
 #ifndef LMP_PAIR_MDMONITOR_H
 #define LMP_PAIR_MDMONITOR_H
@@ -35,6 +36,7 @@ class PairMDMonitor : public Pair {
 
  protected:
   enum { GHOSTS_AUTO, GHOSTS_YES, GHOSTS_NO };
+  static constexpr double MASS_TOLERANCE = 0.01;    // relative, for the type masses
 
   torch::jit::Module model;
   std::string model_file;
@@ -58,6 +60,7 @@ class PairMDMonitor : public Pair {
   std::vector<double> unit_shifts;    // per edge, in cell vectors (periodic graph only)
 
   void allocate();
+  void check_type_masses();
   void grow_peratom();
   void build_periodic_graph();
   void build_ghost_graph();
