@@ -1,16 +1,34 @@
 """The `mdmonitor` command. Each group of subcommands has its own module here, which defines
 its options and runs them: monitoring (demo, md), estimators (fit-llpr, log-errors, fit-ltau,
 fit-gmm), quality (calibrate, evaluate), labeling (label), lammps (export-lammps, lammps),
-learning (learn)."""
+learning (learn).
+
+Errors reach the user as one line and exit status 1, Ctrl-C as one line and status 130 (what
+shells report for SIGINT); `mdmonitor --debug COMMAND` or MDMONITOR_DEBUG=1 shows the traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 from . import estimators, labeling, lammps, learning, monitoring, quality
 
 GROUPS = (monitoring, estimators, quality, labeling, lammps, learning)
+DEBUG_VARIABLE = "MDMONITOR_DEBUG"
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+# what bad input, a missing or unwritable file or a full disk raise: the message is the news
+USER_ERRORS = (OSError, ValueError, RuntimeError, FloatingPointError)
+
+
+def installed_version() -> str:
+    try:
+        return version("mdmonitor")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,17 +36,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mdmonitor", description="Watch where a MACE model is guessing during MD: per-atom "
         "uncertainty (committee or last-layer LPR), aggregated over neighbours, logged live.")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {installed_version()}")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the full traceback of an error or Ctrl-C (also: "
+                             f"{DEBUG_VARIABLE}=1)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in GROUPS:
         group.add_commands(commands)
     return parser
 
 
+def debugging(args) -> bool:
+    """Whether --debug or the MDMONITOR_DEBUG variable asks for tracebacks."""
+    return args.debug or os.environ.get(DEBUG_VARIABLE, "").strip() not in ("", "0")
+
+
+def describe(err: Exception) -> str:
+    """One line for an exception: its message, the file an OS error names, the type of a bug."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror}: '{err.filename}'" if err.filename else err.strerror
+    if isinstance(err, USER_ERRORS):
+        return str(err) or type(err).__name__
+    return (f"{type(err).__name__}: {err} (unexpected: please report it with the traceback of "
+            f"`mdmonitor --debug ...`)")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (FileNotFoundError, ValueError, FloatingPointError, RuntimeError) as err:
-        print(f"mdmonitor {args.command}: error: {err}", file=sys.stderr)
-        return 1
-
+    except KeyboardInterrupt:
+        if debugging(args):
+            raise
+        print(f"\nmdmonitor {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        if debugging(args):
+            raise
+        print(f"mdmonitor {args.command}: error: {describe(err)}", file=sys.stderr)
+        return EXIT_ERROR

@@ -28,6 +28,9 @@ def add_commands(commands) -> None:
                        help="keep polling for new boxes (e.g. beside a running MD) until Ctrl-C")
     label.add_argument("--poll", type=float, default=2.0,
                        help="seconds between polls with --watch (default 2)")
+    label.add_argument("--no-progress", action="store_true",
+                       help="no progress bar (as beside LAMMPS's output in `mdmonitor lammps "
+                            "--label`)")
 
     label.set_defaults(run=_label)
 
@@ -41,13 +44,17 @@ def _label(args) -> int:
     if not args.queue.is_dir():
         raise FileNotFoundError(f"queue directory '{args.queue}' does not exist")
     labeler = Labeler(args.queue, reference, relax_with, reference_name=args.reference)
+    interrupted = None
     try:
-        labeler.run(watch=args.watch, poll=args.poll)
-    except KeyboardInterrupt:
-        print("interrupted; run again to resume", file=sys.stderr)
+        labeler.run(watch=args.watch, poll=args.poll, progress=not args.no_progress)
+    except KeyboardInterrupt as stop:  # with --watch, Ctrl-C is how the labeler is stopped
+        interrupted = None if args.watch else stop
     summary = labeler.summary
     print(f"labeled {len(summary.labeled)} boxes into {labeler.queue.dataset}; "
-          f"{len(summary.failed)} failed")
+          f"{len(summary.failed)} failed" + ("; stopped watching" if args.watch else ""))
     for name, reason in summary.failed.items():
         print(f"  failed/{name}: {reason}")
+    if interrupted is not None:
+        print("run again to label the boxes still pending", file=sys.stderr)
+        raise interrupted
     return 0

@@ -30,8 +30,9 @@ def add_commands(commands) -> None:
     md = commands.add_parser(
         "md", help="monitored Langevin MD of a structure file",
         description="Langevin NVT MD driven by the committee mean (or the single LLPR model), "
-                    "logging per frame the maximum and mean local uncertainty. Exit status 3 "
-                    "when --stop-threshold ended the run.")
+                    "logging per frame the maximum and mean local uncertainty. Refuses to "
+                    "overwrite the log or trajectory of an earlier run unless --overwrite. "
+                    "Exit status 3 when --stop-threshold ended the run, 130 on Ctrl-C.")
     md.add_argument("structure", type=Path, help="any file ASE reads (extxyz, cif, POSCAR, ...)")
     options.add_estimator_options(md)
     options.add_monitor_options(md)
@@ -43,16 +44,20 @@ def add_commands(commands) -> None:
     md.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs")
     md.add_argument("--interval", type=int, default=1, help="monitor every N steps (default 1)")
     md.add_argument("--log", type=Path, default=Path("monitor.csv"),
-                    help="CSV log, appended to (default monitor.csv)")
+                    help="CSV log (default monitor.csv)")
     md.add_argument("--trajectory", type=Path, default=Path("trajectory.extxyz"),
                     help="extxyz frames with atomic/local uncertainty arrays")
+    md.add_argument("--overwrite", action="store_true",
+                    help="start over when the log or trajectory of an earlier run exists, "
+                         "replacing both (without it, md refuses to start)")
     md.add_argument("--frame-interval", type=int, default=10, help="write every N steps")
     md.add_argument("--seed", type=int, default=0, help="random seed for velocities and noise")
     extract = md.add_argument_group(
         "extraction", "cut boxes around atoms above --threshold into a queue for `mdmonitor label`")
     extract.add_argument("--extract", choices=("cube", "embed", "cluster"),
-                         help="strategy: periodic cube with relaxed border (seed 002), periodic "
-                              "embedding with displaced buffer, or non-periodic cluster (seed 000)")
+                         help="strategy: periodic cube with relaxed border (Heid et al. 2024), "
+                              "periodic embedding with displaced buffer, or non-periodic cluster "
+                              "(both Chong et al. 2024)")
     extract.add_argument("--queue", type=Path, default=Path("candidates"),
                          help="queue directory (default ./candidates)")
     extract.add_argument("--core-radius", type=float, default=4.0,
@@ -98,13 +103,21 @@ def _demo(args) -> int:
 
 
 def _md(args) -> int:
-    import ase.io
+    earlier = [str(path) for path in (args.log, args.trajectory) if path.exists()]
+    if earlier and not args.overwrite:
+        raise FileExistsError(
+            f"an earlier run's {' and '.join(earlier)} would be overwritten; pass --overwrite to "
+            "start over (the log and trajectory are both replaced; boxes already in the queue "
+            "are kept and not cut again) or give other --log and --trajectory files")
     from ase import units
 
+    from ..common.structures import load_structures
     from ..md import run_md
     from ..monitor import MonitoredCalculator
 
-    atoms = ase.io.read(args.structure)
+    atoms = load_structures(args.structure)[-1]
+    if args.overwrite:
+        args.log.unlink(missing_ok=True)  # (run_md replaces the trajectory)
     extractor = None
     if args.extract:
         from ..extraction.extractor import Extractor

@@ -11,12 +11,17 @@ from pathlib import Path
 @contextmanager
 def replaced_atomically(path: str | Path):
     """A temporary path to write in the block; renamed to `path` if the block succeeds, removed
-    if it fails. It keeps the suffix of `path`."""
+    if it fails. It keeps the suffix of `path`. An OS error that names no file (a full disk
+    fails the write or the flush) is raised again naming `path`."""
     path = Path(path)
     temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         yield temporary
         os.replace(temporary, path)
+    except OSError as err:
+        if err.filename is None and err.errno is not None:
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
     finally:
         temporary.unlink(missing_ok=True)
 

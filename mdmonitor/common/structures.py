@@ -20,8 +20,13 @@ def load_structures(structures) -> list:
             raise FileNotFoundError(f"structure file '{path}' does not exist")
         try:
             structures = ase.io.read(path, index=":")
-        except Exception as err:
-            raise ValueError(f"cannot read structures from '{path}': {err}") from err
+        except Exception as err:  # ASE's readers raise anything from StopIteration to OSError
+            reason = ": ".join(filter(None, (type(err).__name__, str(err))))
+            raise ValueError(f"cannot read structures from '{path}' ({reason}); give a "
+                             "structure file ASE reads (extxyz, cif, POSCAR, ...) with a known "
+                             "extension or format") from err
+        if not structures:
+            raise ValueError(f"'{path}' holds no structures")
     elif hasattr(structures, "positions"):
         structures = [structures]
     structures = list(structures)

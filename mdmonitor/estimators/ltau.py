@@ -49,12 +49,24 @@ CHECKPOINT_EPOCH = re.compile(r"_epoch-(\d+)\.pt$")
 
 
 def checkpoint_files(checkpoints) -> list[Path]:
-    """MACE checkpoint files in epoch order, from a directory or a list of files."""
-    if isinstance(checkpoints, (str, Path)) and Path(checkpoints).is_dir():
-        checkpoints = Path(checkpoints).glob("*.pt")
-    files = [Path(c) for c in checkpoints if CHECKPOINT_EPOCH.search(Path(c).name)]
+    """MACE checkpoint files in epoch order, from a directory or a list of files;
+    FileNotFoundError naming the directory or files when there is none, or one is missing."""
+    if isinstance(checkpoints, (str, Path)):
+        folder = Path(checkpoints)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"checkpoint directory '{folder}' does not exist")
+        where, checkpoints = f"directory '{folder}'", sorted(folder.glob("*.pt"))
+    else:
+        checkpoints = [Path(c) for c in checkpoints]
+        where = "the files given"
+        missing = [str(c) for c in checkpoints if not c.is_file()]
+        if missing:
+            raise FileNotFoundError(f"checkpoint files do not exist: {', '.join(missing)}")
+    files = [c for c in checkpoints if CHECKPOINT_EPOCH.search(c.name)]
     if not files:
-        raise FileNotFoundError(f"no MACE checkpoint files (*_epoch-N.pt) in {checkpoints}")
+        raise FileNotFoundError(
+            f"no MACE checkpoint files (*_epoch-N.pt) in {where}; train with mace_run_train "
+            "--save_all_checkpoints --keep_checkpoints to keep one per epoch")
     return sorted(files, key=lambda f: int(CHECKPOINT_EPOCH.search(f.name).group(1)))
 
 
@@ -63,11 +75,11 @@ def log_training_errors(model, checkpoints, structures, output: str | Path,
     """Write the error log of `model` (MACE file, for its architecture) trained through
     `checkpoints` (MACE's `--save_all_checkpoints` files, one per epoch, or their directory) on
     the labeled `structures`; returns the errors (n_epochs, n_atoms) in eV/A."""
+    files = checkpoint_files(checkpoints)
     model = as_model(model)
     structures = load_structures(structures)
     keys = DEFAULT_FORCES_KEYS if forces_key is None else (forces_key,)
     reference = np.concatenate([reference_forces(a, keys, i) for i, a in enumerate(structures)])
-    files = checkpoint_files(checkpoints)
     network = copy.deepcopy(model.module)
     errors = np.empty((len(files), len(reference)))
     for epoch, file in enumerate(tqdm(files, desc="training errors", unit="epoch")):

@@ -26,7 +26,8 @@ def _label_command(queue: Path, reference: str, parameters, watch: bool) -> list
                reference]
     for parameter in parameters:
         command += ["-p", parameter]
-    return command + (["--watch", "--poll", str(POLL_SECONDS)] if watch else [])
+    # the watcher runs beside LAMMPS's thermo output, which a progress bar would break up
+    return command + (["--watch", "--poll", str(POLL_SECONDS), "--no-progress"] if watch else [])
 
 
 def run_script(script: Path, variables=(), queue: Path | None = None,
