@@ -89,9 +89,10 @@ def run_demo(out: Path, uq: str = "committee", steps: int = 300, temperature_K: 
     """Run the demo into directory `out`; returns a summary dictionary (also printed by the CLI).
 
     Boxes (periodic cubes of 10 A, core radius 4 A, at most MAX_BOXES) are cut around atoms
-    above `threshold` (default DEMO_THRESHOLDS), relaxed inline and labeled with EMT. Runs torch
-    on one thread: the models and boxes are tiny, and with a busy second core two threads made
-    the demo 4x slower and each inline relaxation 30x slower (measured).
+    above `threshold` (default DEMO_THRESHOLDS), their borders relaxed in a background process
+    (relax="worker": relaxed inline, each held the MD, and its progress bar, up for 40-100 s on
+    a busy machine) and labeled with EMT. Runs torch on one thread: the models and boxes are
+    tiny, and with a busy second core two threads made the demo 4x slower (measured).
     """
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,13 +106,17 @@ def run_demo(out: Path, uq: str = "committee", steps: int = 300, temperature_K: 
     queue_dir = out / "candidates"
     shutil.rmtree(queue_dir, ignore_errors=True)
     extractor = Extractor("cube", queue=queue_dir, core_radius=4.0, box_length=10.0,
-                          max_boxes=MAX_BOXES, cooldown=100)
+                          max_boxes=MAX_BOXES, cooldown=100, relax="worker")
     triggered = []
     calc = MonitoredCalculator(estimator, cutoff=cutoff, threshold=threshold, log=log,
                                timestep=2.0 * units.fs, extractor=extractor,
                                callbacks=[lambda trigger: triggered.append(trigger.step)])
-    run_md(atoms, calc, steps=steps, temperature_K=temperature_K, timestep_fs=2.0,
-           trajectory=out / "trajectory.extxyz", frame_interval=10, progress=progress)
+    with extractor:  # (on leaving: wait for the worker's last relaxations)
+        run_md(atoms, calc, steps=steps, temperature_K=temperature_K, timestep_fs=2.0,
+               trajectory=out / "trajectory.extxyz", frame_interval=10, progress=progress)
+        if progress and extractor.boxes_written:
+            print(f"MD done; waiting for the background process to finish relaxing the "
+                  f"borders of the {extractor.boxes_written} boxes cut", flush=True)
     labeling = Labeler(queue_dir, EMT(), reference_name="EMT").run(progress=progress)
     frames = ase.io.read(out / "trajectory.extxyz", index=":")
     surface = np.concatenate([coordination(f) < BULK_COORDINATION for f in frames])
@@ -119,10 +124,11 @@ def run_demo(out: Path, uq: str = "committee", steps: int = 300, temperature_K: 
     final = frames[-1]
     order = np.argsort(-final.arrays["local_uncertainty"])[:5]
     final_coordination = coordination(final)
-    plot_max_uncertainty(log, out / "max_uncertainty.png", threshold,
-                         unit=uncertainty_unit(estimator))
+    unit = uncertainty_unit(estimator)
+    plot_max_uncertainty(log, out / "max_uncertainty.png", threshold, unit=unit)
     return {
-        "estimator": uq, "atoms": len(atoms), "steps": steps, "temperature_K": temperature_K,
+        "estimator": uq, "unit": unit, "atoms": len(atoms), "steps": steps,
+        "temperature_K": temperature_K,
         "surface_mean": float(local[surface].mean()), "bulk_mean": float(local[~surface].mean()),
         "threshold": threshold, "triggered_frames": len(triggered),
         "boxes": core_force_errors(queue_dir, estimator), "failed_boxes": labeling.failed,

@@ -78,26 +78,38 @@ def _demo(args) -> int:
 
     summary = run_demo(args.out, uq=args.uq, steps=args.steps, temperature_K=args.temperature,
                        cutoff=args.cutoff, threshold=args.threshold)
+    unit = summary["unit"]
+    ratio = summary["surface_mean"] / summary["bulk_mean"]
     print(f"\n{summary['estimator']} monitor, {summary['atoms']}-atom Cu(100) slab, "
           f"{summary['steps']} steps at {summary['temperature_K']:.0f} K")
-    print(f"mean local uncertainty: surface atoms {summary['surface_mean']:.4f}, "
-          f"bulk-like atoms {summary['bulk_mean']:.4f} "
-          f"(ratio {summary['surface_mean'] / summary['bulk_mean']:.2f})")
-    print("most uncertain atoms in the last frame (index, neighbours, z in A, local uncertainty):")
+    print(f"mean local uncertainty ({unit}): surface atoms {summary['surface_mean']:.4f}, "
+          f"bulk-like atoms {summary['bulk_mean']:.4f} (ratio {ratio:.2f})")
+    print("  -> " + ("the model is least sure at the surfaces, which its bulk-only training "
+                     "never saw" if ratio > 1 else
+                     "no more uncertain at the surfaces than in the bulk in this run"))
+    print(f"most uncertain atoms in the last frame (index, neighbours, z in A, local "
+          f"uncertainty in {unit}):")
     for index, neighbours, z, value in summary["top_atoms"]:
         print(f"  {index:4d}  {neighbours:2d}  {z:7.2f}  {value:.4f}")
-    print(f"frames above threshold {summary['threshold']}: {summary['triggered_frames']}")
+    print(f"frames above threshold {summary['threshold']:g} {unit}: "
+          f"{summary['triggered_frames']}")
     if summary["boxes"]:
-        print("boxes cut, border-relaxed and labeled with EMT (local uncertainty of the centre "
-              "vs the model's mean |F - F_EMT| per component on the core atoms, eV/A):")
+        print(f"boxes cut, border-relaxed and labeled with EMT: local uncertainty of the centre "
+              f"({unit}) vs the model's real force error on the core atoms (mean |F - F_EMT| "
+              f"per component, eV/A):")
         for name, step, centre, uncertainty, error in summary["boxes"]:
             print(f"  step {step:4d}  atom {centre:3d}  uncertainty {uncertainty:.4f}  "
                   f"core force error {error:.4f}")
+        errors = [row[4] for row in summary["boxes"]]
+        print(f"  -> the model is off by {min(errors):.2f}-{max(errors):.2f} eV/A where the "
+              f"monitor cut: these labeled boxes ({summary['files'][-1]}) are the training "
+              "data it lacks")
     for name, reason in summary["failed_boxes"].items():
         print(f"  failed: {name}: {reason}")
     if summary["blocking_s"]:
         blocking = sum(summary["blocking_s"]) / len(summary["blocking_s"])
-        print(f"MD held up {blocking:.1f} s per extraction (inline relaxation)")
+        print(f"MD held up {blocking:.2f} s per extraction (borders relaxed in a background "
+              "process)")
     print("wrote " + ", ".join(summary["files"]))
     return 0
 

@@ -181,3 +181,20 @@ def test_label_watch_stopped_by_ctrl_c_is_a_normal_end(tmp_path):
     assert watcher.returncode == 0, err
     assert "interrupted" not in out + err and "labeling" not in err
     assert out.strip().endswith("0 failed; stopped watching")
+
+
+def test_demo_keeps_the_md_running_while_borders_relax_and_says_what_to_conclude(tmp_path,
+                                                                                 capsys):
+    """Borders relax in a background process (inline, each box froze the progress bar for
+    40-100 s on a busy machine); every uncertainty printed carries the estimator's unit."""
+    code = main(["demo", "--uq", "llpr", "--steps", "12", "--threshold", "0.001",
+                 "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    held_up = float(out.split("MD held up ")[1].split(" s per extraction")[0])
+    assert held_up < 1.0
+    assert "mean local uncertainty (1/sqrt(LPR)): surface atoms" in out
+    assert "local uncertainty of the centre (1/sqrt(LPR)) vs the model's real force error" in out
+    assert "frames above threshold 0.001 1/sqrt(LPR): 13" in out
+    assert "  -> the model is least sure at the surfaces" in out
+    assert "  -> the model is off by" in out and "eV/A where the monitor cut" in out
