@@ -198,6 +198,10 @@ def _check(config: LearningConfig) -> None:
         raise ValueError(f"{named('md', 'engine')} = 'lammps' runs the committee or llpr "
                          f"estimator (the ones LAMMPS's pair style hosts), not "
                          f"{models['estimator']!r}")
+    if md["frame_interval"] % md["interval"]:
+        raise ValueError(f"{named('md', 'frame_interval')} = {md['frame_interval']} must be a "
+                         f"multiple of md.interval = {md['interval']}: the selections read the "
+                         "local uncertainty of the frames in md.extxyz")
     if md["ranks"] > 1 and md["engine"] != "lammps":
         raise ValueError(f"{named('md', 'ranks')} = {md['ranks']} needs engine = 'lammps'")
     if not isinstance(training["extra_args"], list):

@@ -67,7 +67,9 @@ class RandomSelection:
         rng = np.random.default_rng([seed, 1])
         count = selection["boxes"]
         chosen = rng.choice(len(frames), size=count, replace=count > len(frames))
-        extractor = cube_extractor(queue, selection, run_id, seed, max_boxes=None)
+        # no cool-down: random centres are independent of where earlier boxes were cut
+        extractor = cube_extractor(queue, {**selection, "cooldown": 1}, run_id, seed,
+                                   max_boxes=None)
         extractor.use_estimator(estimator)
         written = 0
         for index in chosen:
@@ -102,6 +104,8 @@ class WholeFrameSelection:
             if queue.stage_of(name) is not None:
                 continue  # written before a restart
             box = Atoms(frame.numbers, frame.positions, cell=frame.cell, pbc=frame.pbc)
+            box.arrays["core_mask"] = np.ones(len(box), bool)  # every atom is the source's
+            box.arrays["source_index"] = np.arange(len(box))
             box.info.update(strategy="whole-frame", relaxation="none", run_id=run_id,
                             source_step=int(frame.info["step"]), centre_index=centre,
                             centre_local_uncertainty=float(local[centre]))

