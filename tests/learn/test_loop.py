@@ -208,3 +208,23 @@ def test_a_generation_with_lammps_writes_the_same_run_directory(tmp_path, data):
     labeled = ase.io.read(generation / "labeled.extxyz", index=":")
     assert len(labeled) == 1 and labeled[0].info["relaxation"] == "relaxed"
     assert len(list((tmp_path / "run" / "generation-001" / "models").glob("*.model"))) == 2
+
+
+def test_a_single_model_generation_refits_its_llpr_and_calibrates_on_held_out_labels(
+        tmp_path, data):
+    config = write_config(tmp_path, data, models={"estimator": "llpr"},
+                          selection={"strategy": "whole-frame", "boxes": 3},
+                          md={"threshold": 0.2}, training={"holdout": 0.67})
+    loop = ActiveLearning(load_config(config), progress=False)
+    loop.run()
+    first, second = tmp_path / "run" / "generation-000", tmp_path / "run" / "generation-001"
+    assert len(list((second / "models").glob("*.model"))) == 1  # one model trained
+    estimator = loop.estimator(1)  # refitted for the new model, found beside it
+    assert Path(estimator.model.path) == second / "models" / "model_0.model"
+    assert estimator.model.sha256() != loop.estimator(0).model.sha256()
+    assert len(ase.io.read(first / "holdout.extxyz", index=":")) == 2
+    assert len(ase.io.read(first / "train.extxyz", index=":")) == 12 + 1
+    calibration = loop.calibration(1)
+    calibration.check(estimator, 4.0)  # fitted for this estimator and the monitor's cutoff
+    assert calibration.n_frames == 2 and calibration.alpha > 0
+    assert loop.calibration(0) is None
