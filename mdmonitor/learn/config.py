@@ -34,8 +34,8 @@ SCHEMA = {
     },
     "models": {
         "committee": ("bundled", "MACE model files of generation 0 (a list), or \"bundled\""),
-        "estimator": ("committee", "committee | llpr | ltau | gmm (single-model estimators "
-                                   "use the first model)"),
+        "estimator": ("committee", "committee, llpr, ltau or gmm (single-model "
+                                   "estimators use, and train, the first model only)"),
         "training_set": ("bundled", "extxyz with REF_energy/REF_forces(/REF_stress), or "
                                     "\"bundled\""),
         "validation_set": (None, "extxyz for mace_run_train's validation (default: 10% of "
@@ -45,7 +45,7 @@ SCHEMA = {
     "md": {
         "start": (None, "start structure file (required); its frames are used in turn, one "
                         "per generation"),
-        "engine": ("ase", "ase | lammps"),
+        "engine": ("ase", "ase or lammps"),
         "ranks": (1, "MPI ranks of the lammps engine (mpirun -np)"),
         "steps": (200, "MD steps per generation"),
         "temperature": (600.0, "Langevin temperature, K"),
@@ -60,7 +60,7 @@ SCHEMA = {
         "stop_threshold": (None, "stop the MD above this local uncertainty (optional)"),
     },
     "selection": {
-        "strategy": ("uncertainty", "uncertainty | random | whole-frame"),
+        "strategy": ("uncertainty", "uncertainty, random or whole-frame"),
         "boxes": (4, "boxes per generation (whole-frame: frames per generation)"),
         "box_length": (10.0, "cube edge, A"),
         "core_radius": (4.0, "atoms kept exactly, A"),
@@ -72,14 +72,14 @@ SCHEMA = {
         "parameters": ({}, "keyword arguments of the calculator"),
     },
     "training": {
-        "mode": ("finetune", "finetune (from the current weights) | scratch (new weights, "
-                             "same architecture)"),
+        "mode": ("finetune", "finetune (from the current weights) or scratch (new "
+                             "weights, same architecture)"),
         "epochs": (10, "mace_run_train --max_num_epochs"),
         "lr": (None, "learning rate (default 0.001 finetune, 0.01 scratch)"),
-        "batch_size": (4, ""),
-        "energy_weight": (100.0, ""),
-        "forces_weight": (10.0, ""),
-        "stress_weight": (100.0, ""),
+        "batch_size": (4, "structures per batch"),
+        "energy_weight": (100.0, "loss weight of energies"),
+        "forces_weight": (10.0, "loss weight of forces"),
+        "stress_weight": (100.0, "loss weight of stresses"),
         "holdout": (0.2, "fraction of each generation's labels kept out of training, for "
                          "the calibration"),
         "extra_args": ([], "further mace_run_train arguments, e.g. [\"--ema\"]"),

@@ -76,3 +76,10 @@ def test_a_missing_start_structure_and_a_missing_threshold_are_named(write):
         load_config(write(f"[md]\nstart = '{START}'\n"))
     with pytest.raises(FileNotFoundError, match="config file .* does not exist"):
         load_config(write("").parent / "absent.toml")
+
+
+def test_every_key_is_documented_in_the_readme():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    missing = [f"{section}.{key}" for section, keys in SCHEMA.items() for key in keys
+               if f"`{section}.{key}`" not in readme]
+    assert missing == []
