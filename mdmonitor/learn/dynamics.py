@@ -33,7 +33,7 @@ class MdOutcome:
 
 
 def run_ase(atoms: Atoms, estimator, md: dict, directory: Path, seed: int,
-            extractor: Extractor | None, calibration=None) -> MdOutcome:
+            extractor: Extractor | None, calibration=None, progress: bool = True) -> MdOutcome:
     """Langevin MD of `atoms` with ASE (settings: the [md] section)."""
     calc = MonitoredCalculator(estimator, cutoff=md["cutoff"], **thresholds(md, calibration),
                                interval=md["interval"], log=directory / "monitor.csv",
@@ -43,7 +43,7 @@ def run_ase(atoms: Atoms, estimator, md: dict, directory: Path, seed: int,
         stop = run_md(atoms, calc, steps=md["steps"], temperature_K=md["temperature"],
                       timestep_fs=md["timestep"], friction=md["friction"],
                       trajectory=directory / "md.extxyz", frame_interval=md["frame_interval"],
-                      seed=seed)
+                      seed=seed, progress=progress)
     finally:
         if extractor is not None:
             extractor.close()

@@ -152,7 +152,7 @@ class ActiveLearning:
         if md["engine"] == "ase":
             extractor = self.strategy.extractor(queue, selection, run_id, seed)
             outcome = run_ase(atoms, estimator, md, directory, seed, extractor,
-                              self.calibration(k))
+                              self.calibration(k), progress=self.progress)
         else:
             extracting = selection if self.strategy.name == "uncertainty" else None
             outcome = run_lammps(atoms, estimator, md, extracting, directory, seed, run_id)
