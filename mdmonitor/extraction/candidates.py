@@ -4,7 +4,8 @@
       pending/   boxes to label, one extxyz file each
       done/      labeled boxes (labels under REF_energy, REF_forces, REF_stress)
       failed/    boxes that failed a quality gate or labeling; info["failure"] says why
-      labeled.extxyz   every labeled box, ready for MACE training
+      labeled.extxyz   every labeled box, ready for MACE training (appended whole, see
+                       `append_whole`; a torn last frame is cut off by `cut_torn_tail`)
       manifest.csv     one line per event (written, relaxed, labeled, failed), for humans
 
 Box files are written atomically (a hidden temporary name in the same directory, then a rename),
@@ -18,6 +19,7 @@ from __future__ import annotations
 import csv
 import fcntl
 import io
+import itertools
 import os
 import re
 from contextlib import contextmanager
@@ -27,7 +29,7 @@ from pathlib import Path
 import ase.io
 from ase import Atoms
 
-from ..common.atomic_files import write_atomically
+from ..common.atomic_files import replaced_atomically, write_atomically
 
 STAGES = ("pending", "done", "failed")
 MANIFEST_COLUMNS = ("when", "box", "event", "source_step", "centre_index",
@@ -56,13 +58,80 @@ def extxyz_text(frames) -> str:
 
 
 def append_whole(path: Path, text: str) -> None:
-    """Append `text` to `path` in one write call, so concurrent appenders never interleave."""
+    """Append `text` to `path` whole or not at all.
+
+    The append holds an exclusive lock on the file, so concurrent appenders never interleave;
+    it writes until every byte is out (a write may be short) and syncs. If any of that fails
+    (a full disk: ENOSPC) or is interrupted, the file is cut back to its size before and the
+    error raised. Only a kill in mid-write can leave a torn tail; see `cut_torn_tail`.
+    """
+    data = memoryview(text.encode())
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(descriptor, text.encode())
-        os.fsync(descriptor)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        size = os.fstat(descriptor).st_size
+        try:
+            while data:
+                data = data[os.write(descriptor, data):]
+            os.fsync(descriptor)
+        except BaseException:
+            os.ftruncate(descriptor, size)
+            raise
     finally:
         os.close(descriptor)
+
+
+def whole_frames_length(path: Path) -> int:
+    """Bytes of extxyz file `path` up to the end of its last whole frame (a count line N, a
+    comment line and N atom lines, each ending in a newline).
+
+    Whatever follows is a torn frame: the start of an append cut short by a kill. A count line
+    that is not a number of atoms raises ValueError naming the file and the line.
+    """
+    whole = line_number = 0
+    with open(path, "rb") as handle:
+        lines = iter(handle)
+        for count_line in lines:
+            line_number += 1
+            try:
+                expected = int(count_line) + 1
+            except ValueError:
+                expected = 0
+            if expected < 1:
+                raise ValueError(f"'{path}' line {line_number}: expected the atom count of a "
+                                 f"frame, found {count_line[:40].decode(errors='replace')!r}")
+            body = list(itertools.islice(lines, expected))
+            line_number += len(body)
+            if len(body) < expected or not body[-1].endswith(b"\n"):
+                break
+            whole += len(count_line) + sum(map(len, body))
+    return whole
+
+
+def cut_torn_tail(path: Path) -> Path | None:
+    """Cut a torn last frame off extxyz file `path`, keeping its bytes in the side file
+    `<path>.torn-<UTC time>`, whose path is returned (None if `path` ends with a whole frame).
+
+    The side file is written (and synced) before `path` is shortened, so no byte is ever lost.
+    """
+    if not path.exists():
+        return None
+    whole = whole_frames_length(path)
+    with open(path, "r+b") as handle:
+        handle.seek(whole)
+        torn = handle.read()
+        if not torn:
+            return None
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S_%fZ")
+        side = path.with_name(f"{path.name}.torn-{stamp}")
+        with replaced_atomically(side) as temporary, open(temporary, "wb") as kept:
+            kept.write(torn)
+            kept.flush()
+            os.fsync(kept.fileno())
+        handle.truncate(whole)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return side
 
 
 class CandidateQueue:

@@ -3,8 +3,10 @@
 Each pending box is relaxed if it is not yet (with the model it was cut with), evaluated by the
 reference (energy, forces, and stress for periodic boxes), appended to `labeled.extxyz` under
 the keys MACE trains on (REF_energy, REF_forces, REF_stress), and moved to `done/`. Every step
-is written atomically and is safe to repeat, so an interrupted labeler resumes where it stopped
-without labeling a box twice.
+is written atomically (the dataset is appended whole or not at all) and is safe to repeat, so an
+interrupted labeler resumes where it stopped without labeling a box twice. A write that fails
+(a full disk) stops the labeler with `QueueWriteFailed` and leaves the box pending; a frame torn
+by a kill in mid-append is cut off the dataset when the labeler starts again.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +29,13 @@ from ase.calculators.calculator import Calculator
 from tqdm.auto import tqdm
 
 from ..estimators.mace_model import ModelFileChanged
-from .candidates import CandidateQueue, CorruptBox, append_whole, extxyz_text
+from .candidates import (
+    CandidateQueue,
+    CorruptBox,
+    append_whole,
+    cut_torn_tail,
+    extxyz_text,
+)
 from .extractor import limits_of, relax_and_assess
 from .relaxation import calculator_from_files
 
@@ -85,6 +94,14 @@ class ReferenceFailed(RuntimeError):
     """The reference calculator raised on a box; the box stays pending."""
 
 
+class QueueWriteFailed(RuntimeError):
+    """Filing a box failed (e.g. a full disk): the box stays pending and the dataset whole."""
+
+
+class TornFrameCut(UserWarning):
+    """The dataset ended in a frame torn by a kill in mid-append; it was cut off and kept."""
+
+
 @dataclass
 class LabelingSummary:
     labeled: list[str] = field(default_factory=list)
@@ -111,6 +128,7 @@ class Labeler:
     def run(self, watch: bool = False, poll: float = 2.0, progress: bool = True) -> LabelingSummary:
         """Label every pending box; with `watch`, keep polling for new ones until interrupted."""
         with self.queue.labeling_lock():
+            self._cut_torn_frame()
             self._last_in_dataset = self._dataset_tail()
             bar = tqdm(desc="labeling", unit="box", disable=not progress)
             try:
@@ -145,7 +163,8 @@ class Labeler:
             if failures:
                 self._fail(name, box, "; ".join(failures))
                 return
-            self.queue.write(box, name, "pending", "relaxed")
+            with self._filing(name):
+                self.queue.write(box, name, "pending", "relaxed")
         labeled = self._reference_labels(box, name)
         bad = [k for k in ("REF_energy", "REF_stress") if k in labeled.info
                and not np.all(np.isfinite(labeled.info[k]))]
@@ -154,7 +173,7 @@ class Labeler:
         if bad:
             self._fail(name, box, f"reference gave non-finite {', '.join(bad)}")
             return
-        with interrupts_deferred():
+        with self._filing(name):
             if self._last_in_dataset != name:
                 append_whole(self.queue.dataset, extxyz_text(labeled))
                 self._last_in_dataset = name
@@ -203,15 +222,43 @@ class Labeler:
 
     def _fail(self, name: str, box: Atoms, reason: str) -> None:
         box.info["failure"] = reason
-        with interrupts_deferred():
+        with self._filing(name):
             self.queue.move(name, box, "failed", "failed", detail=reason)
             self.summary.failed[name] = reason
 
     def _fail_unreadable(self, path: Path, reason: str) -> None:
-        with interrupts_deferred():
+        with self._filing(path.name):
             os.replace(path, self.queue.path("failed", path.name))
             self.queue.log(path.name, "failed", detail=reason)
             self.summary.failed[path.name] = reason
+
+    @contextmanager
+    def _filing(self, name: str):
+        """The writes that file box `name`: Ctrl-C waits until they end, and an OSError (a full
+        disk) stops the labeler with one line, the box left in pending/."""
+        with interrupts_deferred():
+            try:
+                yield
+            except OSError as err:
+                raise QueueWriteFailed(
+                    f"cannot file box '{name}' in queue '{self.queue.root}': {err}; the box "
+                    f"stays in pending/ and '{self.queue.dataset.name}' is whole: free space "
+                    "and run again") from err
+
+    def _cut_torn_frame(self) -> None:
+        """Cut a frame torn by a kill in mid-append off the dataset; keep it and say so."""
+        try:
+            kept = cut_torn_tail(self.queue.dataset)
+            if kept is not None:
+                self.queue.log(self.queue.dataset.name, "torn-frame-cut", detail=str(kept))
+        except OSError as err:
+            raise QueueWriteFailed(f"cannot cut the torn last frame off dataset "
+                                   f"'{self.queue.dataset}': {err}") from err
+        if kept is not None:
+            warnings.warn(f"'{self.queue.dataset}' ended in a frame torn in mid-append (a "
+                          f"killed labeler): cut it off and kept its {kept.stat().st_size} "
+                          f"bytes in '{kept}'; its box, still pending, is labeled again",
+                          TornFrameCut, stacklevel=3)
 
     def _dataset_tail(self) -> str | None:
         """Box name of the last frame of the labeled dataset (None if empty)."""
