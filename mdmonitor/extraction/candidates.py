@@ -168,9 +168,11 @@ class CandidateQueue:
         return sorted(p for p in (self.root / stage).glob("*.extxyz")
                       if not p.name.startswith("."))
 
-    def count(self, run_id: str) -> int:
-        """Number of boxes of run `run_id` in any stage."""
-        return sum(len(list((self.root / s).glob(f"{run_id}_step*.extxyz"))) for s in STAGES)
+    def source_steps(self, run_id: str) -> list[int]:
+        """The source step of every box of run `run_id` in any stage, one entry per box."""
+        name = re.compile(rf"{re.escape(run_id)}_step(\d+)_atom")
+        return [int(name.match(p.name)[1]) for s in STAGES
+                for p in (self.root / s).glob(f"{run_id}_step*.extxyz")]
 
     def write(self, box: Atoms, name: str, stage: str = "pending", event: str = "written",
               detail: str = "") -> Path:

@@ -102,7 +102,9 @@ class Extractor:
     closer than separation (A, default 2 x core_radius), at most max_boxes per run, and a region
     is not cut again for `cooldown` steps. relax: "inline" (blocks the MD), "worker" (a
     background process), "label" (left to `mdmonitor label`). max_buffer_force (eV/A): relaxed
-    boxes with a larger buffer force fail. run_id names the boxes; seed makes noise repeatable.
+    boxes with a larger buffer force fail. run_id names the boxes of one MD run: rerunning it
+    with the same settings skips the boxes already queued and gives exactly the boxes of an
+    uninterrupted run. seed makes noise repeatable.
     `blocking_seconds` lists how long the MD was held up by each frame that gave boxes.
     """
 
@@ -145,13 +147,24 @@ class Extractor:
         self.run_id = run_id
         box_name(run_id, 0, 0)  # validates run_id
         self.queue = CandidateQueue(queue)
-        self.boxes_written = self.queue.count(run_id)
+        self._box_steps = self.queue.source_steps(run_id)  # one per box of this run
         self.relax_with = relax_with
         self.model_files: list[Path] = []
         self.model_sha256: list[str] = []
         self.blocking_seconds: list[float] = []
         self._pool: ProcessPoolExecutor | None = None
         self._in_flight: dict[str, Future] = {}
+
+    @property
+    def boxes_written(self) -> int:
+        """Boxes of this run in the queue (from before a restart too) or in the worker."""
+        return len(self._box_steps)
+
+    def boxes_before(self, step: int) -> int:
+        """Boxes of this run cut from frames before `step`: what `max_boxes` counts, so a rerun
+        of the same MD (a restart) finds the same budget at every step and cuts the same boxes,
+        whatever it already finds in the queue."""
+        return sum(s < step for s in self._box_steps)
 
     def use_estimator(self, estimator) -> None:
         """Record the monitor's model (identity in every box; relaxes buffers by default)."""
@@ -200,7 +213,8 @@ class Extractor:
         """Cut, check and queue boxes for a `Trigger`; returns the names of the new boxes."""
         start = time.perf_counter()
         atoms, step = trigger.atoms, trigger.step
-        remaining = np.inf if self.max_boxes is None else self.max_boxes - self.boxes_written
+        remaining = (np.inf if self.max_boxes is None
+                     else self.max_boxes - self.boxes_before(step))
         limit = int(min(self.max_per_frame, np.ceil(remaining / self.n_samples)))
         centres = choose_centres(atoms, trigger.indices, self.separation, max(limit, 0),
                                  avoid=self.cooldown.active(step))
@@ -221,7 +235,7 @@ class Extractor:
                     box.info["source_time_fs"] = trigger.time_fs
                 self._dispatch(box, name, atoms)
                 written.append(name)
-        self.boxes_written += len(written)
+        self._box_steps += [step] * len(written)
         if written:
             self.blocking_seconds.append(time.perf_counter() - start)
         return written
