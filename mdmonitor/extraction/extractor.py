@@ -9,6 +9,8 @@ to `mdmonitor label`.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
@@ -28,6 +30,7 @@ from .relaxation import ForceFieldCalculator, calculator_from_files, relax_borde
 STRATEGIES = ("cube", "embed", "cluster")
 RELAX_MODES = ("inline", "worker", "label")
 EMBEDDING_NOISE = 0.2  # A, seed 000
+PARENT_POLL = 0.5  # s between the worker's checks that the MD process still lives
 
 
 def relax_and_assess(box: Atoms, calculator: Calculator, limits: QualityLimits,
@@ -66,7 +69,19 @@ def relaxation_model(estimator):
 _worker_calculator: Calculator | None = None
 
 
-def _start_worker(model_files: list[str]) -> None:
+def _end_with(parent: int) -> None:
+    """End this process (the worker) within PARENT_POLL s of process `parent` (the MD) ending,
+    even by kill -9: a thread watches whether the process has been handed to another parent."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-the-md", daemon=True).start()
+
+
+def _start_worker(parent: int, model_files: list[str]) -> None:
+    _end_with(parent)
     import torch
 
     global _worker_calculator
@@ -261,7 +276,7 @@ class Extractor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 max_workers=1, mp_context=get_context("spawn"), initializer=_start_worker,
-                initargs=([str(p) for p in self.model_files],))
+                initargs=(os.getpid(), [str(p) for p in self.model_files]))
         return self._pool
 
     def close(self) -> None:
