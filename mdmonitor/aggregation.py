@@ -46,7 +46,7 @@ from contextlib import contextmanager
 import numpy as np
 from numba import njit, prange
 
-from .common.settings import positive_number
+from .common.settings import finite_array, positive_number
 
 # Bins are at least cutoff / m high and m are searched to each side, with m the largest whole
 # number that leaves _ATOMS_PER_BIN atoms or more per bin on average: smaller bins scan less
@@ -62,6 +62,10 @@ _MARGIN = 1e-9
 _BINS_PER_ATOM = 4
 # From this many atoms on the search runs on all of numba's threads, below on one (see above).
 _PARALLEL_FROM = 50_000
+# Smallest cutoff (A). Far below any interatomic distance, so a smaller one would change nothing
+# (each atom alone), but one whose square underflows to 0 would miss even the atom itself in the
+# squared-distance test and make every local value NaN.
+MIN_CUTOFF = 1e-6
 
 
 def local_mean(positions, cell, pbc, values, cutoff):
@@ -83,6 +87,28 @@ def local_mean(positions, cell, pbc, values, cutoff):
         return _means_serial(grid).reshape(values.shape)
     with _torch_threads_kept():
         return _means_parallel(grid).reshape(values.shape)
+
+
+def checked_cutoff(cutoff, meaning: str = "finite number (a distance in A)") -> float:
+    """`cutoff` (A) as a float if it is a finite number >= MIN_CUTOFF; else ValueError "cutoff
+    must be a positive `meaning`" or naming MIN_CUTOFF."""
+    cutoff = positive_number("cutoff", cutoff, meaning=meaning)
+    if cutoff < MIN_CUTOFF:
+        raise ValueError(f"cutoff must be at least {MIN_CUTOFF:g} A, got {cutoff!r}: a smaller "
+                         "one holds no atom but the atom itself, and a tiny one not even that "
+                         "(every local value NaN)")
+    return cutoff
+
+
+def check_structure(atoms, what: str = "the structure") -> None:
+    """ValueError, its message starting with `what`, unless `atoms` has finite positions and cell
+    and periodic cell vectors that span a length, area or volume: what any neighbour search needs
+    (MACE's hangs for minutes on NaN positions, and a zero periodic cell gives it endless images).
+    """
+    try:
+        _checked_geometry(atoms.positions, atoms.cell.array, atoms.pbc)
+    except ValueError as err:
+        raise ValueError(f"{what}: {err}") from None
 
 
 def aggregate(atoms, values, cutoff):
@@ -331,24 +357,9 @@ def _wrapped(index, n_bins, periodic):
 
 def _validated(positions, cell, pbc, values, cutoff):
     """Inputs as C-contiguous float64 arrays and a float cutoff; ValueError on bad input."""
-    cutoff = positive_number("cutoff", cutoff, meaning="finite number (a distance in A)")
-
-    positions = np.ascontiguousarray(positions, dtype=np.float64)
-    if positions.ndim != 2 or positions.shape[1] != 3:
-        raise ValueError(f"positions must have shape (N, 3), got {positions.shape}")
-    _require_finite("positions", positions)
+    cutoff = checked_cutoff(cutoff)
+    positions, cell, pbc = _checked_geometry(positions, cell, pbc)
     n_atoms = len(positions)
-
-    cell = np.asarray(cell, dtype=np.float64)
-    if cell.shape != (3, 3):
-        raise ValueError(f"cell must have shape (3, 3) with cell vectors as rows, got {cell.shape}")
-    if not np.isfinite(cell).all():
-        raise ValueError(f"cell must be finite, got {cell.tolist()}")
-    pbc = np.asarray(pbc, dtype=bool)
-    if pbc.shape not in ((), (3,)):
-        raise ValueError(f"pbc must be one bool or three (one per cell vector), got shape {pbc.shape}")
-    pbc = np.broadcast_to(pbc, (3,)).copy()
-    _require_nondegenerate(cell, pbc)
 
     values = np.asarray(values, dtype=np.float64)
     if values.ndim not in (1, 2):
@@ -358,19 +369,28 @@ def _validated(positions, cell, pbc, values, cutoff):
             f"values has {len(values)} entries along its first axis but there are {n_atoms} atoms; "
             "give one value (or one row) per atom"
         )
-    _require_finite("values", values)
+    finite_array("values", values)
     return positions, cell, pbc, np.ascontiguousarray(values), cutoff
 
 
-def _require_finite(name, array):
-    """ValueError naming the first atom whose row of `array` holds NaN or inf."""
-    bad = ~np.isfinite(array).all(axis=tuple(range(1, array.ndim)))
-    if bad.any():
-        atom = int(np.argmax(bad))
-        raise ValueError(
-            f"{name} must be finite, but atom {atom} has {array[atom]}; "
-            f"fix or drop atom {atom} before aggregating"
-        )
+def _checked_geometry(positions, cell, pbc):
+    """positions (N, 3) and cell (3, 3) as float64 arrays, pbc as (3,) bools; ValueError unless
+    positions and cell are finite and the periodic cell vectors are not degenerate."""
+    positions = np.ascontiguousarray(positions, dtype=np.float64)
+    if positions.ndim != 2 or positions.shape[1] != 3:
+        raise ValueError(f"positions must have shape (N, 3), got {positions.shape}")
+    finite_array("positions", positions)
+
+    cell = np.asarray(cell, dtype=np.float64)
+    if cell.shape != (3, 3):
+        raise ValueError(f"cell must have shape (3, 3) with cell vectors as rows, got {cell.shape}")
+    finite_array("cell", cell, row="cell vector")
+    pbc = np.asarray(pbc, dtype=bool)
+    if pbc.shape not in ((), (3,)):
+        raise ValueError(f"pbc must be one bool or three (one per cell vector), got shape {pbc.shape}")
+    pbc = np.broadcast_to(pbc, (3,)).copy()
+    _require_nondegenerate(cell, pbc)
+    return positions, cell, pbc
 
 
 def _require_nondegenerate(cell, pbc):
