@@ -22,6 +22,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..common.settings import (
+    finite_array,
+    non_negative_integer,
+    non_negative_number,
+    positive_number,
+)
 from ..common.structures import load_structures
 from .files import load_estimator, save_estimator
 from .mace_model import MaceModel, as_model
@@ -29,6 +35,7 @@ from .prediction import Prediction
 
 FORMAT_VERSION = 2
 MAX_CONDITION = 1e12
+SETTINGS = ("regularizer", "forces", "force_weight", "scale", "n_structures")  # one value each
 
 
 class LastLayerFeatures:
@@ -127,7 +134,8 @@ class LastLayerLPR:
     Build with `LastLayerLPR.fit(model, structures)` or `LastLayerLPR.load("llpr.npz")`.
     `predict(atoms)` gives the model's energy, forces and stress with
     atomic_uncertainty = scale / sqrt(LPR_j) (unit of `scale`, eV for a calibrated scale;
-    dimensionless for the default scale 1).
+    dimensionless for the default scale 1). ValueError names a setting out of range (regularizer
+    and scale > 0, force_weight >= 0) or a Gauss-Newton matrix that is not finite and symmetric.
     """
 
     kind = "llpr"
@@ -135,18 +143,20 @@ class LastLayerLPR:
     def __init__(self, model: MaceModel | str | Path, hessian: np.ndarray, regularizer: float,
                  forces: bool, force_weight: float = 1.0, scale: float = 1.0,
                  n_structures: int = 0):
+        self.regularizer = positive_number("regularizer", regularizer, meaning="number (eV^2)")
+        self.forces = bool(forces)
+        self.force_weight = non_negative_number("force_weight", force_weight)
+        self.scale = positive_number("scale", scale)
+        self.n_structures = non_negative_integer("n_structures", n_structures)
+        hessian = finite_array("hessian (the Gauss-Newton matrix)", hessian, row="row")
         self.model = as_model(model)
         self.features = LastLayerFeatures(self.model)
-        hessian = np.asarray(hessian, dtype=float)
         if hessian.shape != (self.features.dim, self.features.dim):
             raise ValueError(f"Gauss-Newton matrix of shape {hessian.shape} does not match the "
                              f"{self.features.dim} last-layer features of '{self.model.name}'")
+        if not np.allclose(hessian, hessian.T, rtol=0, atol=1e-9 * np.abs(hessian).max()):
+            raise ValueError("hessian (the Gauss-Newton matrix) must be symmetric")
         self.hessian = hessian
-        self.regularizer = float(regularizer)
-        self.forces = bool(forces)
-        self.force_weight = float(force_weight)
-        self.scale = float(scale)
-        self.n_structures = int(n_structures)
         self._factorize()
 
     def _factorize(self) -> None:
@@ -164,6 +174,8 @@ class LastLayerLPR:
         """Accumulate the Gauss-Newton matrix of `model` (path or MaceModel) over `structures`
         (file or list of Atoms; no labels needed), with force terms when `forces`.
         `regularizer` is zeta^2 (eV^2); chosen by `choose_regularizer` when None."""
+        regularizer = positive_number("regularizer", regularizer, allow_none=True,
+                                      meaning="number (eV^2)")
         model = as_model(model)
         structures = load_structures(structures)
         features = LastLayerFeatures(model)
@@ -173,8 +185,6 @@ class LastLayerLPR:
             features.remove()
         if regularizer is None:
             regularizer = choose_regularizer(hessian)
-        elif not regularizer > 0:
-            raise ValueError(f"regularizer must be positive, got {regularizer}")
         return cls(model, hessian, regularizer, forces, force_weight, scale, len(structures))
 
     def update(self, structures, progress: bool = False) -> None:
@@ -238,11 +248,20 @@ class LastLayerLPR:
     @classmethod
     def load(cls, path: str | Path, model: str | Path | None = None) -> "LastLayerLPR":
         """Read a file written by `save`. The model is found next to the file unless given;
-        a model that is not the one the matrix was fitted for is refused."""
+        a model that is not the one the matrix was fitted for is refused, and so is a missing
+        or bad field (ValueError naming the file and the field)."""
         stored, model = load_estimator(path, "llpr", FORMAT_VERSION, model)
-        return cls(model, stored["hessian"], float(stored["regularizer"]), bool(stored["forces"]),
-                   float(stored["force_weight"]), float(stored["scale"]),
-                   int(stored["n_structures"]))
+        again = "fit it again with `mdmonitor fit-llpr`"
+        missing = [name for name in ("hessian", *SETTINGS) if name not in stored]
+        if missing:
+            raise ValueError(f"LLPR file '{path}' lacks {', '.join(missing)}; {again}")
+        try:
+            for name in SETTINGS:
+                if stored[name].size != 1:
+                    raise ValueError(f"{name} must be one value, got shape {stored[name].shape}")
+            return cls(model, stored["hessian"], **{name: stored[name].item() for name in SETTINGS})
+        except ValueError as err:
+            raise ValueError(f"LLPR file '{path}': {err}; {again}") from None
 
 
 def gauss_newton(model: MaceModel, features: LastLayerFeatures, structures: list, forces: bool,
