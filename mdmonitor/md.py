@@ -11,6 +11,12 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from tqdm.auto import tqdm
 
+from .common.settings import (
+    non_negative_integer,
+    non_negative_number,
+    positive_integer,
+    positive_number,
+)
 from .monitor import MonitoredCalculator, UncertaintyLimitExceeded
 
 FRAME_ARRAYS = ("atomic_uncertainty", "local_uncertainty")
@@ -34,9 +40,16 @@ def run_md(atoms, calc: MonitoredCalculator, steps: int, temperature_K: float,
     """Langevin NVT of `atoms` with `calc` for `steps` steps; velocities drawn at temperature_K.
 
     Frames (every `frame_interval` steps) go to `trajectory` (extxyz) when given. Returns None,
-    or the `UncertaintyLimitExceeded` that stopped the run early.
+    or the `UncertaintyLimitExceeded` that stopped the run early. Settings are checked before
+    anything runs (ValueError naming the setting): steps >= 0, temperature_K >= 0 (K),
+    timestep_fs > 0, friction >= 0 (1/fs), frame_interval >= 1, seed >= 0.
     """
-    rng = np.random.default_rng(seed)
+    steps = non_negative_integer("steps", steps)
+    temperature_K = non_negative_number("temperature_K", temperature_K, meaning="temperature in K")
+    timestep_fs = positive_number("timestep_fs", timestep_fs, meaning="time step in fs")
+    friction = non_negative_number("friction", friction, meaning="friction in 1/fs")
+    frame_interval = positive_integer("frame_interval", frame_interval)
+    rng = np.random.default_rng(non_negative_integer("seed", seed))
     atoms.calc = calc
     thermalize_momenta(atoms, temperature_K, rng=rng)
     Stationary(atoms)

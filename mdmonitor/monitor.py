@@ -14,8 +14,8 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator, all_changes
 
-from .aggregation import aggregate
-from .common.settings import positive_integer, positive_number
+from .aggregation import aggregate, check_structure, checked_cutoff
+from .common.settings import finite_array, positive_integer, positive_number
 from .monitor_log import MonitorLog
 from .quality.calibration import Calibration
 
@@ -63,6 +63,16 @@ def _calibrated_limit(name: str, limit, error_limit, calibration):
     return calibration.threshold_for(error_limit)
 
 
+def _check_input(atoms: Atoms, step: int) -> None:
+    """ValueError before any model call unless positions, cell and momenta (if any) of `atoms`
+    are finite and the periodic cell is not degenerate; a NaN would hang the model's neighbour
+    search, and once in the dynamics it reaches every later frame."""
+    what = f"the atoms at force call {step}"
+    check_structure(atoms, what)
+    if "momenta" in atoms.arrays:
+        finite_array(f"{what}: momenta (velocities)", atoms.arrays["momenta"])
+
+
 class MonitoredCalculator(Calculator):
     """ASE calculator wrapping an uncertainty estimator (`Committee`, `LastLayerLPR`, ...).
 
@@ -82,6 +92,10 @@ class MonitoredCalculator(Calculator):
     estimator and cutoff; it allows error_threshold and error_stop_threshold, the same limits
     given as expected local force errors (eV/A), and adds the result expected_error (N,) =
     alpha x local_uncertainty (eV/A).
+
+    Every force call first refuses (ValueError) atoms with NaN or inf positions, cell or
+    momenta, or a degenerate periodic cell, before the model sees them; the first one also cuts
+    a trial box with the extractor, so that a box it could never cut stops the run at once.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
@@ -96,7 +110,7 @@ class MonitoredCalculator(Calculator):
             raise TypeError(f"estimator must have a predict(atoms) method, got "
                             f"{type(estimator).__name__}")
         self.estimator = estimator
-        self.cutoff = positive_number("cutoff", cutoff)
+        self.cutoff = checked_cutoff(cutoff, meaning="number")
         if calibration is not None and not isinstance(calibration, Calibration):
             calibration = Calibration.load(calibration)
         if calibration is not None:
@@ -126,6 +140,9 @@ class MonitoredCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
+        _check_input(self.atoms, self.step)
+        if self.step == 0 and self.extractor is not None:
+            self.extractor.check_frame(self.atoms)
         prediction = self.estimator.predict(self.atoms)
         self.results = {"energy": prediction.energy, "free_energy": prediction.energy,
                         "forces": prediction.forces,

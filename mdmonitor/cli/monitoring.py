@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
+from ..common.settings import (
+    non_negative_integer,
+    non_negative_number,
+    positive_integer,
+    positive_number,
+)
 from . import options
 
 EXIT_STOPPED = 3  # exit status of `md` when --stop-threshold ended the run
+
+
+def _checked(check, convert):
+    """An argparse type: the text converted by `convert`, then refused by `check` (from
+    common.settings) with argparse's usage error, before any model is loaded."""
+    def parse(text: str):
+        value = convert(text)  # a ValueError here is argparse's "invalid int value: ..."
+        try:
+            return check("value", value)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = convert.__name__
+    return parse
+
+
+COUNT = _checked(non_negative_integer, int)
+EVERY = _checked(positive_integer, int)
+POSITIVE = _checked(positive_number, float)
+NON_NEGATIVE = _checked(non_negative_number, float)
 
 
 def add_commands(commands) -> None:
@@ -21,8 +48,9 @@ def add_commands(commands) -> None:
     demo.add_argument("--uq", choices=("committee", "llpr", "ltau", "gmm"), default="committee",
                       help="4-member committee (force spread, eV/A), or for model 0: last-layer "
                            "LPR, LTAU (expected force error, eV/A) or latent GMM (NLL, nats)")
-    demo.add_argument("--steps", type=int, default=300, help="MD steps of 2 fs (default 300)")
-    demo.add_argument("--temperature", type=float, default=600.0, help="K (default 600)")
+    demo.add_argument("--steps", type=COUNT, default=300, help="MD steps of 2 fs (default 300)")
+    demo.add_argument("--temperature", type=NON_NEGATIVE, default=600.0,
+                      help="K (default 600)")
     demo.add_argument("--out", type=Path, default=Path("demo-output"),
                       help="output directory (default ./demo-output)")
     options.add_monitor_options(demo)
@@ -36,13 +64,15 @@ def add_commands(commands) -> None:
     md.add_argument("structure", type=Path, help="any file ASE reads (extxyz, cif, POSCAR, ...)")
     options.add_estimator_options(md)
     options.add_monitor_options(md)
-    md.add_argument("--stop-threshold", type=float, default=None,
+    md.add_argument("--stop-threshold", type=POSITIVE, default=None,
                     help="stop the run when any local uncertainty exceeds this")
-    md.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
-    md.add_argument("--steps", type=int, default=1000, help="number of MD steps (default 1000)")
-    md.add_argument("--timestep", type=float, default=1.0, help="fs (default 1.0)")
-    md.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs")
-    md.add_argument("--interval", type=int, default=1, help="monitor every N steps (default 1)")
+    md.add_argument("--temperature", type=NON_NEGATIVE, default=300.0, help="K (default 300)")
+    md.add_argument("--steps", type=COUNT, default=1000,
+                    help="number of MD steps (default 1000)")
+    md.add_argument("--timestep", type=POSITIVE, default=1.0, help="fs (default 1.0)")
+    md.add_argument("--friction", type=NON_NEGATIVE, default=0.01,
+                    help="Langevin friction, 1/fs")
+    md.add_argument("--interval", type=EVERY, default=1, help="monitor every N steps (default 1)")
     md.add_argument("--log", type=Path, default=Path("monitor.csv"),
                     help="CSV log (default monitor.csv)")
     md.add_argument("--trajectory", type=Path, default=Path("trajectory.extxyz"),
@@ -50,8 +80,8 @@ def add_commands(commands) -> None:
     md.add_argument("--overwrite", action="store_true",
                     help="start over when the log or trajectory of an earlier run exists, "
                          "replacing both (without it, md refuses to start)")
-    md.add_argument("--frame-interval", type=int, default=10, help="write every N steps")
-    md.add_argument("--seed", type=int, default=0, help="random seed for velocities and noise")
+    md.add_argument("--frame-interval", type=EVERY, default=10, help="write every N steps")
+    md.add_argument("--seed", type=COUNT, default=0, help="random seed for velocities and noise")
     extract = md.add_argument_group(
         "extraction", "cut boxes around atoms above --threshold into a queue for `mdmonitor label`")
     extract.add_argument("--extract", choices=("cube", "embed", "cluster"),
@@ -60,14 +90,15 @@ def add_commands(commands) -> None:
                               "(both Chong et al. 2024)")
     extract.add_argument("--queue", type=Path, default=Path("candidates"),
                          help="queue directory (default ./candidates)")
-    extract.add_argument("--core-radius", type=float, default=4.0,
+    extract.add_argument("--core-radius", type=POSITIVE, default=4.0,
                          help="atoms within this radius (A) of the centre are kept exactly")
-    extract.add_argument("--box-length", type=float, default=None,
+    extract.add_argument("--box-length", type=POSITIVE, default=None,
                          help="cube edge / cluster diameter in A (cube default: 12)")
     extract.add_argument("--relax", choices=("inline", "worker", "label"), default="inline",
                          help="relax cube borders in the MD process, in a background process, or "
                               "leave it to `mdmonitor label` (default inline)")
-    extract.add_argument("--max-boxes", type=int, default=None, help="at most this many boxes")
+    extract.add_argument("--max-boxes", type=EVERY, default=None,
+                         help="at most this many boxes")
 
     demo.set_defaults(run=_demo)
     md.set_defaults(run=_md)
@@ -104,6 +135,9 @@ def _demo(args) -> int:
         print(f"  -> the model is off by {min(errors):.2f}-{max(errors):.2f} eV/A where the "
               f"monitor cut: these labeled boxes ({summary['files'][-1]}) are the training "
               "data it lacks")
+    elif not summary["failed_boxes"]:
+        print("  -> no box cut: no atom crossed the threshold; run longer (--steps) or lower "
+              "--threshold")
     for name, reason in summary["failed_boxes"].items():
         print(f"  failed: {name}: {reason}")
     if summary["blocking_s"]:

@@ -1,4 +1,5 @@
-"""Quality gates on a cut box: close contacts, intact core, sane cell, relaxed buffer.
+"""Quality gates on a cut box: finite positions, sane cell, close contacts, intact core, relaxed
+buffer.
 
 `assess` records its measurements in `box.info` (min_distance and core_deviation in A,
 max_buffer_force in eV/A) and returns the list of gates the box fails; the queue keeps
@@ -14,6 +15,8 @@ from ase import Atoms
 from ase.data import covalent_radii
 from ase.geometry import find_mic
 from ase.neighborlist import neighbor_list
+
+from ..aggregation import check_structure
 
 CONTACT_FACTOR = 0.5  # default close contact: closer than 0.5 x (sum of covalent radii)
 CORE_TOLERANCE = 1e-6  # A
@@ -69,13 +72,17 @@ def assess(box: Atoms, limits: QualityLimits, core_radius: float, source: Atoms 
 
     The core is checked against `source` when given; the buffer force when given (eV/A); close
     contacts unless `contacts` is False (a cube still to be relaxed has them at its faces).
+    A box with NaN or inf positions or cell, or a degenerate periodic cell, fails at once,
+    unmeasured (a neighbour search on it would hang).
     """
+    try:
+        check_structure(box, "box")
+    except ValueError as err:
+        box.info["quality"] = str(err)
+        return [str(err)]
     failures = []
-    cell = box.cell.array
     lengths = box.cell.lengths()[box.pbc]
-    if not np.isfinite(cell).all() or (box.pbc.any() and abs(np.linalg.det(cell)) < 1e-6):
-        failures.append("degenerate cell")
-    elif np.any(lengths <= 2 * core_radius):
+    if np.any(lengths <= 2 * core_radius):
         failures.append(f"periodic cell length {lengths.min():.2f} A not above twice the core "
                         f"radius {core_radius} A: the core would see its own images")
     if contacts:

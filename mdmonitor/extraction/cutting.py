@@ -3,8 +3,13 @@
 Every box is an ASE `Atoms` with arrays `core_mask` (atoms kept exactly at the source's relative
 geometry), `source_index` (atom of the source frame) and `source_image` (its periodic image,
 integer cell vector), so that each box atom is `source.positions[i] + image @ source.cell`
-shifted by one common translation. The centre is atom 0 of every box. Procedures: Heid et al. 2024 (seed 002, Methods B) for the
-cube, Chong et al. (seed 000, Sec. 4.2) for periodic embedding and cluster carving.
+shifted by one common translation. The centre is atom 0 of every box. Procedures: Heid et al.
+2024 (seed 002, Methods B) for the cube, Chong et al. (seed 000, Sec. 4.2) for periodic
+embedding and cluster carving.
+
+A box may span at most MAX_SOURCE_COPIES = 8 copies of the source's periodic cell (a cube twice
+the cell's height along every periodic axis): a larger one holds every source atom several
+times over, costs more to label than the whole frame, and took minutes and gigabytes to gather.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from ase import Atoms
 from ase.data import covalent_radii
 from ase.neighborlist import neighbor_list
 
+from ..aggregation import check_structure
 from .box_quality import closest_contact, contact_limit
 
 BOND_FACTOR = 1.2    # X-H bonded when closer than 1.2 x (sum of covalent radii)
 CLUSTER_VACUUM = 6.0  # A of vacuum around a carved cluster, so that its cell is a valid box
+MAX_SOURCE_COPIES = 8  # copies of the source's periodic cell a box may span (2 x 2 x 2)
 
 
 @dataclass
@@ -41,19 +48,42 @@ class Surroundings:
                             self.displacement[selection], self.distance[selection])
 
 
+def cell_heights(atoms: Atoms) -> np.ndarray:
+    """Face-to-face heights (A) of the (completed) cell of `atoms`: the plane spacings 1/|b_k|."""
+    return 1.0 / np.linalg.norm(np.linalg.inv(atoms.cell.complete()), axis=0)
+
+
+def check_box_size(atoms: Atoms, extent: float, setting: str) -> None:
+    """ValueError unless a box `extent` A across, chosen by `setting` (e.g. "box_length 30 A"),
+    spans at most MAX_SOURCE_COPIES copies of the periodic cell of `atoms`: the product over the
+    periodic axes of extent / the cell's height along them."""
+    periodic = atoms.pbc
+    heights = cell_heights(atoms)[periodic]
+    copies = float(np.prod(extent / heights))
+    if copies > MAX_SOURCE_COPIES:
+        largest = (MAX_SOURCE_COPIES * np.prod(heights)) ** (1 / len(heights))
+        raise ValueError(
+            f"{setting} gives a box {extent:.4g} A across, {copies:.3g} copies of the "
+            f"{len(atoms)}-atom frame's periodic cell (heights "
+            f"{', '.join(f'{h:.4g}' for h in heights)} A); at most {MAX_SOURCE_COPIES} are "
+            f"allowed, as a larger box holds every atom several times over and costs more to "
+            f"label than the frame itself: make the box at most {largest:.4g} A across, or label "
+            "the whole frame")
+
+
 def surroundings(atoms: Atoms, centre: int, radius: float) -> Surroundings:
     """Every atom and periodic image within `radius` A of atom `centre`, the centre first."""
     if not 0 <= centre < len(atoms):
         raise IndexError(f"centre {centre} is not an atom index of a {len(atoms)}-atom frame")
+    check_structure(atoms, "the frame to cut")
     cell = atoms.cell.complete()
     periodic = atoms.pbc
     raw = atoms.positions - atoms.positions[centre]
     fractional = np.linalg.solve(cell.T, raw.T).T
     wrap = np.where(periodic, -np.floor(fractional + 0.5), 0.0).astype(int)
     base = raw + wrap @ cell
-    # plane spacings 1/|b_k|; a wrapped atom is within half a cell vector of the centre
-    spacing = 1.0 / np.linalg.norm(np.linalg.inv(cell), axis=0)
-    reach = np.where(periodic, np.ceil(radius / spacing + 0.5), 0).astype(int)
+    # a wrapped atom is within half a cell vector of the centre
+    reach = np.where(periodic, np.ceil(radius / cell_heights(atoms) + 0.5), 0).astype(int)
     pieces = []
     for shift in itertools.product(*(range(-r, r + 1) for r in reach)):
         shift = np.array(shift)
@@ -117,6 +147,9 @@ def cut_cube(atoms: Atoms, centre: int, core_radius: float, box_length: float | 
     if box_length is None:
         n_source = int((atoms.numbers != 1).sum()) if molecules else len(atoms)
         box_length = (n_atoms * atoms.get_volume() / max(n_source, 1)) ** (1 / 3)
+        check_box_size(atoms, box_length, f"n_atoms = {n_atoms}")
+    else:
+        check_box_size(atoms, box_length, f"box_length {box_length:g} A")
     reach = box_length * (0.5 * np.sqrt(3.0) if n_atoms is None else 1.0)
     while True:
         near = surroundings(atoms, centre, reach + (2.0 if molecules else 0.0))
@@ -157,6 +190,7 @@ def cut_cluster(atoms: Atoms, centre: int, core_radius: float,
                 radius: float | None = None) -> Atoms:
     """Non-periodic sphere of `radius` A (default core_radius) around `centre` (seed 000)."""
     radius = core_radius if radius is None else radius
+    check_box_size(atoms, 2 * radius, f"cluster radius {radius:g} A")
     near = surroundings(atoms, centre, radius)
     return _box(atoms, near, near.distance <= core_radius, 2 * (radius + CLUSTER_VACUUM), False)
 
@@ -170,6 +204,7 @@ def cut_embedding(atoms: Atoms, centre: int, core_radius: float, rng: np.random.
     `noise` A; the cubic cell then grows by `growth` A until no two atoms are in close contact
     (see `closest_contact`), or until the gap across the faces alone guarantees it.
     """
+    check_box_size(atoms, 2 * core_radius, f"core_radius {core_radius:g} A")
     near = surroundings(atoms, centre, core_radius * np.sqrt(3.0))
     core = near.distance <= core_radius
     half = np.abs(near.displacement[core]).max() + 1e-9

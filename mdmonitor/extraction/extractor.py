@@ -20,7 +20,12 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from ..common.settings import positive_integer, positive_number
+from ..common.settings import (
+    non_negative_integer,
+    non_negative_number,
+    positive_integer,
+    positive_number,
+)
 from .box_quality import QualityLimits, assess
 from .candidates import CandidateQueue, box_name
 from .centres import CoolDown, choose_centres
@@ -144,19 +149,25 @@ class Extractor:
             raise ValueError("strategy 'cube' needs box_length (A) or n_atoms")
         if molecules and strategy != "cube":
             raise ValueError("molecules=True is supported by strategy 'cube' only")
-        self.noise = (EMBEDDING_NOISE if strategy == "embed" else 0.0) if noise is None else noise
-        if n_samples > 1 and self.noise <= 0:
-            raise ValueError(f"n_samples = {n_samples} identical boxes: give noise > 0 (A)")
         for name, value in (("n_samples", n_samples), ("max_per_frame", max_per_frame),
                             ("cooldown", cooldown)):
             positive_integer(name, value)
-        self.strategy, self.box_length, self.n_atoms = strategy, box_length, n_atoms
-        self.molecules, self.n_samples, self.seed = molecules, n_samples, seed
-        self.limits = QualityLimits(min_distance=min_distance,
-                                    max_buffer_force=positive_number("max_buffer_force",
-                                                               max_buffer_force))
-        self.separation = 2 * self.core_radius if separation is None else separation
-        self.max_per_frame, self.max_boxes = max_per_frame, max_boxes
+        self.noise = (EMBEDDING_NOISE if strategy == "embed" else 0.0) if noise is None else (
+            non_negative_number("noise", noise, meaning="displacement in A"))
+        if n_samples > 1 and self.noise <= 0:
+            raise ValueError(f"n_samples = {n_samples} identical boxes: give noise > 0 (A)")
+        self.strategy, self.box_length = strategy, box_length
+        self.n_atoms = positive_integer("n_atoms", n_atoms, allow_none=True)
+        self.molecules, self.n_samples = molecules, n_samples
+        self.seed = non_negative_integer("seed", seed)
+        self.limits = QualityLimits(
+            min_distance=positive_number("min_distance", min_distance, allow_none=True,
+                                         meaning="distance in A"),
+            max_buffer_force=positive_number("max_buffer_force", max_buffer_force))
+        self.separation = 2 * self.core_radius if separation is None else positive_number(
+            "separation", separation, meaning="distance in A")
+        self.max_per_frame = max_per_frame
+        self.max_boxes = positive_integer("max_boxes", max_boxes, allow_none=True)
         self.cooldown = CoolDown(cooldown)
         self.relax = relax if strategy == "cube" else None
         self.run_id = run_id
@@ -189,6 +200,11 @@ class Extractor:
         if self.relax == "worker" and not self.model_files:
             raise ValueError("relax='worker' needs an estimator built from MACE model files "
                              "(the worker loads them); use relax='inline' or 'label'")
+
+    def check_frame(self, atoms: Atoms) -> None:
+        """Cut a trial box around atom 0 of `atoms`, so that a frame that cannot give boxes
+        (e.g. a box far larger than its cell) is refused now, not at the first trigger."""
+        self.cut(atoms, 0)
 
     def cut(self, atoms: Atoms, centre: int, sample: int = 0, step: int = 0) -> Atoms:
         """The box around atom `centre` of `atoms`, before any buffer relaxation.
