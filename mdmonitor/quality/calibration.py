@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import MISSING, asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,23 +31,35 @@ import numpy as np
 from ase import Atoms
 from tqdm.auto import tqdm
 
-from ..aggregation import aggregate
+from ..aggregation import aggregate, check_structure, checked_cutoff
 from ..common.atomic_files import write_atomically
-from ..common.settings import positive_number
+from ..common.settings import positive_integer, positive_number
 from ..common.structures import DEFAULT_FORCES_KEYS, load_structures, reference_forces
 from ..estimators.committee import Committee
 
-__all__ = ["Calibration", "LabeledPrediction", "estimator_identity", "fit_alpha",
-           "predict_labeled", "uncertainty_unit"]
+__all__ = ["Calibration", "FewFramesWarning", "LabeledPrediction", "estimator_identity",
+           "fit_alpha", "predict_labeled", "uncertainty_unit"]
 
 FORMAT = "mdmonitor-calibration"
 FORMAT_VERSION = 1
 # eV/A: labels this close to the predictions everywhere are the model's own forces, round-off and
 # the 8 decimals of extxyz included; no reference method agrees with a model that well
 SAME_FORCES = 1e-6
+# The per-atom array `mdmonitor md` writes beside the forces that drove its dynamics (md.py
+# FRAME_ARRAYS): frames that carry it hold the model's forces, not reference labels.
+MONITOR_COLUMN = "atomic_uncertainty"
+# Below this many labelled frames alpha and the error-uncertainty correlations rest on too few
+# samples: the ratio of a frame's mean local error to its mean local uncertainty scatters from
+# frame to frame (by 16 % for the bundled committee, 32 % for its LLPR, on cu_valid.extxyz), so
+# alpha fitted on n frames scatters by about that / sqrt(n): 7 % for the LLPR at 20, 19 % at 3.
+RELIABLE_FRAMES = 20
 ERROR_DEFINITION = ("local mean over neighbours within the cutoff (atom included) of the mean "
                     "absolute Cartesian force-component error e_j = (1/3) sum_k |F_jk - F_jk^ref|, "
                     "eV/A")
+
+
+class FewFramesWarning(UserWarning):
+    """Calibrated or evaluated on fewer than RELIABLE_FRAMES labelled frames."""
 
 
 @dataclass
@@ -86,8 +99,10 @@ def predict_labeled(estimator, structures, forces_key: str | None = None,
 
     Reference forces are found by `reference_forces`, under `forces_key` or, when None, under
     "REF_forces" then "forces". Every frame's labels are checked before the first prediction.
-    At least two frames are needed, an uncertainty that varies, and labels that are not the
-    model's own forces (every error below SAME_FORCES).
+    At least two frames are needed (FewFramesWarning below RELIABLE_FRAMES), an uncertainty that
+    varies, and labels that are not a model's forces: neither the forces a monitored MD wrote
+    beside its uncertainties (whichever model drove it) nor the estimator's own (every error
+    below SAME_FORCES).
     """
     frames = load_structures(structures)
     if len(frames) < 2:
@@ -95,6 +110,18 @@ def predict_labeled(estimator, structures, forces_key: str | None = None,
                          "a single sample of the error at the structure level")
     keys = DEFAULT_FORCES_KEYS if forces_key is None else (forces_key,)
     references = [reference_forces(atoms, keys, i) for i, atoms in enumerate(frames)]
+    for i, (atoms, reference) in enumerate(zip(frames, references)):
+        check_structure(atoms, f"frame {i}")
+        if _driving_forces(atoms, reference):
+            raise ValueError(
+                f"frame {i}: its labels are the 'forces' that `mdmonitor md` wrote beside its "
+                f"{MONITOR_COLUMN} column, the forces of the model that drove the dynamics (the "
+                "committee mean or the single model), not a reference calculation; label the "
+                "frames with the reference method (e.g. boxes labeled by `mdmonitor label`)")
+    if len(frames) < RELIABLE_FRAMES:
+        warnings.warn(f"only {len(frames)} labelled frames: alpha and the correlations between "
+                      f"error and uncertainty are unreliable below {RELIABLE_FRAMES} (both vary "
+                      "from frame to frame); label more frames", FewFramesWarning, stacklevel=3)
     predictions = []
     for atoms, reference in tqdm(list(zip(frames, references)), desc="predicting",
                                  unit="frame", disable=not progress):
@@ -114,6 +141,18 @@ def predict_labeled(estimator, structures, forces_key: str | None = None,
                          "labels are the model's own forces (e.g. frames written by "
                          "`mdmonitor md`), not a reference calculation")
     return predictions
+
+
+def _driving_forces(atoms: Atoms, reference: np.ndarray) -> bool:
+    """True if `reference` are the "forces" stored with a frame that carries MONITOR_COLUMN: a
+    frame of a monitored MD, whose forces are those of the model that drove it."""
+    if MONITOR_COLUMN not in atoms.arrays:
+        return False
+    try:
+        stored = reference_forces(atoms, ("forces",))
+    except ValueError:
+        return False
+    return np.array_equal(stored, reference)
 
 
 def fit_alpha(local_error, local_uncertainty) -> float:
@@ -186,8 +225,10 @@ class Calibration:
     (`estimator_identity`).
 
     Fitted on `n_frames` frames with `n_atoms` atoms whose mean local error was `mean_error`
-    (eV/A) and mean local uncertainty `mean_uncertainty`, at `fitted` (ISO 8601, UTC), from
-    `source` (file name, if any). Build with `Calibration.fit`; store with `save`/`load` (JSON).
+    (eV/A) and mean local uncertainty `mean_uncertainty` (so alpha = mean_error /
+    mean_uncertainty), at `fitted` (ISO 8601, UTC), from `source` (file name, if any). Build
+    with `Calibration.fit`; store with `save`/`load` (JSON). A field that `fit` could not have
+    written is refused (ValueError naming it).
     """
 
     alpha: float
@@ -200,13 +241,31 @@ class Calibration:
     fitted: str
     source: str | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("alpha", "mean_error", "mean_uncertainty"):
+            positive_number(name, getattr(self, name))
+        checked_cutoff(self.cutoff, meaning="distance in A (the monitor's aggregation radius)")
+        positive_integer("n_frames", self.n_frames)
+        positive_integer("n_atoms", self.n_atoms)
+        ratio = self.mean_error / self.mean_uncertainty
+        if not math.isclose(self.alpha, ratio, rel_tol=1e-9):
+            raise ValueError(f"alpha {self.alpha!r} is not mean_error / mean_uncertainty = "
+                             f"{self.mean_error!r} / {self.mean_uncertainty!r} = {ratio!r}, "
+                             "as a fit makes it")
+        if not (isinstance(self.estimator, dict) and isinstance(self.estimator.get("kind"), str)):
+            raise ValueError(f"estimator must be an estimator identity with a 'kind', got "
+                             f"{self.estimator!r}")
+        for name in ("fitted", "source"):
+            value = getattr(self, name)
+            if not isinstance(value, str) and not (name == "source" and value is None):
+                raise ValueError(f"{name} must be a string, got {value!r}")
+
     @classmethod
     def fit(cls, estimator, structures, cutoff: float, forces_key: str | None = None,
             progress: bool = True) -> "Calibration":
         """Fit alpha for `estimator` at `cutoff` (A, > 0) on labelled `structures` (a file or a
         list of Atoms; labels as in `reference_forces`)."""
-        cutoff = positive_number("cutoff", cutoff,
-                                 meaning="distance in A (the monitor's aggregation radius)")
+        cutoff = checked_cutoff(cutoff, meaning="distance in A (the monitor's aggregation radius)")
         predictions = predict_labeled(estimator, structures, forces_key, progress)
         error = np.concatenate([p.local(p.atomic_error, cutoff) for p in predictions])
         uncertainty = np.concatenate([p.local(p.atomic_uncertainty, cutoff)
@@ -264,18 +323,19 @@ class Calibration:
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             raise ValueError(f"'{path}' is not an mdmonitor calibration file; make one with "
                              "`mdmonitor calibrate`")
-        if document.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"'{path}' has calibration format version "
-                             f"{document.get('format_version')}, this mdmonitor reads version "
-                             f"{FORMAT_VERSION}; fit it again with `mdmonitor calibrate`")
+        version = document.get("format_version")
+        if type(version) is not int or version != FORMAT_VERSION:
+            kind = "" if type(version) is int else f" (a {type(version).__name__})"
+            raise ValueError(f"'{path}' has calibration format version {version!r}{kind}, this "
+                             f"mdmonitor reads format version {FORMAT_VERSION} (an integer); "
+                             "fit it again with `mdmonitor calibrate`")
         fields = cls.__dataclass_fields__
         missing = [name for name, field in fields.items()
                    if name not in document and field.default is MISSING]
         if missing:
             raise ValueError(f"calibration file '{path}' lacks {', '.join(missing)}")
-        calibration = cls(**{name: document[name] for name in fields if name in document})
         try:
-            positive_number("alpha", calibration.alpha)
+            return cls(**{name: document[name] for name in fields if name in document})
         except ValueError as err:
-            raise ValueError(f"calibration file '{path}': {err}") from None
-        return calibration
+            raise ValueError(f"calibration file '{path}': {err}; fit it again with "
+                             "`mdmonitor calibrate`") from None
