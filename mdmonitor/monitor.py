@@ -14,7 +14,8 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator, all_changes
 
-from .aggregation import aggregate, check_structure, checked_cutoff
+from .aggregation import aggregate, checked_cutoff
+from .common.geometry import check_structure
 from .common.settings import finite_array, positive_integer, positive_number
 from .monitor_log import MonitorLog
 from .quality.calibration import Calibration

@@ -16,6 +16,7 @@ import torch
 from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from ..common.geometry import check_structure
 from ..common.mace_imports import mace_data, torch_geometric, torch_tools, utils
 from ..common.trusted_pickles import trusted_pickle_loads
 from .prediction import check_output
@@ -109,7 +110,8 @@ class MaceModel:
         table = utils.AtomicNumberTable(list(self.elements))
         data = []
         with torch_tools.default_dtype(self.dtype):
-            for frame in frames:
+            for i, frame in enumerate(frames):
+                check_structure(frame, "the structure" if len(frames) == 1 else f"frame {i}")
                 check_elements(frame, self.elements, self.name)
                 config = mace_data.config_from_atoms(frame, head_name=self.head)
                 config.head = self.head

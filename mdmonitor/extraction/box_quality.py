@@ -16,7 +16,7 @@ from ase.data import covalent_radii
 from ase.geometry import find_mic
 from ase.neighborlist import neighbor_list
 
-from ..aggregation import check_structure
+from ..common.geometry import check_structure
 
 CONTACT_FACTOR = 0.5  # default close contact: closer than 0.5 x (sum of covalent radii)
 CORE_TOLERANCE = 1e-6  # A

@@ -30,6 +30,7 @@ import ase.io
 from ase import Atoms
 
 from ..common.atomic_files import replaced_atomically, write_atomically
+from ..common.geometry import check_structure
 
 STAGES = ("pending", "done", "failed")
 MANIFEST_COLUMNS = ("when", "box", "event", "source_step", "centre_index",
@@ -196,6 +197,10 @@ class CandidateQueue:
         missing = [k for k in ("core_mask", "source_index") if k not in box.arrays]
         if missing:
             raise CorruptBox(f"'{path}' lacks the per-atom arrays {missing} of a box")
+        try:  # (a NaN box, written by hand or before the gates refused them, hung the labeler)
+            check_structure(box, f"'{path}'")
+        except ValueError as err:
+            raise CorruptBox(str(err)) from None
         return box
 
     def move(self, name: str, box: Atoms, stage: str, event: str, detail: str = "") -> Path:

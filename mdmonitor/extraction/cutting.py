@@ -22,7 +22,7 @@ from ase import Atoms
 from ase.data import covalent_radii
 from ase.neighborlist import neighbor_list
 
-from ..aggregation import check_structure
+from ..common.geometry import check_structure
 from .box_quality import closest_contact, contact_limit
 
 BOND_FACTOR = 1.2    # X-H bonded when closer than 1.2 x (sum of covalent radii)

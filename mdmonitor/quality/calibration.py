@@ -31,7 +31,8 @@ import numpy as np
 from ase import Atoms
 from tqdm.auto import tqdm
 
-from ..aggregation import aggregate, check_structure, checked_cutoff
+from ..aggregation import aggregate, checked_cutoff
+from ..common.geometry import check_structure
 from ..common.atomic_files import write_atomically
 from ..common.settings import positive_integer, positive_number
 from ..common.structures import DEFAULT_FORCES_KEYS, load_structures, reference_forces

@@ -115,3 +115,19 @@ def test_a_committee_needs_two_members_and_atoms(models, committee):
         Committee.from_mace(models["committee"][:1])
     with pytest.raises(ValueError, match="no atoms"):
         committee.predict(Atoms())
+
+
+@pytest.mark.parametrize("spoil", ["nan position", "zero cell"])
+def test_an_estimator_called_directly_refuses_a_broken_structure_before_the_graph(committee, llpr,
+                                                                                  cu_bulk, spoil):
+    """The neighbour search of MACE's graph hangs for minutes on NaN positions: never reach it."""
+    atoms = cu_bulk.copy()
+    if spoil == "nan position":
+        atoms.positions[3, 1] = np.nan
+        message = "the structure: positions .*atom 3"
+    else:
+        atoms.cell[:] = 0.0
+        message = "the structure: cell is degenerate"
+    for estimator in (committee, llpr):
+        with pytest.raises(ValueError, match=message):
+            estimator.predict(atoms)

@@ -95,6 +95,25 @@ def test_a_corrupt_box_goes_to_failed_with_its_reason_and_the_rest_is_labeled(tm
     assert queue.path("failed", broken.name).read_text().startswith("3\nnot an extxyz")
 
 
+def test_a_box_with_nan_positions_goes_to_failed_without_reaching_the_reference(tmp_path):
+    """A NaN box (edited by hand, or written before the gates refused them) hung the labeler."""
+    queue, [name] = queue_with_boxes(tmp_path, centres=(0,))
+    box = queue.read(queue.path("pending", name))
+    box.positions[2] = np.nan
+    queue.write(box, name, "pending", "written")
+
+    class Counting(EMT):
+        calls = 0
+
+        def calculate(self, *args, **kwargs):
+            Counting.calls += 1
+            super().calculate(*args, **kwargs)
+
+    summary = Labeler(queue, Counting()).run(progress=False)
+    assert list(summary.failed) == [name] and Counting.calls == 0
+    assert "positions" in summary.failed[name] and "atom 2" in summary.failed[name]
+
+
 def test_a_failing_reference_leaves_the_box_pending(tmp_path):
     queue, names = queue_with_boxes(tmp_path, centres=(0,))
 
