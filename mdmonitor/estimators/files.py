@@ -15,6 +15,7 @@ import numpy as np
 from ..common.atomic_files import replaced_atomically
 from .mace_model import MaceModel, ModelFileChanged
 
+MODEL_KEYS = ("model_file", "model_sha256", "head")  # how an estimator file names its model
 COMMANDS = {"llpr": "mdmonitor fit-llpr", "ltau": "mdmonitor fit-ltau",
             "gmm": "mdmonitor fit-gmm"}
 
@@ -58,6 +59,10 @@ def load_estimator(path: str | Path, kind: str, version: int,
     if str(stored.get("kind")) != kind or int(stored.get("format_version", -1)) != version:
         raise ValueError(f"'{path}' is not an mdmonitor {kind.upper()} file (format {version}); "
                          f"it holds kind '{stored.get('kind')}'")
+    missing = [key for key in MODEL_KEYS if key not in stored]
+    if missing:
+        raise ValueError(f"{kind.upper()} file '{path}' lacks the field(s) {', '.join(missing)} "
+                         f"that name its model; fit it again with `{COMMANDS[kind]}`")
     if model is None:
         model = path.parent / str(stored["model_file"])
     try:

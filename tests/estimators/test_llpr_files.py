@@ -57,3 +57,11 @@ def test_a_missing_field_is_named(models, stored, tmp_path, missing):
     path = written(tmp_path, {k: v for k, v in stored.items() if k != missing})
     with pytest.raises(ValueError, match=f"LLPR file '{path}' lacks {missing}; fit it again"):
         LastLayerLPR.load(path, model=models["committee"][0])
+
+
+@pytest.mark.parametrize("missing", ["model_file", "model_sha256", "head"])
+def test_a_missing_model_reference_is_named_not_a_key_error(models, stored, tmp_path, missing):
+    path = written(tmp_path, {k: v for k, v in stored.items() if k != missing})
+    with pytest.raises(ValueError, match=f"LLPR file '{path}' lacks the field.* {missing} that "
+                                         "name its model; fit it again"):
+        LastLayerLPR.load(path, model=models["committee"][0])
