@@ -72,6 +72,7 @@ def relaxation_model(estimator):
 
 
 _worker_calculator: Calculator | None = None
+_worker_unable: str = ""  # why the worker could not load its model, if it could not
 
 
 def _end_with(parent: int) -> None:
@@ -85,18 +86,23 @@ def _end_with(parent: int) -> None:
     threading.Thread(target=watch, name="end-with-the-md", daemon=True).start()
 
 
-def _start_worker(parent: int, model_files: list[str]) -> None:
+def _start_worker(parent: int, model_files: list[str], model_sha256: list[str]) -> None:
     _end_with(parent)
     import torch
 
-    global _worker_calculator
+    global _worker_calculator, _worker_unable
     torch.set_num_threads(1)
-    _worker_calculator = calculator_from_files(model_files)
+    try:  # hashed before they are unpickled, as everywhere else
+        _worker_calculator = calculator_from_files(model_files, sha256=model_sha256)
+    except Exception as err:  # every box is then left to `mdmonitor label`, with the reason
+        _worker_unable = f"the worker could not load the model: {err}"
 
 
 def _relax_in_worker(box: Atoms, name: str, queue_root: str, core_radius: float) -> str:
     queue = CandidateQueue(queue_root)
     try:
+        if _worker_calculator is None:
+            raise RuntimeError(_worker_unable)
         failures = relax_and_assess(box, _worker_calculator, limits_of(box), core_radius)
     except Exception as err:  # leave the box to `mdmonitor label`, which relaxes it again
         box.info["relaxation"] = "pending"
@@ -292,7 +298,7 @@ class Extractor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 max_workers=1, mp_context=get_context("spawn"), initializer=_start_worker,
-                initargs=(os.getpid(), [str(p) for p in self.model_files]))
+                initargs=(os.getpid(), [str(p) for p in self.model_files], self.model_sha256))
         return self._pool
 
     def close(self) -> None:

@@ -1,6 +1,7 @@
 """Extractor: centres, cool-down, queue files written atomically, restarts, relaxation modes."""
 
 import os
+import shutil
 
 import ase.io
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
-from mdmonitor import MonitoredCalculator
+from mdmonitor import LastLayerLPR, MonitoredCalculator
 from mdmonitor.extraction.candidates import CandidateQueue, box_name
 from mdmonitor.extraction.centres import choose_centres
 from mdmonitor.extraction.extractor import Extractor
@@ -135,6 +136,23 @@ def test_inline_and_worker_relaxations_write_the_same_box(llpr, in_tmp):
         boxes[mode] = CandidateQueue(mode).read(in_tmp / mode / "pending" / name)
     assert boxes["worker"].info["relaxation"] == "relaxed"
     np.testing.assert_allclose(boxes["worker"].positions, boxes["inline"].positions, atol=1e-8)
+
+
+def test_a_worker_whose_model_file_was_swapped_loads_nothing_and_leaves_the_box_pending(
+        models, in_tmp):
+    """The worker reloads the model from its file: hashed first, as every other load."""
+    shutil.copy(models["committee"][0], in_tmp / "model.model")
+    llpr = LastLayerLPR.load(models["llpr"], model=in_tmp / "model.model")
+    extractor = Extractor("cube", queue="q", core_radius=3.0, box_length=2 * 3.61,
+                          relax="worker")
+    MonitoredCalculator(llpr, cutoff=4.0, threshold=0.5, extractor=extractor)
+    shutil.copy(models["committee"][1], in_tmp / "model.model")  # swapped behind the monitor
+    with extractor:
+        [name] = extractor(trigger_for(cu_frame(), hot=[0]))
+    box = CandidateQueue("q").read(in_tmp / "q" / "pending" / name)
+    assert box.info["relaxation"] == "pending"  # for `mdmonitor label`, which checks again
+    manifest = (in_tmp / "q" / "manifest.csv").read_text()
+    assert "the worker could not load the model" in manifest and "SHA-256" in manifest
 
 
 def test_extractor_inside_the_monitored_calculator(llpr, in_tmp):
