@@ -112,18 +112,11 @@ class ActiveLearning:
                 shutil.copy2(calibration, temporary)
 
     def _run_generation(self, k: int, state: dict) -> None:
-        stage = state["stage"]
-        if stage == "md":
-            self._md(k, state)
-            stage = state["stage"]
-        if stage == "label":
-            self._label(k, state)
-            stage = state["stage"]
-        if stage == "train":
-            self._train(k, state)
-            stage = state["stage"]
-        if stage == "refit":
-            self._refit(k, state)
+        """Run generation k's stages from the one `state` records; each records the next."""
+        stages = {"md": self._md, "label": self._label, "train": self._train,
+                  "refit": self._refit}
+        while state["stage"] in stages:
+            stages[state["stage"]](k, state)
 
     def estimator(self, k: int):
         """The estimator of generation k's models."""

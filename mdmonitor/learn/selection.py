@@ -7,9 +7,9 @@
 - `whole-frame`: the MD frames with the highest maximum local uncertainty, labeled whole, as
   tools that label whole frames do (DP-GEN, FLARE).
 
-A strategy is an object with `name`, `extractor(...)` (the Extractor to run during the MD, or
-None) and `after_md(...)` (boxes it writes once the MD has run); `STRATEGIES` maps names to
-classes, so a new one (e.g. PR-guided) slots in by adding a class here.
+A strategy is a `Selection` with a `name`, `extractor(...)` (the Extractor to run during the
+MD, or None) and `after_md(...)` (boxes it writes once the MD has run); `STRATEGIES` maps names
+to classes, so a new one (e.g. PR-guided) slots in by adding a class here.
 """
 
 from __future__ import annotations
@@ -42,21 +42,31 @@ def monitored_frames(trajectory: Path) -> list:
             if "local_uncertainty" in f.arrays]
 
 
-class UncertaintySelection:
+class Selection:
+    """A strategy that extracts nothing during the MD and selects nothing after it; the
+    strategies below override what they do."""
+
+    name = ""
+
+    def extractor(self, queue: Path, selection: dict, run_id: str, seed: int):
+        """The Extractor to attach to the MD's monitor, or None."""
+        return None
+
+    def after_md(self, trajectory: Path, queue: Path, selection: dict, run_id: str, seed: int,
+                 estimator) -> int:
+        """Write boxes into `queue` from the MD's frames; returns how many."""
+        return 0
+
+
+class UncertaintySelection(Selection):
     name = "uncertainty"
 
     def extractor(self, queue: Path, selection: dict, run_id: str, seed: int) -> Extractor:
         return cube_extractor(queue, selection, run_id, seed, selection["boxes"])
 
-    def after_md(self, *args, **kwargs) -> int:
-        return 0
 
-
-class RandomSelection:
+class RandomSelection(Selection):
     name = "random"
-
-    def extractor(self, *args) -> None:
-        return None
 
     def after_md(self, trajectory: Path, queue: Path, selection: dict, run_id: str, seed: int,
                  estimator) -> int:
@@ -83,11 +93,8 @@ class RandomSelection:
         return written
 
 
-class WholeFrameSelection:
+class WholeFrameSelection(Selection):
     name = "whole-frame"
-
-    def extractor(self, *args) -> None:
-        return None
 
     def after_md(self, trajectory: Path, queue: Path, selection: dict, run_id: str, seed: int,
                  estimator) -> int:

@@ -36,7 +36,8 @@ def test_strategies_are_registered_by_name(tmp_path):
     assert set(STRATEGIES) == {"uncertainty", "random", "whole-frame"}
     extractor = STRATEGIES["uncertainty"]().extractor(tmp_path, SELECTION, "gen000", 0)
     assert extractor.max_boxes == SELECTION["boxes"] and extractor.strategy == "cube"
-    assert RandomSelection().extractor() is None and WholeFrameSelection().extractor() is None
+    assert RandomSelection().extractor(tmp_path, SELECTION, "gen000", 0) is None
+    assert WholeFrameSelection().extractor(tmp_path, SELECTION, "gen000", 0) is None
 
 
 def test_whole_frame_queues_the_frames_with_the_highest_peaks_whole(trajectory, tmp_path):
