@@ -94,7 +94,7 @@ def tiny_filesystem(tmp_path):
     mount_point = tmp_path / "tiny"
     mount_point.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs",
-                              str(mount_point)], capture_output=True)
+                              str(mount_point)], capture_output=True, check=False)
     if mounted.returncode != 0:
         pytest.skip("cannot mount a tmpfs here")
     yield mount_point
@@ -134,7 +134,7 @@ def test_ctrl_c_in_md_is_one_line_and_exit_status_130(start, models, tmp_path):
             time.sleep(0.2)
         assert lines_in(log) >= 3, "md did not log two steps"
         os.killpg(md.pid, signal.SIGINT)
-        out, err = md.communicate(timeout=120)
+        _, err = md.communicate(timeout=120)
     finally:
         if md.poll() is None:
             md.kill()
@@ -198,3 +198,19 @@ def test_demo_keeps_the_md_running_while_borders_relax_and_says_what_to_conclude
     assert "frames above threshold 0.001 1/sqrt(LPR): 13" in out
     assert "  -> the model is least sure at the surfaces" in out
     assert "  -> the model is off by" in out and "eV/A where the monitor cut" in out
+
+
+def test_readme_python_example_runs_quietly_and_its_threshold_fires(tmp_path):
+    """The README's first example, pasted as is: no FutureWarning (ASE's fixcm), no mace banner
+    on stdout, and the threshold it gives is crossed on the hot slab (0.15 never was)."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "example.py").write_text(example)
+    done = subprocess.run([sys.executable, "-W", "error::FutureWarning", "example.py"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == "" and "Warning" not in done.stderr
+    with open(tmp_path / "monitor.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 201
+    assert sum(int(row["n_above_threshold"]) > 0 for row in rows) >= 10
