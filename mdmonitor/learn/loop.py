@@ -41,8 +41,6 @@ from .selection import STRATEGIES
 from .summary import test_metrics, write_summary
 from .training import train_models
 
-STAGES = ("md", "label", "train", "refit", "done")
-
 
 def log(message: str) -> None:
     print(f"[mdmonitor learn] {message}", file=sys.stderr, flush=True)
