@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
@@ -49,3 +50,14 @@ def format_value(value) -> str:
     if isinstance(value, float):
         return f"{value:.8g}"
     return str(value)
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The rows of a monitor log as dicts by column, values as float (None where empty); no
+    rows for a missing file."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path) as handle:
+        return [{k: (float(v) if v else None) for k, v in row.items()}
+                for row in csv.DictReader(handle)]

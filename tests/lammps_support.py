@@ -19,6 +19,7 @@ from ase.neighborlist import neighbor_list
 import mdmonitor
 from mdmonitor import Committee, LastLayerLPR
 from mdmonitor.lammps.export import export
+from mdmonitor.lammps.run import thermo_rows
 
 
 @functools.cache
@@ -141,13 +142,4 @@ def read_dump(path: Path) -> dict:
 
 def read_thermo(directory: Path) -> list[dict]:
     """Thermo rows of the last run in log.lammps: [{keyword: value}]."""
-    rows, names = [], None
-    for line in (directory / "log.lammps").read_text().splitlines():
-        words = line.split()
-        if words[:1] == ["Step"]:
-            names, rows = words, []
-        elif names and len(words) == len(names) and words[0].isdigit():
-            rows.append(dict(zip(names, map(float, words))))
-        elif line.startswith("Loop time"):
-            names = None
-    return rows
+    return thermo_rows(directory / "log.lammps")

@@ -68,3 +68,17 @@ def run_script(script: Path, variables=(), queue: Path | None = None,
     if queue is not None and rank == 0:
         return subprocess.run(_label_command(queue, reference, parameters, watch=False)).returncode
     return 0
+
+
+def thermo_rows(log: Path) -> list[dict]:
+    """The thermo rows of the last run in the LAMMPS log file `log`: [{keyword: value}]."""
+    rows, names = [], None
+    for line in Path(log).read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["Step"]:
+            names, rows = words, []
+        elif names and len(words) == len(names) and words[0].isdigit():
+            rows.append(dict(zip(names, map(float, words))))
+        elif line.startswith("Loop time"):
+            names = None
+    return rows

@@ -18,6 +18,7 @@ from ase import Atoms, units
 
 from ..extraction.extractor import Extractor
 from ..lammps.export import export
+from ..lammps.run import thermo_rows
 from ..md import FRAME_ARRAYS, run_md
 from ..monitor import MonitoredCalculator
 from ..monitor_log import MonitorLog
@@ -35,8 +36,9 @@ class MdOutcome:
 def run_ase(atoms: Atoms, estimator, md: dict, directory: Path, seed: int,
             extractor: Extractor | None, calibration=None, progress: bool = True) -> MdOutcome:
     """Langevin MD of `atoms` with ASE (settings: the [md] section)."""
-    calc = MonitoredCalculator(estimator, cutoff=md["cutoff"], **thresholds(md, calibration),
-                               interval=md["interval"], log=directory / "monitor.csv",
+    calc = MonitoredCalculator(estimator, cutoff=md["cutoff"],
+                               threshold=local_threshold(md, calibration),
+                               stop_threshold=md["stop_threshold"], interval=md["interval"], log=directory / "monitor.csv",
                                timestep=md["timestep"] * units.fs, extractor=extractor,
                                calibration=calibration)
     try:
@@ -51,17 +53,16 @@ def run_ase(atoms: Atoms, estimator, md: dict, directory: Path, seed: int,
     return MdOutcome(md["steps"] if stop is None else stop.step, boxes, stop is not None)
 
 
-def thresholds(md: dict, calibration) -> dict:
-    """The monitor's threshold arguments: the calibrated error threshold once there is a
-    calibration and an error_threshold, else the raw local-uncertainty threshold."""
+def local_threshold(md: dict, calibration) -> float:
+    """The local-uncertainty threshold of the monitor, for both engines: the calibrated error
+    threshold once there is a calibration and an error_threshold, else the raw threshold."""
     if calibration is not None and md["error_threshold"] is not None:
-        return {"error_threshold": md["error_threshold"],
-                "stop_threshold": md["stop_threshold"]}
-    return {"threshold": md["threshold"], "stop_threshold": md["stop_threshold"]}
+        return calibration.threshold_for(md["error_threshold"])
+    return md["threshold"]
 
 
 def run_lammps(atoms: Atoms, estimator, md: dict, selection: dict | None, directory: Path,
-               seed: int, run_id: str) -> MdOutcome:
+               seed: int, run_id: str, calibration=None) -> MdOutcome:
     """Langevin MD (fix nve + fix langevin) of `atoms` with the LAMMPS plugin, on md["ranks"]
     MPI ranks; with `selection`, `fix mdmonitor ... extract cube` cuts boxes into candidates/."""
     work = directory / "lammps"
@@ -70,8 +71,8 @@ def run_lammps(atoms: Atoms, estimator, md: dict, selection: dict | None, direct
     export(estimator, work / "model.pt")
     ase.io.write(work / "start.data", atoms, format="lammps-data", specorder=elements,
                  masses=True)
-    (work / "in.lmp").write_text(input_script(md, selection, elements, seed, run_id,
-                                              directory / "candidates"))
+    (work / "in.lmp").write_text(input_script(md, local_threshold(md, calibration), selection,
+                                              elements, seed, run_id, directory / "candidates"))
     command = [sys.executable, "-m", "mdmonitor.cli", "lammps", "in.lmp", "--log", "log.lammps"]
     if md["ranks"] > 1:
         command = [shutil.which("mpirun") or "mpirun", "-np", str(md["ranks"]), *command]
@@ -91,8 +92,8 @@ def run_lammps(atoms: Atoms, estimator, md: dict, selection: dict | None, direct
     return MdOutcome(steps, boxes, steps < md["steps"])
 
 
-def input_script(md: dict, selection: dict | None, elements: list[str], seed: int, run_id: str,
-                 queue: Path) -> str:
+def input_script(md: dict, threshold: float, selection: dict | None, elements: list[str],
+                 seed: int, run_id: str, queue: Path) -> str:
     """A LAMMPS input for the generation's MD (metal units: ps, eV, A)."""
     damp = 1e-3 / md["friction"]  # ps: the Langevin damping time is 1 / friction
     extract = ""
@@ -112,7 +113,7 @@ def input_script(md: dict, selection: dict | None, elements: list[str], seed: in
             f"fix nve all nve\n"
             f"fix heat all langevin {md['temperature']} {md['temperature']} {damp} {seed + 1}\n"
             f"fix mon all mdmonitor {md['interval']} cutoff {md['cutoff']} threshold "
-            f"{md['threshold']}{extract}\n{stop}"
+            f"{threshold}{extract}\n{stop}"
             f"thermo {md['interval']}\n"
             "thermo_style custom step temp pe f_mon[1] f_mon[2] f_mon[3] f_mon[4]\n"
             "thermo_modify format float %.10g\n"
@@ -120,25 +121,6 @@ def input_script(md: dict, selection: dict | None, elements: list[str], seed: in
             "f_mon[1] f_mon[2]\n"
             f"dump_modify d sort id element {' '.join(elements)}\n"
             f"run {md['steps']}\n")
-
-
-def thermo_rows(log: Path) -> list[dict]:
-    """The thermo lines of a LAMMPS log as dicts by column name."""
-    rows, header = [], None
-    for line in log.read_text().splitlines():
-        words = line.split()
-        if words[:1] == ["Step"]:
-            header = words
-        elif header and len(words) == len(header):
-            try:
-                values = [float(w) for w in words]
-            except ValueError:
-                header = None
-                continue
-            rows.append(dict(zip(header, values)))
-        else:
-            header = None
-    return rows
 
 
 def write_monitor_log(rows: list[dict], path: Path, md: dict) -> None:

@@ -34,6 +34,7 @@ from ..estimators.llpr import LastLayerLPR
 from ..estimators.ltau import LTAU, log_training_errors
 from ..estimators.mace_model import MaceModel
 from ..extraction.labeling import Labeler, reference_calculator
+from ..monitor_log import read_log
 from ..quality.calibration import Calibration
 from .config import LearningConfig
 from .dynamics import run_ase, run_lammps
@@ -146,10 +147,12 @@ class ActiveLearning:
                               self.calibration(k), progress=self.progress)
         else:
             extracting = selection if self.strategy.name == "uncertainty" else None
-            outcome = run_lammps(atoms, estimator, md, extracting, directory, seed, run_id)
+            outcome = run_lammps(atoms, estimator, md, extracting, directory, seed, run_id,
+                                 self.calibration(k))
         boxes = outcome.boxes + self.strategy.after_md(
             directory / "md.extxyz", queue, selection, run_id, seed, estimator)
-        triggered = _triggered(directory / "monitor.csv")
+        triggered = any(row["n_above_threshold"]  # (None and 0 alike: nothing above)
+                        for row in read_log(directory / "monitor.csv"))
         state.update(md_steps=outcome.steps, md_stopped=outcome.stopped, boxes=boxes,
                      triggered=triggered, seconds_md=round(time.perf_counter() - start, 1))
         if not triggered:
@@ -270,15 +273,6 @@ class ActiveLearning:
             labeled = ase.io.read(directory / "labeled.extxyz", index=":")
             frames += [a for i, a in enumerate(labeled) if i not in held]
         return frames
-
-
-def _triggered(monitor_log: Path) -> bool:
-    """Whether any monitored frame of the log had an atom above the threshold."""
-    if not monitor_log.is_file():
-        return False
-    lines = monitor_log.read_text().splitlines()
-    column = lines[0].split(",").index("n_above_threshold")
-    return any(int(line.split(",")[column] or 0) > 0 for line in lines[1:])
 
 
 def _write_frames(path: Path, frames: list) -> None:

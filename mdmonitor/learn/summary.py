@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..common.atomic_files import replaced_atomically, write_atomically
+from ..monitor_log import read_log
 from ..quality.calibration import predict_labeled
 from ..quality.metrics import spearman
 
@@ -40,12 +41,9 @@ def test_metrics(estimator, test_file: Path, cutoff: float) -> dict:
 
 def _monitor_figures(monitor_log: Path) -> tuple[float | None, float | None]:
     """Largest and mean local uncertainty of the monitored frames of a monitor.csv."""
-    if not monitor_log.is_file():
-        return None, None
-    with open(monitor_log) as handle:
-        rows = list(csv.DictReader(handle))
-    peaks = [float(r["max_local_uncertainty"]) for r in rows if r["max_local_uncertainty"]]
-    means = [float(r["mean_local_uncertainty"]) for r in rows if r["mean_local_uncertainty"]]
+    rows = read_log(monitor_log)
+    peaks = [r["max_local_uncertainty"] for r in rows if r["max_local_uncertainty"] is not None]
+    means = [r["mean_local_uncertainty"] for r in rows if r["mean_local_uncertainty"] is not None]
     return (max(peaks) if peaks else None), (float(np.mean(means)) if means else None)
 
 
