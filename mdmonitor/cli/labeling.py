@@ -1,4 +1,5 @@
-"""`mdmonitor label`: relax and label the boxes of a candidate queue."""
+"""`mdmonitor label`: relax and label the boxes of a candidate queue, in this process or on the
+workers of a Dask cluster."""
 
 from __future__ import annotations
 
@@ -17,13 +18,35 @@ def add_commands(commands) -> None:
                     "box, or --model), evaluates energy, forces and stress with the reference "
                     "calculator, appends them to QUEUE/labeled.extxyz (REF_energy, REF_forces, "
                     "REF_stress: ready for MACE training) and moves the box to QUEUE/done/; "
-                    "boxes failing a quality gate go to QUEUE/failed/ with the reason. Safe to "
-                    "interrupt and run again.")
+                    "boxes failing a quality gate, or the reference --retries times over, go "
+                    "to QUEUE/failed/ with the reason. Any number of labelers may work one "
+                    "queue (each claims its boxes); safe to kill and run again.")
     label.add_argument("queue", type=Path, help="queue directory (with pending/)")
     options.add_reference_options(label, required=True)
     label.add_argument("--model", nargs="+", metavar="MODEL",
                        help="MACE model file(s) to relax buffers with, instead of those "
                             "recorded in the boxes")
+    where = label.add_argument_group(
+        "where the calculations run (default: in this process, one box at a time)")
+    where.add_argument("--workers", type=int, metavar="N",
+                       help="label on a Dask LocalCluster of N worker processes, N boxes at "
+                            "a time")
+    where.add_argument("--threads-per-worker", type=int, default=1, metavar="T",
+                       help="threads each calculation may use (OMP_NUM_THREADS of a worker; "
+                            "for references that thread; default 1)")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="label on the workers of a running Dask scheduler instead, e.g. "
+                            "tcp://node17:8786 or one started by dask-jobqueue (the workers "
+                            "must see QUEUE at the same path)")
+    label.add_argument("--timeout", type=float, metavar="SECONDS",
+                       help="give up a calculation after SECONDS (its worker is restarted) "
+                            "and retry the box; needs --workers or --scheduler")
+    label.add_argument("--retries", type=int, default=2,
+                       help="how often a box whose calculation raised, died or timed out is "
+                            "tried again before it goes to failed/ (default 2)")
+    label.add_argument("--release-host", metavar="HOST",
+                       help="first release the claims of labelers on HOST, known to be gone "
+                            "(claims of this host's dead labelers are taken over anyway)")
     label.add_argument("--watch", action="store_true",
                        help="keep polling for new boxes (e.g. beside a running MD) until Ctrl-C")
     label.add_argument("--poll", type=float, default=2.0,
@@ -36,22 +59,31 @@ def add_commands(commands) -> None:
 
 
 def _label(args) -> int:
-    from ..extraction.labeling import Labeler, parse_parameters, reference_calculator
-    from ..extraction.relaxation import calculator_from_files
+    from ..extraction.labeling import Labeler
+    from ..extraction.reference import Reference, parse_parameters
 
-    reference = reference_calculator(args.reference, parse_parameters(args.parameter))
-    relax_with = calculator_from_files(args.model) if args.model else None
     if not args.queue.is_dir():
         raise FileNotFoundError(f"queue directory '{args.queue}' does not exist")
-    labeler = Labeler(args.queue, reference, relax_with, reference_name=args.reference)
+    reference = Reference(args.reference, parse_parameters(args.parameter))
+    reference.check()
+    labeler = Labeler(args.queue, reference, args.model, workers=args.workers,
+                      threads_per_worker=args.threads_per_worker, scheduler=args.scheduler,
+                      retries=args.retries, timeout=args.timeout)
+    if args.release_host:
+        released = labeler.claims.release_host(args.release_host)
+        print(f"released {len(released)} claims of {args.release_host}")
     interrupted = None
     try:
         labeler.run(watch=args.watch, poll=args.poll, progress=not args.no_progress)
     except KeyboardInterrupt as stop:  # with --watch, Ctrl-C is how the labeler is stopped
         interrupted = None if args.watch else stop
     summary = labeler.summary
-    print(f"labeled {len(summary.labeled)} boxes into {labeler.queue.dataset}; "
-          f"{len(summary.failed)} failed" + ("; stopped watching" if args.watch else ""))
+    print(f"labeled {len(summary.labeled)} boxes into {labeler.queue.dataset} in "
+          f"{summary.seconds:.1f} s; "
+          f"{len(summary.failed)} failed; {len(summary.retried)} retried"
+          + ("; stopped watching" if args.watch else ""))
+    for name, holder in summary.taken_over.items():
+        print(f"  {name}: took over the claim of {holder}, no longer running")
     for name, reason in summary.failed.items():
         print(f"  failed/{name}: {reason}")
     if interrupted is not None:

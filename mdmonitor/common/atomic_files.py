@@ -3,6 +3,7 @@ complete, so a reader (or a restarted run) sees the old file or the whole new on
 
 from __future__ import annotations
 
+import fcntl
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,3 +33,30 @@ def write_atomically(path: str | Path, text: str) -> None:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def append_or_cut_back(descriptor: int, data: bytes) -> None:
+    """Append all of `data` to a file opened for appending (by a caller holding its lock), and
+    sync; a write may be short (a signal, a nearly full disk), so it writes until every byte is
+    out. If any of that fails (a full disk: ENOSPC) or is interrupted, the file is cut back to
+    its size before and the error raised; only a kill in mid-write can leave a torn tail."""
+    size = os.fstat(descriptor).st_size
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(descriptor, view):]
+        os.fsync(descriptor)
+    except BaseException:
+        os.ftruncate(descriptor, size)
+        raise
+
+
+def append_whole(path: str | Path, text: str) -> None:
+    """Append `text` to `path` whole or not at all, holding an exclusive lock on the file so
+    that concurrent appenders never interleave (see `append_or_cut_back`)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        append_or_cut_back(descriptor, text.encode())
+    finally:
+        os.close(descriptor)

@@ -4,6 +4,7 @@
       pending/   boxes to label, one extxyz file each
       done/      labeled boxes (labels under REF_energy, REF_forces, REF_stress)
       failed/    boxes that failed a quality gate or labeling; info["failure"] says why
+      skipped/   boxes a selection (`mdmonitor select`) left out; the manifest says why
       labeled.extxyz   every labeled box, ready for MACE training (appended whole, see
                        `append_whole`; a torn last frame is cut off by `cut_torn_tail`)
       manifest.csv     one line per event (written, relaxed, labeled, failed), for humans
@@ -17,22 +18,19 @@ they reached, and does not write them again.
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
-import itertools
 import os
 import re
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import ase.io
 from ase import Atoms
 
-from ..common.atomic_files import replaced_atomically, write_atomically
+from ..common.atomic_files import append_whole, write_atomically
 from ..common.geometry import check_structure
 
-STAGES = ("pending", "done", "failed")
+STAGES = ("pending", "done", "failed", "skipped")
 MANIFEST_COLUMNS = ("when", "box", "event", "source_step", "centre_index",
                     "centre_local_uncertainty", "strategy", "atoms", "core_atoms",
                     "relaxation", "detail")
@@ -58,81 +56,26 @@ def extxyz_text(frames) -> str:
     return buffer.getvalue()
 
 
-def append_whole(path: Path, text: str) -> None:
-    """Append `text` to `path` whole or not at all.
-
-    The append holds an exclusive lock on the file, so concurrent appenders never interleave;
-    it writes until every byte is out (a write may be short) and syncs. If any of that fails
-    (a full disk: ENOSPC) or is interrupted, the file is cut back to its size before and the
-    error raised. Only a kill in mid-write can leave a torn tail; see `cut_torn_tail`.
-    """
-    data = memoryview(text.encode())
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+def read_box(path: Path) -> Atoms:
+    """One box from the queue; CorruptBox names the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"box file '{path}' does not exist")
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        size = os.fstat(descriptor).st_size
-        try:
-            while data:
-                data = data[os.write(descriptor, data):]
-            os.fsync(descriptor)
-        except BaseException:
-            os.ftruncate(descriptor, size)
-            raise
-    finally:
-        os.close(descriptor)
-
-
-def whole_frames_length(path: Path) -> int:
-    """Bytes of extxyz file `path` up to the end of its last whole frame (a count line N, a
-    comment line and N atom lines, each ending in a newline).
-
-    Whatever follows is a torn frame: the start of an append cut short by a kill. A count line
-    that is not a number of atoms raises ValueError naming the file and the line.
-    """
-    whole = line_number = 0
-    with open(path, "rb") as handle:
-        lines = iter(handle)
-        for count_line in lines:
-            line_number += 1
-            try:
-                expected = int(count_line) + 1
-            except ValueError:
-                expected = 0
-            if expected < 1:
-                raise ValueError(f"'{path}' line {line_number}: expected the atom count of a "
-                                 f"frame, found {count_line[:40].decode(errors='replace')!r}")
-            body = list(itertools.islice(lines, expected))
-            line_number += len(body)
-            if len(body) < expected or not body[-1].endswith(b"\n"):
-                break
-            whole += len(count_line) + sum(map(len, body))
-    return whole
-
-
-def cut_torn_tail(path: Path) -> Path | None:
-    """Cut a torn last frame off extxyz file `path`, keeping its bytes in the side file
-    `<path>.torn-<UTC time>`, whose path is returned (None if `path` ends with a whole frame).
-
-    The side file is written (and synced) before `path` is shortened, so no byte is ever lost.
-    """
-    if not path.exists():
-        return None
-    whole = whole_frames_length(path)
-    with open(path, "r+b") as handle:
-        handle.seek(whole)
-        torn = handle.read()
-        if not torn:
-            return None
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S_%fZ")
-        side = path.with_name(f"{path.name}.torn-{stamp}")
-        with replaced_atomically(side) as temporary, open(temporary, "wb") as kept:
-            kept.write(torn)
-            kept.flush()
-            os.fsync(kept.fileno())
-        handle.truncate(whole)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return side
+        frames = ase.io.read(path, index=":", format="extxyz")
+    except Exception as err:
+        raise CorruptBox(f"'{path}' is not a readable extxyz box: {err}") from err
+    if len(frames) != 1:
+        raise CorruptBox(f"'{path}' holds {len(frames)} frames, a box file holds one")
+    box = frames[0]
+    missing = [k for k in ("core_mask", "source_index") if k not in box.arrays]
+    if missing:
+        raise CorruptBox(f"'{path}' lacks the per-atom arrays {missing} of a box")
+    try:  # (a NaN box, written by hand or before the gates refused them, hung the labeler)
+        check_structure(box, f"'{path}'")
+    except ValueError as err:
+        raise CorruptBox(str(err)) from None
+    return box
 
 
 class CandidateQueue:
@@ -183,25 +126,7 @@ class CandidateQueue:
         self.log(name, event, box, detail)
         return path
 
-    def read(self, path: Path) -> Atoms:
-        """One box from the queue; CorruptBox names the file and the problem."""
-        if not path.is_file():
-            raise FileNotFoundError(f"box file '{path}' does not exist")
-        try:
-            frames = ase.io.read(path, index=":", format="extxyz")
-        except Exception as err:
-            raise CorruptBox(f"'{path}' is not a readable extxyz box: {err}") from err
-        if len(frames) != 1:
-            raise CorruptBox(f"'{path}' holds {len(frames)} frames, a box file holds one")
-        box = frames[0]
-        missing = [k for k in ("core_mask", "source_index") if k not in box.arrays]
-        if missing:
-            raise CorruptBox(f"'{path}' lacks the per-atom arrays {missing} of a box")
-        try:  # (a NaN box, written by hand or before the gates refused them, hung the labeler)
-            check_structure(box, f"'{path}'")
-        except ValueError as err:
-            raise CorruptBox(str(err)) from None
-        return box
+    read = staticmethod(read_box)
 
     def move(self, name: str, box: Atoms, stage: str, event: str, detail: str = "") -> Path:
         """Write the final version of pending box `name` into `stage`, then remove it from pending."""
@@ -222,17 +147,3 @@ class CandidateQueue:
         line = io.StringIO()
         csv.DictWriter(line, fieldnames=MANIFEST_COLUMNS, lineterminator="\n").writerow(row)
         append_whole(self.manifest, line.getvalue())
-
-    @contextmanager
-    def labeling_lock(self):
-        """Hold the queue's labeling lock: a second labeler on the same queue is refused."""
-        handle = open(self.root / ".labeling.lock", "w")
-        try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise RuntimeError(f"another `mdmonitor label` is already labeling "
-                                   f"'{self.root}'; run one labeler per queue") from None
-            yield
-        finally:
-            handle.close()

@@ -2,18 +2,25 @@
 
 Each pending box is relaxed if it is not yet (with the model it was cut with), evaluated by the
 reference (energy, forces, and stress for periodic boxes), appended to `labeled.extxyz` under
-the keys MACE trains on (REF_energy, REF_forces, REF_stress), and moved to `done/`. Every step
-is written atomically (the dataset is appended whole or not at all) and is safe to repeat, so an
-interrupted labeler resumes where it stopped without labeling a box twice. A write that fails
-(a full disk) stops the labeler with `QueueWriteFailed` and leaves the box pending; a frame torn
-by a kill in mid-append is cut off the dataset when the labeler starts again.
+the keys MACE trains on (REF_energy, REF_forces, REF_stress), and moved to `done/`. The
+calculations run in this process, one at a time, or on the workers of a Dask cluster
+(workers.py); the queue's files are written by the labeler alone.
+
+Exactly once, under faults:
+- a labeler works only on boxes it has claimed (claims.py), so any number of labelers, on one
+  host or several sharing the filesystem, can work one queue;
+- a calculation that raises, whose worker dies, or that overruns `timeout` is retried, up to
+  `retries` times, then the box goes to `failed/` with the reason; so does a box whose labels
+  are not finite, or that fails a quality gate after its relaxation, at once;
+- a labeler killed at any point leaves claims that the next labeler on its host recognises as
+  stale and takes over; the dataset, read under its lock before every append (dataset.py),
+  never receives a box twice nor a frame after a torn one.
+A write that fails (a full disk) stops the labeler with `QueueWriteFailed`, the box pending.
 """
 
 from __future__ import annotations
 
-import ast
-import importlib
-import os
+import hashlib
 import signal
 import threading
 import time
@@ -22,56 +29,34 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import ase.io
-import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
+from distributed.scheduler import KilledWorker
 from tqdm.auto import tqdm
 
+from ..common.atomic_files import replaced_atomically
 from ..estimators.mace_model import ModelFileChanged
-from .candidates import (
-    CandidateQueue,
-    CorruptBox,
-    append_whole,
-    cut_torn_tail,
-    extxyz_text,
-)
+from .candidates import CandidateQueue, CorruptBox, extxyz_text, read_box
+from .claims import Claims, Holder
+from .dataset import LabeledDataset
 from .extractor import limits_of, relax_and_assess
+from .reference import Reference, ReferenceFailed, non_finite_labels, reference_labels
 from .relaxation import calculator_from_files
+from .workers import labeling_pool
+
+DEFAULT_RETRIES = 2
 
 
-def reference_calculator(spec: str, parameters: dict | None = None) -> Calculator:
-    """An ASE calculator from "module:Class" and keyword arguments, e.g. ase.calculators.emt:EMT."""
-    module_name, _, class_name = spec.partition(":")
-    if not module_name or not class_name:
-        raise ValueError(f"reference {spec!r} must be given as module:Class, "
-                         "e.g. ase.calculators.emt:EMT")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(f"cannot import module '{module_name}' of reference {spec!r}: "
-                         f"{err}") from err
-    factory = getattr(module, class_name, None)
-    if factory is None:
-        raise ValueError(f"module '{module_name}' has no '{class_name}' (reference {spec!r})")
-    try:
-        return factory(**(parameters or {}))
-    except Exception as err:
-        raise ValueError(f"cannot create reference {spec} with {parameters or {}}: {err}") from err
+class QueueWriteFailed(RuntimeError):
+    """Filing a box failed (e.g. a full disk): the box stays pending and the dataset whole."""
 
 
-def parse_parameters(items) -> dict:
-    """KEY=VALUE strings to keyword arguments; values are Python literals, or else strings."""
-    parameters = {}
-    for item in items or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key.isidentifier():
-            raise ValueError(f"reference parameter {item!r} must look like KEY=VALUE")
-        try:
-            parameters[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            parameters[key] = value
-    return parameters
+class RelaxationModelMissing(ValueError):
+    """The model a box must be relaxed with is gone or changed: the labeler stops."""
+
+
+class TornFrameCut(UserWarning):
+    """The dataset ended in a frame torn by a kill in mid-append; it was cut off and kept."""
 
 
 @contextmanager
@@ -90,135 +75,275 @@ def interrupts_deferred():
         raise KeyboardInterrupt
 
 
-class ReferenceFailed(RuntimeError):
-    """The reference calculator raised on a box; the box stays pending."""
+@dataclass
+class BoxOutcome:
+    """What became of one box on a worker: labeled, or failed with a reason (not retried)."""
+
+    box: Atoms
+    failure: str = ""
+    relaxed: bool = False
 
 
-class QueueWriteFailed(RuntimeError):
-    """Filing a box failed (e.g. a full disk): the box stays pending and the dataset whole."""
+_RELAXERS: dict[str, Calculator] = {}  # this process's relaxation calculators, by model files
 
 
-class TornFrameCut(UserWarning):
-    """The dataset ended in a frame torn by a kill in mid-append; it was cut off and kept."""
+def relaxer(files: list[str], sha256: list[str], name: str) -> Calculator:
+    """The calculator of the model files a box is relaxed with, loaded once per process and
+    only if each file still has the recorded SHA-256 (loading a model runs its pickled code)."""
+    key = ";".join(files + sha256)
+    if key not in _RELAXERS:
+        for path in files:
+            if not Path(path).is_file():
+                raise RelaxationModelMissing(
+                    f"box '{name}' was cut with model '{path}', which no longer exists: give "
+                    "the model with --model")
+        try:
+            _RELAXERS[key] = calculator_from_files(files, sha256=sha256)
+        except ModelFileChanged as err:
+            raise RelaxationModelMissing(
+                f"model '{err.path}' has changed since box '{name}' was cut (SHA-256 "
+                f"{err.found}, recorded {err.expected}); it was not loaded: give the model with "
+                "--model") from err
+    return _RELAXERS[key]
+
+
+def label_box(path: str, reference: Reference | Calculator, reference_name: str,
+              relax_models: tuple[list[str], list[str]] | None) -> BoxOutcome:
+    """Relax (if the box asks for it) and label the box file `path`: what a worker runs.
+
+    relax_models: the model files and their SHA-256 to relax with, instead of those recorded in
+    the box. The reference raising is ReferenceFailed; an unreadable box is CorruptBox.
+    """
+    box = read_box(path)
+    box.info.pop("failure", None)  # (of a box moved back from failed/ to try again)
+    name = Path(path).name
+    relaxed = box.info.get("relaxation") == "pending"
+    if relaxed:
+        files, hashes = relax_models or (
+            [f for f in str(box.info.get("model_files", "")).split(";") if f],
+            str(box.info.get("model_sha256", "")).split(";"))
+        if not files:
+            raise RelaxationModelMissing(f"box '{name}' needs its buffer relaxed but records "
+                                         "no model files: give the model with --model")
+        failures = relax_and_assess(box, relaxer(files, hashes, name), limits_of(box),
+                                    float(box.info["core_radius"]))
+        if failures:
+            return BoxOutcome(box, "; ".join(failures), relaxed)
+    calculator = reference.calculator() if isinstance(reference, Reference) else reference
+    labeled = reference_labels(box, calculator, name, reference_name)
+    bad = non_finite_labels(labeled)
+    if bad:
+        return BoxOutcome(box, f"reference gave non-finite {', '.join(bad)}", relaxed)
+    return BoxOutcome(labeled, "", relaxed)
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @dataclass
 class LabelingSummary:
+    """What one run of a labeler did; `started` and `ended` (s since the epoch) bound the time
+    from its workers being ready to its last box filed."""
+
     labeled: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    retried: dict[str, str] = field(default_factory=dict)  # last reason of each retried box
+    taken_over: dict[str, str] = field(default_factory=dict)  # box: the dead labeler's claim
+    started: float = float("nan")
+    ended: float = float("nan")
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+
+@dataclass
+class InFlight:
+    name: str
+    started: float
 
 
 class Labeler:
     """Labels the boxes of one queue with `reference`.
 
-    relax_with: calculator for boxes still to be relaxed; by default the MACE model files
-    recorded in each box, which must still have the recorded SHA-256.
+    reference: a `Reference` ("module:Class" and parameters, created where the boxes are
+      labeled) or an ASE calculator (sent to the workers as it is: it must pickle).
+    relax_models: MACE model files to relax buffers with, instead of those recorded in each box
+      (which must still have the recorded SHA-256).
+    workers / threads_per_worker / scheduler: label on a Dask LocalCluster of `workers` worker
+      processes, or on the cluster of a running `scheduler` (address); by default, in this
+      process, one box at a time.
+    retries: how often a box whose calculation raised, whose worker died or that overran
+      `timeout` (s; needs workers) is tried again before it goes to failed/.
     """
 
-    def __init__(self, queue, reference: Calculator, relax_with: Calculator | None = None,
-                 reference_name: str = ""):
+    def __init__(self, queue, reference: Reference | Calculator, relax_models=None,
+                 reference_name: str = "", *, workers: int | None = None,
+                 threads_per_worker: int = 1, scheduler: str | None = None,
+                 retries: int = DEFAULT_RETRIES, timeout: float | None = None):
         self.queue = queue if isinstance(queue, CandidateQueue) else CandidateQueue(queue)
         self.reference = reference
-        self.reference_name = reference_name or type(reference).__name__
-        self.relax_with = relax_with
-        self._relaxers: dict[str, Calculator] = {}
-        self._last_in_dataset: str | None = None
+        self.reference_name = reference_name or (
+            reference.name if isinstance(reference, Reference) else type(reference).__name__)
+        self.relax_models = None
+        if relax_models:
+            files = [str(Path(f).resolve()) for f in relax_models]
+            self.relax_models = (files, [file_sha256(f) for f in files])
+        if retries < 0:
+            raise ValueError(f"retries must be 0 or more, got {retries}")
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
+        if timeout is not None and workers is None and scheduler is None:
+            raise ValueError("a timeout needs workers (or a scheduler): a calculation in this "
+                             "process cannot be stopped")
+        self.pool_settings = dict(workers=workers, threads_per_worker=threads_per_worker,
+                                  scheduler=scheduler)
+        self.retries, self.timeout = retries, timeout
+        self.claims = Claims(self.queue.root)
+        self.dataset = LabeledDataset(self.queue.dataset)
         self.summary = LabelingSummary()
 
     def run(self, watch: bool = False, poll: float = 2.0, progress: bool = True) -> LabelingSummary:
         """Label every pending box; with `watch`, keep polling for new ones until interrupted."""
-        with self.queue.labeling_lock():
-            self._cut_torn_frame()
-            self._last_in_dataset = self._dataset_tail()
-            bar = tqdm(desc="labeling", unit="box", disable=not progress)
-            try:
-                while True:
-                    pending = self.queue.boxes("pending")
-                    if pending:
-                        bar.total = bar.n + len(pending)
-                        bar.refresh()
-                    for path in pending:
-                        self.label(path)
-                        bar.update()
+        with self._filing(self.queue.dataset.name):
+            self._catch_up_with_dataset()
+        self.claims.forget_finished({p.name for p in self.queue.boxes("pending")})
+        pool = labeling_pool(**self.pool_settings, preload=__name__)
+        self.summary.started = time.time()
+        running: dict = {}
+        bar = tqdm(desc="labeling", unit="box", disable=not progress)
+        try:
+            while True:
+                free = self._submit(pool, running)
+                bar.total = bar.n + len(running) + free
+                bar.refresh()
+                if not running and free and pool.slots == 0:  # workers (re)starting
+                    pool.wait_for_slots()
+                    continue
+                if not running:
                     if not watch:
                         return self.summary
                     time.sleep(poll)
-            finally:
-                bar.close()
+                    continue
+                for future in pool.wait(running, timeout=self._wait(running, poll)):
+                    self._collect(future, running.pop(future).name)
+                    bar.update()
+                for future in self._overdue(running):
+                    pool.abandon(future)
+                    name = running.pop(future).name
+                    try:
+                        self._attempt_failed(name, f"no result within the timeout of "
+                                                   f"{self.timeout:g} s (its worker was killed)")
+                    finally:
+                        self.claims.release(name)
+                    bar.update()
+        finally:
+            self.summary.ended = time.time()
+            bar.close()
+            for future, flight in running.items():  # left pending, for this labeler or another
+                future.cancel()
+                self.claims.release(flight.name)
+            pool.close()
 
-    def label(self, path: Path) -> None:
-        """Relax (if needed), label and file one pending box."""
+    def _submit(self, pool, running: dict) -> int:
+        """Claim pending boxes and send them to free slots; the number of boxes left free."""
+        busy = {flight.name for flight in running.values()}
+        pending = [p for p in self.queue.boxes("pending") if p.name not in busy]
+        for path in pending:
+            if len(running) >= pool.slots:
+                break
+            if not self._claim(path):
+                continue
+            try:  # (in this process, the calculation runs here and Ctrl-C may stop it)
+                future = pool.submit(label_box, str(path.resolve()), self.reference,
+                                     self.reference_name, self.relax_models)
+            except BaseException:
+                self.claims.release(path.name)
+                raise
+            running[future] = InFlight(path.name, time.monotonic())
+            busy.add(path.name)
+        return sum(1 for p in pending if p.name not in busy
+                   and self.claims.holder_of(p.name) is None)
+
+    def _claim(self, path: Path) -> bool:
+        """Claim pending box `path`, if no running labeler holds it and it is still to label."""
         name = path.name
-        if self.queue.path("done", name).exists():  # labeled before an interruption
+        taken = self.claims.take(name)
+        if taken is False:
+            return False
+        if isinstance(taken, Holder):
+            self.summary.taken_over[name] = str(taken)
+            self.queue.log(name, "claim-taken-over", detail=f"from {taken}, no longer running")
+        if self.queue.path("done", name).exists():  # filed before a kill, not yet unlinked
             path.unlink(missing_ok=True)
-            return
+        if not path.exists():  # labeled meanwhile by another labeler
+            self.claims.release(name)
+            return False
+        return True
+
+    def _wait(self, running: dict, poll: float) -> float:
+        if self.timeout is None:
+            return poll
+        first = min(flight.started for flight in running.values())
+        return max(0.0, min(poll, first + self.timeout - time.monotonic()))
+
+    def _overdue(self, running: dict) -> list:
+        if self.timeout is None:
+            return []
+        now = time.monotonic()
+        return [f for f, flight in running.items() if now - flight.started > self.timeout]
+
+    def _collect(self, future, name: str) -> None:
+        """File the result of one box's calculation, and give up its claim."""
         try:
-            box = self.queue.read(path)
+            outcome = future.result()
+        except RelaxationModelMissing:
+            raise
         except CorruptBox as err:
-            self._fail_unreadable(path, str(err))
-            return
-        if box.info.get("relaxation") == "pending":
-            failures = relax_and_assess(box, self._relaxer(box, name), limits_of(box),
-                                        float(box.info["core_radius"]))
-            if failures:
-                self._fail(name, box, "; ".join(failures))
-                return
-            with self._filing(name):
-                self.queue.write(box, name, "pending", "relaxed")
-        labeled = self._reference_labels(box, name)
-        bad = [k for k in ("REF_energy", "REF_stress") if k in labeled.info
-               and not np.all(np.isfinite(labeled.info[k]))]
-        if not np.all(np.isfinite(labeled.arrays["REF_forces"])):
-            bad.append("REF_forces")
-        if bad:
-            self._fail(name, box, f"reference gave non-finite {', '.join(bad)}")
-            return
+            self._fail_unreadable(name, str(err))
+        except KilledWorker:
+            self._attempt_failed(name, "its worker died (killed, crashed or out of memory) "
+                                       "while labeling it")
+        except Exception as err:  # the reference raised; or the relaxation did
+            reason = str(err) if isinstance(err, ReferenceFailed) else (
+                f"{type(err).__name__}: {err}")
+            self._attempt_failed(name, reason)
+        else:
+            self._file(name, outcome)
+        finally:
+            self.claims.release(name)
+
+    def _file(self, name: str, outcome: BoxOutcome) -> None:
         with self._filing(name):
-            if self._last_in_dataset != name:
-                append_whole(self.queue.dataset, extxyz_text(labeled))
-                self._last_in_dataset = name
-            self.queue.move(name, labeled, "done", "labeled", detail=self.reference_name)
+            if outcome.relaxed:
+                self.queue.log(name, "relaxed", outcome.box)
+            if outcome.failure:
+                self._fail(name, outcome.box, outcome.failure)
+                return
+            self.dataset.append(name, extxyz_text(outcome.box))
+            self._report_torn_frames()
+            self.queue.move(name, outcome.box, "done", "labeled", detail=self.reference_name)
             self.summary.labeled.append(name)
 
-    def _reference_labels(self, box: Atoms, name: str) -> Atoms:
-        atoms = Atoms(box.numbers, box.positions, cell=box.cell, pbc=box.pbc)
-        atoms.calc = self.reference
+    def _attempt_failed(self, name: str, reason: str) -> None:
+        """Count a failed attempt at box `name`: retry it, or fail it once retries are spent."""
+        path = self.queue.path("pending", name)
         try:
-            energy = atoms.get_potential_energy()
-            forces = atoms.get_forces()
-            stress = atoms.get_stress(voigt=True) if atoms.pbc.all() else None
-        except Exception as err:
-            raise ReferenceFailed(f"reference {self.reference_name} failed on box '{name}' "
-                                  f"(left in pending/): {type(err).__name__}: {err}") from err
-        labeled = box.copy()
-        labeled.info.update(box=name, REF_energy=float(energy), labeled_with=self.reference_name,
-                            config_type=f"mdmonitor-{box.info.get('strategy', 'box')}")
-        if stress is not None:
-            labeled.info["REF_stress"] = np.asarray(stress, dtype=float)
-        labeled.arrays["REF_forces"] = np.asarray(forces, dtype=float)
-        return labeled
-
-    def _relaxer(self, box: Atoms, name: str) -> Calculator:
-        if self.relax_with is not None:
-            return self.relax_with
-        files = [f for f in str(box.info.get("model_files", "")).split(";") if f]
-        hashes = str(box.info.get("model_sha256", "")).split(";")
-        if not files:
-            raise ValueError(f"box '{name}' needs its buffer relaxed but records no model "
-                             "files: give the model with --model")
-        key = ";".join(files)
-        if key not in self._relaxers:
-            for path in files:
-                if not Path(path).is_file():
-                    raise FileNotFoundError(f"box '{name}' was cut with model '{path}', which "
-                                            "no longer exists: give the model with --model")
-            try:  # each file's bytes are hashed, and loaded only if they are the recorded ones
-                self._relaxers[key] = calculator_from_files(files, sha256=hashes)
-            except ModelFileChanged as err:
-                raise ValueError(f"model '{err.path}' has changed since box '{name}' was cut "
-                                 f"(SHA-256 {err.found}, recorded {err.expected}); it was not "
-                                 "loaded: give the model with --model") from err
-        return self._relaxers[key]
+            box = read_box(path)
+        except CorruptBox as err:
+            self._fail_unreadable(name, str(err))
+            return
+        # a box that a user moved back from failed/ starts counting again
+        attempts = 1 + (0 if "failure" in box.info else int(box.info.get("label_attempts", 0)))
+        box.info.pop("failure", None)
+        box.info.update(label_attempts=attempts, last_failure=reason)
+        if attempts > self.retries:
+            self._fail(name, box, f"{reason} (attempt {attempts} of {self.retries + 1})")
+            return
+        with self._filing(name):
+            self.queue.write(box, name, "pending", "retry", detail=reason)
+            self.summary.retried[name] = reason
 
     def _fail(self, name: str, box: Atoms, reason: str) -> None:
         box.info["failure"] = reason
@@ -226,11 +351,14 @@ class Labeler:
             self.queue.move(name, box, "failed", "failed", detail=reason)
             self.summary.failed[name] = reason
 
-    def _fail_unreadable(self, path: Path, reason: str) -> None:
-        with self._filing(path.name):
-            os.replace(path, self.queue.path("failed", path.name))
-            self.queue.log(path.name, "failed", detail=reason)
-            self.summary.failed[path.name] = reason
+    def _fail_unreadable(self, name: str, reason: str) -> None:
+        """Move an unreadable box file to failed/ as it is."""
+        with self._filing(name):
+            with replaced_atomically(self.queue.path("failed", name)) as temporary:
+                temporary.write_bytes(self.queue.path("pending", name).read_bytes())
+            self.queue.path("pending", name).unlink(missing_ok=True)
+            self.queue.log(name, "failed", detail=reason)
+            self.summary.failed[name] = reason
 
     @contextmanager
     def _filing(self, name: str):
@@ -245,27 +373,21 @@ class Labeler:
                     f"stays in pending/ and '{self.queue.dataset.name}' is whole: free space "
                     "and run again") from err
 
-    def _cut_torn_frame(self) -> None:
-        """Cut a frame torn by a kill in mid-append off the dataset; keep it and say so."""
+    def _catch_up_with_dataset(self) -> None:
+        """Read the boxes the dataset holds; cut a frame torn by a kill off it."""
         try:
-            kept = cut_torn_tail(self.queue.dataset)
-            if kept is not None:
-                self.queue.log(self.queue.dataset.name, "torn-frame-cut", detail=str(kept))
-        except OSError as err:
-            raise QueueWriteFailed(f"cannot cut the torn last frame off dataset "
-                                   f"'{self.queue.dataset}': {err}") from err
-        if kept is not None:
+            self.dataset.refresh()
+        except ValueError as err:
+            raise ValueError(f"labeled dataset '{self.queue.dataset}' is not readable extxyz: "
+                             f"{err}") from err
+        self._report_torn_frames()
+
+    def _report_torn_frames(self) -> None:
+        """Log and warn about the frames torn by a kill that the dataset cut off."""
+        for kept in self.dataset.torn_kept:
+            self.queue.log(self.queue.dataset.name, "torn-frame-cut", detail=str(kept))
             warnings.warn(f"'{self.queue.dataset}' ended in a frame torn in mid-append (a "
                           f"killed labeler): cut it off and kept its {kept.stat().st_size} "
                           f"bytes in '{kept}'; its box, still pending, is labeled again",
                           TornFrameCut, stacklevel=3)
-
-    def _dataset_tail(self) -> str | None:
-        """Box name of the last frame of the labeled dataset (None if empty)."""
-        if not self.queue.dataset.exists() or self.queue.dataset.stat().st_size == 0:
-            return None
-        try:
-            return ase.io.read(self.queue.dataset, index=-1, format="extxyz").info.get("box")
-        except Exception as err:
-            raise ValueError(f"labeled dataset '{self.queue.dataset}' is not readable extxyz: "
-                             f"{err}") from err
+        self.dataset.torn_kept.clear()

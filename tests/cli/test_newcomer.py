@@ -169,7 +169,7 @@ def test_label_watch_stopped_by_ctrl_c_is_a_normal_end(tmp_path):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not (tmp_path / "queue" / ".labeling.lock").exists() and watcher.poll() is None \
+        while not (tmp_path / "queue" / "claims").exists() and watcher.poll() is None \
                 and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(0.5)
@@ -180,7 +180,7 @@ def test_label_watch_stopped_by_ctrl_c_is_a_normal_end(tmp_path):
             watcher.kill()
     assert watcher.returncode == 0, err
     assert "interrupted" not in out + err and "labeling" not in err
-    assert out.strip().endswith("0 failed; stopped watching")
+    assert out.strip().endswith("0 failed; 0 retried; stopped watching")
 
 
 def test_demo_keeps_the_md_running_while_borders_relax_and_says_what_to_conclude(tmp_path,

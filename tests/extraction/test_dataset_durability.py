@@ -13,7 +13,8 @@ import pytest
 from ase import Atoms
 from ase.calculators.emt import EMT
 
-from mdmonitor.extraction.candidates import STAGES, extxyz_text, whole_frames_length
+from mdmonitor.extraction.candidates import STAGES, extxyz_text
+from mdmonitor.extraction.dataset import whole_frames_length
 from mdmonitor.extraction.labeling import Labeler, QueueWriteFailed, TornFrameCut
 from tests.extraction.test_labeling import queue_with_boxes
 
@@ -187,7 +188,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", str(disk)], check=True)
 
 
-@pytest.mark.parametrize("free_kib, frames_written", [(6, 0), (12, 1)],
+@pytest.mark.parametrize("free_kib, frames_written", [(6, 0), (16, 1)],
                          ids=["full in the dataset append", "full in the move to done"])
 def test_a_really_full_disk_leaves_every_box_filed_and_the_dataset_whole(
         small_disk, free_kib, frames_written):

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from unittest.mock import ANY
 
 import ase.io
 import numpy as np
@@ -14,11 +15,8 @@ from ase.calculators.emt import EMT
 
 from mdmonitor.extraction.candidates import CandidateQueue
 from mdmonitor.extraction.extractor import Extractor
-from mdmonitor.extraction.labeling import (
-    Labeler,
-    parse_parameters,
-    reference_calculator,
-)
+from mdmonitor.extraction.labeling import Labeler
+from mdmonitor.extraction.reference import parse_parameters, reference_calculator
 from mdmonitor.monitor import Trigger
 
 
@@ -114,16 +112,40 @@ def test_a_box_with_nan_positions_goes_to_failed_without_reaching_the_reference(
     assert "positions" in summary.failed[name] and "atom 2" in summary.failed[name]
 
 
-def test_a_failing_reference_leaves_the_box_pending(tmp_path):
-    queue, names = queue_with_boxes(tmp_path, centres=(0,))
+def test_a_failing_reference_is_retried_then_the_box_fails_with_its_reason(tmp_path):
+    queue, names = queue_with_boxes(tmp_path, centres=(0, 50))
+    calls = []
+
+    class BrokenOnFirstBox(EMT):
+        def calculate(self, atoms, *args, **kwargs):
+            calls.append(len(atoms))
+            if len(calls) <= 3:  # the three attempts at the first box
+                raise RuntimeError("SCF did not converge")
+            super().calculate(atoms, *args, **kwargs)
+
+    summary = Labeler(queue, BrokenOnFirstBox(), retries=2).run(progress=False)
+    first, second = sorted(names)
+    assert len(calls) == 4 and summary.labeled == [second]
+    assert list(summary.failed) == [first] and summary.retried == {first: ANY}
+    failed = queue.read(queue.path("failed", first))
+    assert failed.info["label_attempts"] == 3
+    assert "SCF did not converge" in failed.info["failure"] and "attempt 3 of 3" in failed.info["failure"]
+    events = [line.split(",")[2] for line in queue.manifest.read_text().splitlines()[1:]]
+    assert events.count("retry") == 2 and events.count("failed") == 1
+    assert [p.name for p in queue.boxes("pending")] == []
+
+
+def test_a_box_moved_back_from_failed_is_tried_afresh(tmp_path):
+    queue, [name] = queue_with_boxes(tmp_path, centres=(0,))
 
     class Broken(EMT):
         def calculate(self, *args, **kwargs):
             raise RuntimeError("SCF did not converge")
 
-    with pytest.raises(RuntimeError, match="SCF did not converge"):
-        Labeler(queue, Broken()).run(progress=False)
-    assert [p.name for p in queue.boxes("pending")] == names
+    Labeler(queue, Broken(), retries=0).run(progress=False)
+    os.replace(queue.path("failed", name), queue.path("pending", name))
+    assert Labeler(queue, EMT(), retries=0).run(progress=False).labeled == [name]
+    assert "failure" not in ase.io.read(queue.dataset).info
 
 
 def test_reference_from_module_and_class_with_parameters():
@@ -138,13 +160,6 @@ def test_reference_from_module_and_class_with_parameters():
         reference_calculator("EMT")
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_parameters(["xc"])
-
-
-def test_one_labeler_per_queue(tmp_path):
-    queue = CandidateQueue(tmp_path)
-    with queue.labeling_lock():
-        with pytest.raises(RuntimeError, match="already labeling"):
-            Labeler(queue, EMT()).run(progress=False)
 
 
 def test_ctrl_c_while_a_box_is_filed_waits_until_it_is_filed_and_counted(tmp_path, monkeypatch):

@@ -90,8 +90,8 @@ if point == "md":  # the MD has run and written its boxes; its stage is not reco
     run_ase = loop.run_ase
     loop.run_ase = lambda *a, **k: (run_ase(*a, **k), die())
 elif point == "label":  # the first box is in the dataset
-    label = labeling.Labeler.label
-    labeling.Labeler.label = lambda self, path: (label(self, path), die())
+    file = labeling.Labeler._file
+    labeling.Labeler._file = lambda self, name, outcome: (file(self, name, outcome), die())
 elif point == "train":  # the first model is written, the other one is still training
     train_model = training.train_model
     training.train_model = lambda *a, **k: (train_model(*a, **k), die())

@@ -1,0 +1,179 @@
+"""Where boxes are labeled: in this process, one at a time, or on the workers of a Dask cluster
+(`dask.distributed`): a LocalCluster of worker processes on this machine, or any running
+scheduler, e.g. one that `dask-jobqueue` started on SLURM or PBS.
+
+Both pools offer the same three calls the labeler needs: `submit` a function, `wait` for the
+first results, and `abandon` a calculation that overran its time (its worker process is
+restarted, the only way to stop a calculation stuck in compiled code).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib
+import os
+import signal
+import time
+
+from distributed.core import Status
+from distributed.diagnostics.plugin import WorkerPlugin
+
+
+class InProcess:
+    """Labels in this process, one box at a time, as each is submitted (no timeout possible)."""
+
+    can_abandon = False
+
+    @property
+    def slots(self) -> int:
+        return 1
+
+    def submit(self, function, *args) -> concurrent.futures.Future:
+        future = concurrent.futures.Future()
+        try:
+            future.set_result(function(*args))
+        except Exception as err:
+            future.set_exception(err)
+        return future
+
+    def wait(self, futures, timeout: float | None) -> set:
+        return {f for f in futures if f.done()}
+
+    def wait_for_slots(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def kill_this_process() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Preload(WorkerPlugin):
+    """Imports a module on every worker of a user's cluster as it starts (and restarts), so
+    that importing torch and the model code is not charged to the first calculation's timeout
+    (our own LocalCluster's workers import it before they join)."""
+
+    def __init__(self, module: str):
+        self.module = module
+
+    def setup(self, worker) -> None:
+        importlib.import_module(self.module)
+
+
+class DaskWorkers:
+    """Labels on Dask workers: a LocalCluster of `workers` processes (each calculation may use
+    `threads_per_worker` threads: OMP_NUM_THREADS of the worker) or the cluster of `scheduler`;
+    each worker imports module `preload` as it starts.
+
+    A worker that dies in mid-calculation fails that calculation at once (KilledWorker), so the
+    labeler counts it as one attempt (a scheduler of our own is told to allow no silent
+    retries; one of a user's allows what its configuration says).
+    """
+
+    can_abandon = True
+
+    def __init__(self, workers: int | None = None, threads_per_worker: int = 1,
+                 scheduler: str | None = None, preload: str | None = None,
+                 wait_for_workers: float = 300.0, connect_timeout: float = 30.0):
+        from distributed import Client, LocalCluster
+
+        if scheduler is not None:
+            self.cluster = None
+            try:
+                self.client = Client(scheduler, timeout=connect_timeout)
+            except OSError as err:
+                raise RuntimeError(f"cannot reach the Dask scheduler at '{scheduler}': "
+                                   f"{err}") from err
+        else:
+            threads = str(threads_per_worker)
+            self.cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True,
+                dashboard_address=None, scheduler_kwargs={"allowed_failures": 0},
+                env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+                     "OPENBLAS_NUM_THREADS": threads},
+                preload=[preload] if preload else [])  # (imported before a worker joins)
+            self.client = Client(self.cluster)
+        self.patience = wait_for_workers
+        try:
+            if preload and scheduler is not None:
+                self.client.register_plugin(Preload(preload), name=f"preload-{preload}")
+            self.wait_for_slots()
+        except BaseException:
+            self.close()
+            raise
+
+    def wait_for_slots(self) -> None:
+        """Wait until a worker is there (after a restart, or while a batch system starts them)."""
+        deadline = time.monotonic() + self.patience
+        while self.slots == 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no Dask worker joined scheduler "
+                                   f"'{self.client.scheduler.address}' within {self.patience:g} s")
+            time.sleep(0.2)
+
+    @property
+    def slots(self) -> int:
+        """Calculations the cluster runs at once (its worker threads, as workers come and go)."""
+        if self.cluster is not None:
+            self._replace_closed_nannies()
+        return sum(self.client.nthreads().values())
+
+    def _replace_closed_nannies(self) -> None:
+        """Start new workers for those of our LocalCluster whose nanny gave up: a nanny that
+        loses a race with the scheduler while its worker dies closes instead of restarting it."""
+        closed = [name for name, nanny in self.cluster.workers.items()
+                  if nanny.status in (Status.closed, Status.failed)]
+        for name in closed:  # the cluster starts a worker for a spec without one
+            self.cluster.workers.pop(name)
+        if closed:
+            self.cluster.scale(len(self.cluster.worker_spec))
+
+    def submit(self, function, *args):
+        return self.client.submit(function, *args, pure=False)
+
+    def wait(self, futures, timeout: float | None) -> set:
+        from distributed import wait
+
+        try:
+            return set(wait(list(futures), timeout=timeout, return_when="FIRST_COMPLETED").done)
+        except TimeoutError:
+            return {f for f in futures if f.done()}
+
+    def abandon(self, future) -> None:
+        """Give up a calculation: cancel it and kill the worker process that runs it (a
+        calculation stuck in compiled code cannot be stopped otherwise); its nanny starts a
+        new one, as after any death of a worker."""
+        running_on = [worker for worker, keys in self.client.processing().items()
+                      if future.key in keys]
+        future.cancel()
+        if running_on:
+            try:  # (the worker dies before it can answer)
+                self.client.run(kill_this_process, workers=running_on)
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def labeling_pool(workers: int | None = None, threads_per_worker: int = 1,
+                  scheduler: str | None = None, preload: str | None = None):
+    """Where to label: this process (no workers, no scheduler) or a Dask cluster whose workers
+    import module `preload` as they start."""
+    if workers is not None and scheduler is not None:
+        raise ValueError("give workers (a LocalCluster of our own) or scheduler (a running "
+                         "Dask cluster), not both")
+    if workers is None and scheduler is None:
+        return InProcess()
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if threads_per_worker < 1:
+        raise ValueError(f"threads per worker must be at least 1, got {threads_per_worker}")
+    if threads_per_worker > (os.cpu_count() or 1):
+        raise ValueError(f"threads per worker {threads_per_worker} exceeds the "
+                         f"{os.cpu_count()} cores of this machine")
+    return DaskWorkers(workers, threads_per_worker, scheduler, preload)
