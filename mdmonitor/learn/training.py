@@ -73,6 +73,23 @@ def trainer_arguments(settings: dict, name: str, seed: int, work_dir: Path, star
     return argv + [str(arg) for arg in settings["extra_args"]]
 
 
+def run_mace_train(argv: list[str], log: Path, what: str) -> None:
+    """Run mace-torch's trainer (`mace_run_train` ARGV) in a child process, its output into
+    `log`; TrainingFailed with the log's last lines if it fails. `what`: the model, for the
+    message."""
+    with open(log, "w") as handle:
+        done = subprocess.run(
+            [sys.executable, "-m", "mace.cli.run_train", *argv], stdout=handle,
+            stderr=subprocess.STDOUT, check=False,
+            # a child process of ours: mace loads its own model files (pickles we chose)
+            env={**os.environ, FLAG: "1", "OMP_NUM_THREADS": os.environ.get(
+                "OMP_NUM_THREADS", "1")})
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-LOG_LINES_ON_FAILURE:]
+        raise TrainingFailed(f"mace_run_train failed (exit {done.returncode}) for {what}; "
+                             f"last lines of {log}:\n" + "\n".join(tail))
+
+
 def train_model(model: MaceModel, output: Path, work_dir: Path, settings: dict, seed: int,
                 train_file: Path, valid_file: Path | None, checkpoints: bool = False) -> Path:
     """Train the next version of `model` into `output` (written atomically; left alone if it
@@ -88,18 +105,7 @@ def train_model(model: MaceModel, output: Path, work_dir: Path, settings: dict, 
     name = output.stem
     argv = trainer_arguments(settings, name, seed, work_dir, start, atomic_energies(model),
                              train_file, valid_file, checkpoints)
-    log = work_dir / "train.log"
-    with open(log, "w") as handle:
-        done = subprocess.run(
-            [sys.executable, "-m", "mace.cli.run_train", *argv], stdout=handle,
-            stderr=subprocess.STDOUT, check=False,
-            # a child process of ours: mace loads its own model files (pickles we chose)
-            env={**os.environ, FLAG: "1", "OMP_NUM_THREADS": os.environ.get(
-                "OMP_NUM_THREADS", "1")})
-    if done.returncode != 0:
-        tail = log.read_text(errors="replace").splitlines()[-LOG_LINES_ON_FAILURE:]
-        raise TrainingFailed(f"mace_run_train failed (exit {done.returncode}) for {output.name}; "
-                             f"last lines of {log}:\n" + "\n".join(tail))
+    run_mace_train(argv, work_dir / "train.log", output.name)
     with replaced_atomically(output) as temporary:
         shutil.copy2(work_dir / f"{name}.model", temporary)
     return output
