@@ -34,6 +34,25 @@ void local_mean(const NeighbourLists &lists, const double *const *x, const doubl
   }
 }
 
+std::vector<int> close_contacts(const NeighbourLists &lists, const double *const *x,
+                                const double *radius, double factor)
+{
+  std::vector<int> touching;
+  for (int ii = 0; ii < lists.n_centres; ++ii) {
+    const int i = lists.centres[ii];
+    for (int jj = 0; jj < lists.count[i]; ++jj) {
+      const int j = lists.neighbours[i][jj] & lists.index_mask;
+      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+      const double limit = factor * (radius[i] + radius[j]);
+      if (dx * dx + dy * dy + dz * dz < limit * limit) {
+        touching.push_back(i);
+        break;
+      }
+    }
+  }
+  return touching;
+}
+
 std::vector<int> rank_above(int n, const double *values, const int64_t *tags, double threshold)
 {
   std::vector<int> above;

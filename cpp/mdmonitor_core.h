@@ -35,6 +35,12 @@ void local_mean(const NeighbourLists &lists, const double *const *x, const doubl
                 double cutoff, double *mean, const int *group_mask = nullptr,
                 int group_bit = 0);
 
+// The centres closer than factor x (radius[i] + radius[j]) to some neighbour j (an atom or a
+// periodic image; radius per atom of x, A), in the order of `lists`: the atoms in close
+// contact (Tan et al. 2023, Sec. 2.5), as mdmonitor.stability.close_contacts.
+std::vector<int> close_contacts(const NeighbourLists &lists, const double *const *x,
+                                const double *radius, double factor);
+
 // Indices of the values above `threshold`, largest first; equal values by smaller tag.
 std::vector<int> rank_above(int n, const double *values, const int64_t *tags, double threshold);
 

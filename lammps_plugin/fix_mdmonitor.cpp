@@ -18,6 +18,7 @@
 #include "update.h"
 #include "variable.h"
 
+#include "elements.h"
 #include "mdmonitor_core.h"
 
 #include <algorithm>
@@ -41,8 +42,8 @@ FixMDMonitor::FixMDMonitor(LAMMPS *lmp, int narg, char **arg) :
     Fix(lmp, narg, arg), source(PAIR), source_column(0), cutoff(0.0), threshold(0.0),
     has_threshold(false), pair(nullptr), compute(nullptr), fix(nullptr), variable(-1),
     list(nullptr), extracting(false), core_radius(0.0), box_length(0.0), separation(-1.0),
-    max_boxes(-1), cooldown(50), run_id("run"), boxes_in_queue(0), values(nullptr),
-    global{0.0, 0.0, 0.0, 0.0}
+    max_boxes(-1), cooldown(50), run_id("run"), boxes_in_queue(0), contact_factor(0.5),
+    values(nullptr), global{0.0, 0.0, 0.0, 0.0, 0.0}
 {
   if (narg < 4) utils::missing_cmd_args(FLERR, "fix mdmonitor", error);
   nevery = parse_count("N", arg[3]);
@@ -56,9 +57,15 @@ FixMDMonitor::FixMDMonitor(LAMMPS *lmp, int narg, char **arg) :
       has_threshold = true;
     } else if (keyword == "source") {
       parse_source(arg[iarg + 1]);
+    } else if (keyword == "contact") {
+      contact_factor = parse_number(keyword, arg[iarg + 1], 0.0, true);
+      if (contact_factor >= 1.0)
+        error->all(FLERR, "Illegal fix mdmonitor command: contact must be < 1 (a fraction of "
+                   "the sum of covalent radii, which bonds are shorter than), not {}",
+                   arg[iarg + 1]);
     } else if (!parse_extraction(keyword, arg[iarg + 1])) {
       error->all(FLERR, "Illegal fix mdmonitor command: unknown keyword '{}' (expected cutoff, "
-                 "threshold, source or extract)", keyword);
+                 "threshold, source, contact or extract)", keyword);
     }
   }
   if (cutoff == 0.0)
@@ -97,7 +104,7 @@ FixMDMonitor::FixMDMonitor(LAMMPS *lmp, int narg, char **arg) :
   size_peratom_cols = 2;
   peratom_freq = nevery;
   vector_flag = 1;
-  size_vector = 4;
+  size_vector = 5;
   global_freq = nevery;
   extvector = 0;
   comm_forward = 1;
@@ -248,19 +255,41 @@ void FixMDMonitor::init()
 
   // neighbours come from ghost atoms out to the communication cutoff; a list cutoff beyond
   // it stops LAMMPS without saying which setting to change
-  const double needed = cutoff + neighbor->skin;
+  set_type_radii();
+  const double reach = std::max(cutoff, 2.0 * contact_factor *
+                                *std::max_element(type_radius.begin(), type_radius.end()));
+  const double needed = reach + neighbor->skin;
   const double available =
       std::max(comm->cutghostuser, force->pair ? force->pair->cutforce + neighbor->skin : 0.0);
   if (needed > available)
-    error->all(FLERR, "fix mdmonitor: cutoff {} A needs ghost atoms out to cutoff + skin = {} "
-               "A but the communication cutoff is {} A: use 'comm_modify cutoff {}'", cutoff,
-               needed, available, needed);
-  // the list holds pairs out to max(cutoff, pair cutoff) + skin; local_mean filters distances.
+    error->all(FLERR, "fix mdmonitor: cutoff {} A (or close contacts out to {} A) needs ghost "
+               "atoms out to that + skin = {} A but the communication cutoff is {} A: use "
+               "'comm_modify cutoff {}'", cutoff, reach, needed, available, needed);
+  // the list holds pairs out to max(reach, pair cutoff) + skin; local_mean filters distances.
   // (LAMMPS 22 Jul 2025 ignores a list cutoff below the pair cutoff, and lists with several
   // such cutoffs can stop it in neighbor list ordering: ask only for a larger one)
   auto request = neighbor->add_request(this, NeighConst::REQ_FULL);
-  if (!force->pair || cutoff > force->pair->cutforce) request->set_cutoff(cutoff);
+  if (!force->pair || reach > force->pair->cutforce) request->set_cutoff(reach);
   modify->addstep_compute_all(update->ntimestep);
+}
+
+/* covalent radius of each atom type: of its element under pair_style mdmonitor, else of the
+   element whose standard mass is nearest the type's mass */
+
+void FixMDMonitor::set_type_radii()
+{
+  Pair *monitor_pair = force->pair_match("mdmonitor", 1, 0);
+  const std::vector<std::string> *elements = nullptr;
+  int dim;
+  if (monitor_pair)
+    elements = (const std::vector<std::string> *) monitor_pair->extract("type_elements", dim);
+  type_radius.assign(atom->ntypes + 1, 0.0);
+  for (int type = 1; type <= atom->ntypes; ++type) {
+    const int number = elements && !(*elements)[type].empty()
+        ? mdmonitor::atomic_number((*elements)[type])
+        : mdmonitor::nearest_element_by_mass(atom->mass[type]);
+    type_radius[type] = mdmonitor::covalent_radius(number);
+  }
 }
 
 void FixMDMonitor::init_list(int /*id*/, NeighList *ptr)
@@ -353,7 +382,24 @@ void FixMDMonitor::monitor()
   global[0] = empty ? 0.0 : largest;
   global[1] = empty ? 0.0 : (double) largest_tag;
   global[2] = (double) total_above;
+  global[4] = count_close_contacts();
   if (extracting && total_above > 0) extract();
+}
+
+/* number of atoms, on all ranks, in close contact with another atom or a periodic image */
+
+double FixMDMonitor::count_close_contacts()
+{
+  const int nall = atom->nlocal + atom->nghost;
+  radius.resize(nall);
+  for (int i = 0; i < nall; ++i) radius[i] = type_radius[atom->type[i]];
+  const mdmonitor::NeighbourLists lists{list->inum, list->ilist, list->numneigh,
+                                        list->firstneigh, NEIGHMASK};
+  const bigint mine = mdmonitor::close_contacts(lists, atom->x, radius.data(),
+                                                contact_factor).size();
+  bigint total;
+  MPI_Allreduce(&mine, &total, 1, MPI_LMP_BIGINT, MPI_SUM, world);
+  return (double) total;
 }
 
 /* the largest of every rank's (value, atom ID), on ties the smallest ID; (-inf, MAXTAGINT)
@@ -541,5 +587,6 @@ void FixMDMonitor::unpack_forward_comm(int n, int first, double *buf)
 double FixMDMonitor::memory_usage()
 {
   return (double) atom->nmax * 2 * sizeof(double) +
-      (double) (atomic.capacity() + local.capacity() + evaluated.capacity()) * sizeof(double);
+      (double) (atomic.capacity() + local.capacity() + evaluated.capacity() +
+                radius.capacity()) * sizeof(double);
 }

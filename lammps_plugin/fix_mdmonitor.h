@@ -1,14 +1,17 @@
 /* fix ID group mdmonitor N cutoff R [threshold T] [source pair|c_ID|c_ID[k]|f_ID|f_ID[k]|v_name]
+       [contact F]
        [extract cube core Rc box L queue DIR [max_boxes M] [cooldown C] [separation S]
         [run_id NAME]]
    Every N steps: per-atom uncertainty from the source (default: pair_style mdmonitor), its mean
    over each atom's neighbours within R including itself (Heid et al. 2024, Eq. 10), for atoms of
    the group. Per-atom array [atomic, local]; global vector [max local, atom ID of the max
-   (the smallest on exact ties), number of atoms with local > T, boxes extracted]. With extract,
-   on every such step with atoms above T: a periodic cube of edge L around the most uncertain
-   atom (not within S of a centre cut in the last C steps), written to the candidate queue DIR
-   as mdmonitor.Extractor(strategy="cube", relax="label") does (see mdmonitor_core's cube_cut.h
-   and candidate_queue.h). */
+   (the smallest on exact ties), number of atoms with local > T, boxes extracted, number of
+   atoms (of all) closer than F x (sum of covalent radii) to another atom or image: close
+   contacts, as mdmonitor.stability.StabilityCriteria(contact_factor=F), F = 0.5 by default].
+   With extract, on every such step with atoms above T: a periodic cube of edge L around the
+   most uncertain atom (not within S of a centre cut in the last C steps), written to the
+   candidate queue DIR as mdmonitor.Extractor(strategy="cube", relax="label") does (see
+   mdmonitor_core's cube_cut.h and candidate_queue.h). */
 
 #ifndef LMP_FIX_MDMONITOR_H
 #define LMP_FIX_MDMONITOR_H
@@ -70,8 +73,13 @@ class FixMDMonitor : public Fix {
   std::vector<std::string> type_elements;              // element of each atom type
   std::string model_files, model_sha256;               // ";"-joined, from pair mdmonitor
 
+  double contact_factor;          // close contact below this x (sum of covalent radii)
+  std::vector<double> type_radius;    // covalent radius (A) of each atom type
+
   double **values;                // per local atom: atomic, local uncertainty
-  double global[4];               // max local, its atom ID, count above threshold, boxes
+  double global[5];               // max local, its atom ID, count above threshold, boxes,
+                                  // atoms in close contact
+  std::vector<double> radius;     // covalent radius (A) of local and ghost atoms
   std::vector<double> atomic;     // atomic uncertainty of local and ghost atoms
   std::vector<double> local;      // local uncertainty of local atoms
   std::vector<double> evaluated;  // atom-style variable values
@@ -81,6 +89,8 @@ class FixMDMonitor : public Fix {
   void parse_source(const std::string &);
   bool parse_extraction(const std::string &, const char *);
   void read_source();
+  void set_type_radii();
+  double count_close_contacts();
   void monitor();
   void extract();
   std::vector<mdmonitor::Vec3> positions_of(const std::vector<tagint> &);

@@ -19,6 +19,7 @@ from .common.geometry import check_structure
 from .common.settings import finite_array, positive_integer, positive_number
 from .monitor_log import MonitorLog
 from .quality.calibration import Calibration
+from .stability import Finding, Instability, StabilityCriteria, non_finite
 
 
 @dataclass
@@ -94,9 +95,19 @@ class MonitoredCalculator(Calculator):
     given as expected local force errors (eV/A), and adds the result expected_error (N,) =
     alpha x local_uncertainty (eV/A).
 
-    Every force call first refuses (ValueError) atoms with NaN or inf positions, cell or
-    momenta, or a degenerate periodic cell, before the model sees them; the first one also cuts
-    a trial box with the extractor, so that a box it could never cut stops the run at once.
+    stability: the `StabilityCriteria` checked on every monitored frame (True: the defaults,
+    close contacts below 0.5 x the sum of covalent radii and a temperature above 10 x the
+    starting one; False: none). A frame that violates one is logged with the codes in the
+    `instability` column (also results["instability"], "" when stable) and handed as an
+    `Instability` to `on_instability(instability)`; with stop_on_instability the force call
+    then raises it.
+
+    The first force call refuses (ValueError) atoms with NaN or inf positions, cell or momenta,
+    or a degenerate periodic cell, before the model sees them (bad input); from the second on,
+    NaN or inf positions, momenta, energy or forces are an instability (with stability) that is
+    logged, handed to on_instability and always raised, since the run cannot go on. The first
+    call also cuts a trial box with the extractor, so that a box it could never cut stops the
+    run at once.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
@@ -105,7 +116,10 @@ class MonitoredCalculator(Calculator):
                  stop_threshold: float | None = None, interval: int = 1, log=None,
                  timestep: float | None = None, callbacks: list[Callable] = (), extractor=None,
                  calibration=None, error_threshold: float | None = None,
-                 error_stop_threshold: float | None = None, **kwargs):
+                 error_stop_threshold: float | None = None,
+                 stability: StabilityCriteria | bool = True,
+                 on_instability: Callable[[Instability], None] | None = None,
+                 stop_on_instability: bool = False, **kwargs):
         super().__init__(**kwargs)
         if not hasattr(estimator, "predict"):
             raise TypeError(f"estimator must have a predict(atoms) method, got "
@@ -133,6 +147,18 @@ class MonitoredCalculator(Calculator):
                                  "whose local uncertainty exceeds it")
             extractor.use_estimator(estimator)
             self.callbacks.append(extractor)
+        if stability is True:
+            stability = StabilityCriteria()
+        if not (stability is False or stability is None or isinstance(stability,
+                                                                      StabilityCriteria)):
+            raise TypeError(f"stability must be a StabilityCriteria, True or False, got "
+                            f"{type(stability).__name__}")
+        self.stability = stability or None
+        if on_instability is not None and not callable(on_instability):
+            raise TypeError(f"on_instability must be a function of the Instability, got "
+                            f"{type(on_instability).__name__}")
+        self.on_instability = on_instability
+        self.stop_on_instability = bool(stop_on_instability)
         self.step = 0
 
     def add_callback(self, callback: Callable[[Trigger], None]) -> None:
@@ -141,36 +167,81 @@ class MonitoredCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        _check_input(self.atoms, self.step)
-        if self.step == 0 and self.extractor is not None:
+        step = self.step
+        if step > 0 and self.stability is not None:
+            self._refuse_non_finite(step, ("positions", self.atoms.positions),
+                                    ("momenta", self.atoms.arrays.get("momenta", 0.0)))
+        _check_input(self.atoms, step)
+        if step == 0 and self.extractor is not None:
             self.extractor.check_frame(self.atoms)
-        prediction = self.estimator.predict(self.atoms)
+        try:
+            prediction = self.estimator.predict(self.atoms)
+        except FloatingPointError as err:  # NaN or inf energy, forces or stress
+            if step == 0 or self.stability is None:
+                raise
+            self._unstable(step, [Finding("non-finite", str(err), np.array([], int))])
         self.results = {"energy": prediction.energy, "free_energy": prediction.energy,
                         "forces": prediction.forces,
                         "atomic_uncertainty": prediction.atomic_uncertainty, **prediction.extra}
         if prediction.stress is not None:
             self.results["stress"] = prediction.stress
-        step, self.step = self.step, self.step + 1
+        self.step = step + 1
         if step % self.interval == 0:
             self._monitor(step, prediction.atomic_uncertainty)
+
+    def _refuse_non_finite(self, step: int, *named) -> None:
+        """Log and raise an Instability if any of the (name, values) pairs is not finite."""
+        findings = [f for f in (non_finite(name, value) for name, value in named) if f]
+        if findings:
+            self._unstable(step, findings)
+
+    def _unstable(self, step: int, findings: list[Finding]) -> None:
+        """Log a frame the model cannot go on from (NaN or inf), tell on_instability, raise."""
+        self.step = step + 1
+        instability = Instability(step, findings, None, self._time_fs(step))
+        self.atoms = None  # no results for this frame: a retry computes it anew
+        self.results = {"instability": "+".join(instability.codes)}
+        if self.log is not None:
+            self.log.append(step=step, time_fs=instability.time_fs, max_local_uncertainty=None,
+                            max_local_atom=None, mean_local_uncertainty=None,
+                            max_atomic_uncertainty=None, n_above_threshold=None,
+                            instability=self.results["instability"])
+        if self.on_instability is not None:
+            self.on_instability(instability)
+        raise instability
+
+    def _time_fs(self, step: int) -> float | None:
+        return None if self.timestep is None else step * self.timestep / units.fs
 
     def _monitor(self, step: int, atomic: np.ndarray) -> None:
         local = aggregate(self.atoms, atomic, self.cutoff)
         self.results["local_uncertainty"] = local
         if self.calibration is not None:
             self.results["expected_error"] = self.calibration.expected_error(local)
-        time_fs = None if self.timestep is None else step * self.timestep / units.fs
+        time_fs = self._time_fs(step)
         worst = int(np.argmax(local))
         above = np.flatnonzero(local > self.threshold) if self.threshold else np.array([], int)
+        instability = None
+        if self.stability is not None:
+            findings = self.stability.check(self.atoms)
+            if findings:
+                instability = Instability(step, findings, self.atoms.copy(), time_fs)
+        self.results["instability"] = "+".join(instability.codes) if instability else ""
         if self.log is not None:
             self.log.append(step=step, time_fs=time_fs, max_local_uncertainty=float(local[worst]),
                             max_local_atom=worst, mean_local_uncertainty=float(local.mean()),
                             max_atomic_uncertainty=float(atomic.max()),
-                            n_above_threshold=len(above) if self.threshold else None)
+                            n_above_threshold=len(above) if self.threshold else None,
+                            instability=self.results["instability"])
         if len(above):
             trigger = Trigger(step, time_fs, self.atoms.copy(), atomic, local,
                               above[np.argsort(-local[above], kind="stable")])
             for callback in self.callbacks:
                 callback(trigger)
+        if instability is not None:
+            if self.on_instability is not None:
+                self.on_instability(instability)
+            if self.stop_on_instability:
+                raise instability
         if self.stop_threshold is not None and local[worst] > self.stop_threshold:
             raise UncertaintyLimitExceeded(step, worst, float(local[worst]), self.stop_threshold)

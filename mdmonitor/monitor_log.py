@@ -1,4 +1,8 @@
-"""Append-only CSV log of the monitor: one line per monitored frame, flushed as written."""
+"""Append-only CSV log of the monitor: one line per monitored frame, flushed as written.
+
+`instability` holds the codes of the stability criteria a frame violates (see
+mdmonitor.stability), joined by "+", e.g. "close-contact+hot"; it is empty on a stable frame.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ import math
 from pathlib import Path
 
 COLUMNS = ("step", "time_fs", "max_local_uncertainty", "max_local_atom",
-           "mean_local_uncertainty", "max_atomic_uncertainty", "n_above_threshold")
+           "mean_local_uncertainty", "max_atomic_uncertainty", "n_above_threshold",
+           "instability")
+TEXT_COLUMNS = ("instability",)
 
 
 class MonitorLog:
@@ -36,8 +42,9 @@ class MonitorLog:
         self._handle.write(line + "\n")
         self._handle.flush()
 
-    def append(self, **row) -> None:
-        """Write one row; keys are `COLUMNS`."""
+    def append(self, instability: str | None = None, **row) -> None:
+        """Write one row; keys are `COLUMNS` (`instability` may be left out: a stable frame)."""
+        row["instability"] = instability
         self._write(",".join(format_value(row[name]) for name in COLUMNS))
 
     def close(self) -> None:
@@ -53,11 +60,11 @@ def format_value(value) -> str:
 
 
 def read_log(path: str | Path) -> list[dict]:
-    """The rows of a monitor log as dicts by column, values as float (None where empty); no
-    rows for a missing file."""
+    """The rows of a monitor log as dicts by column, values as float (None where empty) but
+    the text of `TEXT_COLUMNS` ("" where empty); no rows for a missing file."""
     path = Path(path)
     if not path.is_file():
         return []
     with open(path) as handle:
-        return [{k: (float(v) if v else None) for k, v in row.items()}
-                for row in csv.DictReader(handle)]
+        return [{k: v if k in TEXT_COLUMNS else (float(v) if v else None)
+                 for k, v in row.items()} for row in csv.DictReader(handle)]

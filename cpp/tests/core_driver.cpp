@@ -1,6 +1,8 @@
 /* Test driver for the mdmonitor core: reads one task from stdin, prints the result.
      local_mean   n_atoms n_centres cutoff group_bit | n_atoms x (x y z value mask) |
                   n_centres x (centre count neighbours...)       -> "centre mean" lines
+     contacts     n_atoms n_centres factor | n_atoms x (x y z radius) |
+                  n_centres x (centre count neighbours...)       -> indices
      rank_above   n threshold | n x (value tag)                 -> indices
      choose       separation limit | 3 x (cell row) | 3 x periodic |
                   n_candidates x (x y z) | n_avoid x (x y z)    -> indices
@@ -52,6 +54,35 @@ void print_indices(const std::vector<int> &indices)
   for (int i : indices) std::printf("%d\n", i);
 }
 
+// Neighbour lists read as n_centres x (centre count neighbours...), in LAMMPS's layout.
+struct ReadLists {
+  std::vector<int> centres, count;
+  std::vector<std::vector<int>> storage;
+  std::vector<const int *> neighbours;
+
+  ReadLists(int n_atoms, int n_centres) :
+      centres(n_centres), count(n_atoms, 0), storage(n_atoms), neighbours(n_atoms, nullptr)
+  {
+    for (int &i : centres) {
+      std::cin >> i >> count[i];
+      storage[i].resize(count[i]);
+      for (int &j : storage[i]) std::cin >> j;
+      neighbours[i] = storage[i].data();
+    }
+  }
+  NeighbourLists lists() const
+  {
+    return {(int) centres.size(), centres.data(), count.data(), neighbours.data(), ~0};
+  }
+};
+
+std::vector<const double *> rows(const std::vector<Vec3> &positions)
+{
+  std::vector<const double *> x;
+  for (const Vec3 &p : positions) x.push_back(p.data());
+  return x;
+}
+
 }    // namespace
 
 int main()
@@ -64,27 +95,27 @@ int main()
     std::cin >> n_atoms >> n_centres >> cutoff >> group_bit;
     std::vector<Vec3> positions(n_atoms);
     std::vector<double> values(n_atoms), mean(n_atoms, -1.0);
-    std::vector<int> mask(n_atoms), centres(n_centres), count(n_atoms, 0);
+    std::vector<int> mask(n_atoms);
     for (int i = 0; i < n_atoms; ++i) {
       positions[i] = read_vec3();
       std::cin >> values[i] >> mask[i];
     }
-    std::vector<std::vector<int>> storage(n_atoms);
-    std::vector<const int *> neighbours(n_atoms, nullptr);
-    for (int ii = 0; ii < n_centres; ++ii) {
-      int i;
-      std::cin >> i >> count[i];
-      centres[ii] = i;
-      storage[i].resize(count[i]);
-      for (int &j : storage[i]) std::cin >> j;
-      neighbours[i] = storage[i].data();
-    }
-    std::vector<const double *> x(n_atoms);
-    for (int i = 0; i < n_atoms; ++i) x[i] = positions[i].data();
-    const NeighbourLists lists{n_centres, centres.data(), count.data(), neighbours.data(), ~0};
-    local_mean(lists, x.data(), values.data(), cutoff, mean.data(),
+    const ReadLists read(n_atoms, n_centres);
+    local_mean(read.lists(), rows(positions).data(), values.data(), cutoff, mean.data(),
                group_bit ? mask.data() : nullptr, group_bit);
-    for (int i : centres) std::printf("%d %.17g\n", i, mean[i]);
+    for (int i : read.centres) std::printf("%d %.17g\n", i, mean[i]);
+  } else if (task == "contacts") {
+    int n_atoms, n_centres;
+    double factor;
+    std::cin >> n_atoms >> n_centres >> factor;
+    std::vector<Vec3> positions(n_atoms);
+    std::vector<double> radius(n_atoms);
+    for (int i = 0; i < n_atoms; ++i) {
+      positions[i] = read_vec3();
+      std::cin >> radius[i];
+    }
+    const ReadLists read(n_atoms, n_centres);
+    print_indices(close_contacts(read.lists(), rows(positions).data(), radius.data(), factor));
   } else if (task == "rank_above") {
     int n;
     double threshold;
