@@ -18,7 +18,7 @@ namespace mdmonitor {
 
 namespace {
 
-const char *const STAGES[] = {"pending", "done", "failed"};
+const char *const STAGES[] = {"pending", "done", "failed", "skipped"};  // as in candidates.py
 const char *const MANIFEST_COLUMNS =
     "when,box,event,source_step,centre_index,centre_local_uncertainty,strategy,atoms,"
     "core_atoms,relaxation,detail\n";

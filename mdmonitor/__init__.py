@@ -15,6 +15,8 @@ _PUBLIC = {
     "Extractor": "extraction.extractor", "Labeler": "extraction.labeling",
     "LastLayerLPR": "estimators.llpr", "LatentGMM": "estimators.gmm", "LTAU": "estimators.ltau",
     "MonitoredCalculator": "monitor", "Trigger": "monitor", "UncertaintyLimitExceeded": "monitor",
+    "Reference": "extraction.reference", "Instability": "stability",
+    "StabilityCriteria": "stability",
 }
 __all__ = sorted(_PUBLIC)
 

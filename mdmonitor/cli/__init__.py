@@ -1,7 +1,7 @@
 """The `mdmonitor` command. Each group of subcommands has its own module here, which defines
 its options and runs them: monitoring (demo, md), estimators (fit-llpr, log-errors, fit-ltau,
-fit-gmm), quality (calibrate, evaluate), labeling (label), lammps (export-lammps, lammps),
-learning (learn).
+fit-gmm), quality (calibrate, evaluate), labeling (label), selection (select), sampling
+(adversarial), lammps (export-lammps, lammps), learning (learn).
 
 Errors reach the user as one line and exit status 1, Ctrl-C as one line and status 130 (what
 shells report for SIGINT); `mdmonitor --debug COMMAND` or MDMONITOR_DEBUG=1 shows the traceback.
@@ -14,9 +14,18 @@ import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from . import estimators, labeling, lammps, learning, monitoring, quality
+from . import (
+    estimators,
+    labeling,
+    lammps,
+    learning,
+    monitoring,
+    quality,
+    sampling,
+    selection,
+)
 
-GROUPS = (monitoring, estimators, quality, labeling, lammps, learning)
+GROUPS = (monitoring, estimators, quality, labeling, selection, sampling, lammps, learning)
 DEBUG_VARIABLE = "MDMONITOR_DEBUG"
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT

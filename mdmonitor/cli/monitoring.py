@@ -12,6 +12,7 @@ from ..common.settings import (
     positive_integer,
     positive_number,
 )
+from ..extraction.host_embedding import HOST_STRUCTURES
 from . import options
 
 EXIT_STOPPED = 3  # exit status of `md` when --stop-threshold ended the run
@@ -84,10 +85,16 @@ def add_commands(commands) -> None:
     md.add_argument("--seed", type=COUNT, default=0, help="random seed for velocities and noise")
     extract = md.add_argument_group(
         "extraction", "cut boxes around atoms above --threshold into a queue for `mdmonitor label`")
-    extract.add_argument("--extract", choices=("cube", "embed", "cluster"),
+    extract.add_argument("--extract", choices=("cube", "embed", "cluster", "host"),
                          help="strategy: periodic cube with relaxed border (Heid et al. 2024), "
-                              "periodic embedding with displaced buffer, or non-periodic cluster "
-                              "(both Chong et al. 2024)")
+                              "periodic embedding with displaced buffer, non-periodic cluster, "
+                              "or the environment in a host crystal (the last three Chong et "
+                              "al. 2024)")
+    extract.add_argument("--host", choices=HOST_STRUCTURES, default="fcc",
+                         help="with --extract host: the host crystal of the environment's most "
+                              "common element (default fcc)")
+    extract.add_argument("--samples", type=EVERY, default=1,
+                         help="boxes per centre, buffer displaced by 0.2 A noise (embed, host)")
     extract.add_argument("--queue", type=Path, default=Path("candidates"),
                          help="queue directory (default ./candidates)")
     extract.add_argument("--core-radius", type=POSITIVE, default=4.0,
@@ -171,7 +178,8 @@ def _md(args) -> int:
         box_length = args.box_length or (12.0 if args.extract == "cube" else None)
         extractor = Extractor(args.extract, queue=args.queue, core_radius=args.core_radius,
                               box_length=box_length, relax=args.relax, max_boxes=args.max_boxes,
-                              seed=args.seed)
+                              seed=args.seed, n_samples=args.samples,
+                              host=args.host if args.extract == "host" else None)
     calc = MonitoredCalculator(options.estimator_from(args), cutoff=args.cutoff,
                                threshold=args.threshold,
                                stop_threshold=args.stop_threshold, interval=args.interval,

@@ -70,5 +70,11 @@ def _evaluate(args) -> int:
         level = evaluation.level(cutoff)
         print(f"{level.label:>10} {level.spearman:9.3f} {level.roc_auc:8.3f} {level.alpha:8.4g} "
               f"{level.test_mae:9.4f} {level.test_mad:9.4f}")
+    for component in evaluation.components:
+        print(f"component {component.component} (readout of interaction layer "
+              f"{component.component + 1}): median CPR {component.structure_rigidity:.4g} per "
+              f"structure, {component.atomic_rigidity:.4g} per atom; Spearman of 1/sqrt(CPR) "
+              f"with the error {component.spearman_atom:.3f} per atom, "
+              f"{component.spearman_local:.3f} local")
     print("wrote " + ", ".join(str(path) for path in files))
     return 0

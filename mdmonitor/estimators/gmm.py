@@ -60,7 +60,12 @@ def fit_mixture(descriptors: np.ndarray, n_components: int | None, max_component
 
 def negative_log_likelihood(mixture: dict, descriptors: np.ndarray) -> np.ndarray:
     """-log p(xi) (nats) of each row of `descriptors` (n, D) under `mixture` (Eq. 11)."""
-    x = torch.as_tensor(descriptors, dtype=torch.float64)
+    return mixture_nll(mixture, torch.as_tensor(descriptors, dtype=torch.float64)).numpy()
+
+
+def mixture_nll(mixture: dict, x: torch.Tensor) -> torch.Tensor:
+    """`negative_log_likelihood` of the rows of tensor `x` (n, D), differentiable in `x`."""
+    x = x.to(torch.float64)
     means = torch.as_tensor(mixture["means"], dtype=torch.float64)
     factors = torch.as_tensor(mixture["precisions_cholesky"], dtype=torch.float64)
     weights = torch.as_tensor(mixture["weights"], dtype=torch.float64)
@@ -70,7 +75,7 @@ def negative_log_likelihood(mixture: dict, descriptors: np.ndarray) -> np.ndarra
     log_det = torch.log(torch.diagonal(factors, dim1=1, dim2=2)).sum(dim=1)  # log |L_k|
     log_gauss = (-0.5 * (whitened**2).sum(dim=2) + log_det[:, None]
                  - 0.5 * x.shape[1] * math.log(2 * math.pi))
-    return (-torch.logsumexp(torch.log(weights)[:, None] + log_gauss, dim=0)).numpy()
+    return -torch.logsumexp(torch.log(weights)[:, None] + log_gauss, dim=0)
 
 
 class LatentGMM:
@@ -117,22 +122,28 @@ class LatentGMM:
         """Number of Gaussians of each element's mixture."""
         return {z: len(m["weights"]) for z, m in self.mixtures.items()}
 
-    def _negative_log_likelihood(self, atoms, descriptors: np.ndarray) -> np.ndarray:
-        """NLL (N,) in nats of the atoms of `atoms` with latent `descriptors` (N, D)."""
-        nll = np.empty(len(atoms))
-        for element in np.unique(atoms.numbers):
+    def latent_nll(self, numbers: np.ndarray, descriptors: torch.Tensor) -> torch.Tensor:
+        """NLL (N,) in nats of atoms with atomic `numbers` (N,) and latent `descriptors` (N, D),
+        differentiable in the descriptors."""
+        nll = torch.zeros(len(numbers), dtype=torch.float64)
+        for element in np.unique(numbers):
             if int(element) not in self.mixtures:
                 raise ValueError(f"the Gaussian mixture has no {chemical_symbols[element]} "
                                  f"(it has {[chemical_symbols[z] for z in self.mixtures]})")
-            rows = atoms.numbers == element
-            nll[rows] = negative_log_likelihood(self.mixtures[int(element)], descriptors[rows])
+            rows = torch.as_tensor(numbers == element)
+            nll = nll.index_put((rows,), mixture_nll(self.mixtures[int(element)],
+                                                     descriptors[rows]))
         return nll
+
+    def floor(self, numbers: np.ndarray) -> np.ndarray:
+        """The lowest training NLL (nats) of the element of each atom: atomic_uncertainty's zero."""
+        return np.array([self.floors[int(z)] for z in numbers])
 
     def predict(self, atoms) -> Prediction:
         """Model energy, forces, stress, and atomic_uncertainty = NLL above the training floor."""
         output, descriptors = self.latent.predict(atoms)
-        nll = self._negative_log_likelihood(atoms, descriptors)
-        floor = np.array([self.floors[int(z)] for z in atoms.numbers])
+        nll = self.latent_nll(atoms.numbers, torch.as_tensor(descriptors)).numpy()
+        floor = self.floor(atoms.numbers)
         return Prediction(energy=output.energy, forces=output.forces, stress=output.stress,
                           atomic_uncertainty=nll - floor,
                           extra={"energies": output.atomic_energies, "latent_nll": nll})

@@ -43,7 +43,11 @@ class LatentModel:
 
     def descriptors(self, raw: dict) -> np.ndarray:
         """The descriptors (N, D) in MACE's raw output of a forward pass."""
-        return raw["node_feats"].detach()[:, self.columns].cpu().numpy().astype(float)
+        return self.descriptor_tensor(raw).detach().cpu().numpy().astype(float)
+
+    def descriptor_tensor(self, raw: dict) -> torch.Tensor:
+        """The same as a tensor that keeps the autograd graph of the forward pass."""
+        return raw["node_feats"][:, self.columns]
 
     def training_descriptors(self, structures, batch_size: int = 16,
                              progress: bool = True) -> tuple[np.ndarray, np.ndarray]:

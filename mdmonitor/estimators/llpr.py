@@ -8,6 +8,11 @@ Gauss-Newton Hessian of a squared loss is H = sum_s F_s F_s^T (+ force terms) an
 
     PR_*  = 1 / (F_*^T (H + zeta^2 I)^-1 F_*)     structure, F_* = sum_j f_j
     LPR_j = 1 / (f_j^T (H + zeta^2 I)^-1 f_j)     atom j
+    CPR_C = 1 / (g_C^T (H + zeta^2 I)^-1 g_C)     component C (Table 1, Sec. 5)
+
+For MACE the additive components are the readouts of the interaction layers: the energy is the
+sum of every readout's contribution, and g_C is F_* (or f_j) restricted to the weights of
+readout C, zero outside its block.
 
 The per-atom uncertainty is scale / sqrt(LPR_j) (GPR variance = mu / LPR, seed 001 Eq. 17).
 """
@@ -60,6 +65,9 @@ class LastLayerFeatures:
             self._hooks.append(linear.register_forward_pre_hook(partial(self._store, index)))
         self.weights = torch.cat(weights)
         self.dim = int(self.weights.numel())
+        # the features of readout (component) C are the columns blocks[C]
+        bounds = np.cumsum([0] + [int(w.numel()) for w in weights])
+        self.blocks = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
     def _store(self, index: int, _module, inputs) -> None:
         self._inputs[index] = inputs[0]
@@ -195,16 +203,60 @@ class LastLayerLPR:
         self.n_structures += len(structures)
         self._factorize()
 
+    def whitened(self, vectors) -> torch.Tensor:
+        """L^-1 v for each column v of `vectors` (D, k), L L^T = H + zeta^2 I: then
+        v^T (H + zeta^2 I)^-1 v is the squared norm of its column."""
+        vectors = torch.as_tensor(vectors).detach().to(self._cholesky.dtype)
+        return torch.linalg.solve_triangular(self._cholesky, vectors, upper=False)
+
+    def inverse_rigidity(self, features: torch.Tensor) -> torch.Tensor:
+        """1/LPR_j = f_j^T (H + zeta^2 I)^-1 f_j of each row of `features` (N, D), as a tensor
+        differentiable in the features (for gradients with respect to the positions)."""
+        solved = torch.linalg.solve_triangular(
+            self._cholesky, features.to(self._cholesky.dtype).T, upper=False)
+        return (solved * solved).sum(dim=0)
+
     def _inverse_quadratic(self, features: torch.Tensor) -> np.ndarray:
         """f^T (H + zeta^2 I)^-1 f for each row f of `features` (N, D)."""
-        features = features.detach().to(self._cholesky.dtype)
-        solved = torch.linalg.solve_triangular(self._cholesky, features.T, upper=False)
+        solved = self.whitened(features.T)
         return (solved * solved).sum(dim=0).cpu().numpy()
 
     def _atomic_features(self, atoms) -> torch.Tensor:
         with torch.no_grad():
             self.model.module(self.model.graph(atoms), compute_force=False)
             return self.features.features()
+
+    def atomic_features(self, atoms) -> np.ndarray:
+        """Last-layer features f_j of every atom of `atoms`, shape (N, D) (eV per unit weight)."""
+        return self._atomic_features(atoms).detach().cpu().numpy().astype(float)
+
+    def gauss_newton_factors(self, structures, progress: bool = False) -> list[np.ndarray]:
+        """For each structure (no labels needed) a matrix U_s (D, r), r <= D, with U_s U_s^T its
+        term of the Gauss-Newton matrix as `update` would add it (energy and, if the LLPR has
+        them, force terms): what adding it to the training set adds to H."""
+        return gauss_newton_factors(self.model, self.features, load_structures(structures),
+                                    self.forces, self.force_weight, progress)
+
+    def _component_inverse_quadratic(self, features: torch.Tensor) -> np.ndarray:
+        """g_C^T (H + zeta^2 I)^-1 g_C for each row of `features` (N, D) and each component C,
+        g_C being the row with every column outside block C set to zero: shape (N, C)."""
+        columns = []
+        for block in self.features.blocks:
+            restricted = torch.zeros_like(features)
+            restricted[:, block] = features[:, block]
+            columns.append(self._inverse_quadratic(restricted))
+        return np.stack(columns, axis=1)
+
+    def component_rigidity(self, atoms) -> np.ndarray:
+        """Component-wise prediction rigidity CPR_C of the total energy of `atoms`, one value
+        per readout of the model (interaction layer), shape (C,) (dimensionless; seed 000,
+        Table 1: g_C = d E_C / d w, E_C the readout's energy, zero outside its weights)."""
+        total = self._atomic_features(atoms).sum(dim=0, keepdim=True)
+        return 1.0 / self._component_inverse_quadratic(total)[0]
+
+    def atomic_component_rigidity(self, atoms) -> np.ndarray:
+        """CPR of every atom's energy contribution from every readout, shape (N, C)."""
+        return 1.0 / self._component_inverse_quadratic(self._atomic_features(atoms))
 
     def rigidity(self, atoms) -> float:
         """Prediction rigidity PR of the total energy of `atoms` (dimensionless)."""
@@ -264,17 +316,17 @@ class LastLayerLPR:
             raise ValueError(f"LLPR file '{path}': {err}; {again}") from None
 
 
-def gauss_newton(model: MaceModel, features: LastLayerFeatures, structures: list, forces: bool,
-                 force_weight: float, progress: bool, batch_size: int = 16) -> np.ndarray:
-    """sum_s F_s F_s^T + force_weight sum_s J_s J_s^T, with F_s = sum_j f_j and
-    J_s = dF_s/dr (D x 3N) the last-layer derivatives of the forces (seed 000 Eq. 6).
+def gauss_newton_batches(model: MaceModel, features: LastLayerFeatures, structures: list,
+                         forces: bool, progress: bool, batch_size: int = 16,
+                         desc: str = "LLPR fit"):
+    """Yield, for `batch_size` structures at a time, their summed features F_s (n, D), the
+    Jacobian J = dF_s/dr of the batch (D, n_atoms, 3; None without `forces`) and the structure
+    index of every atom (n_atoms,).
 
-    Structures go through the network `batch_size` at a time: one backward pass per feature
-    gives the position derivatives of every structure of the batch at once, since each F_s
-    depends on its own positions only, and sum_s J_s J_s^T sums over all their atoms.
+    One backward pass per feature gives the position derivatives of every structure of the
+    batch at once, since each F_s depends on its own positions only.
     """
-    hessian = torch.zeros(features.dim, features.dim, dtype=torch.float64)
-    with tqdm(total=len(structures), desc="LLPR fit", unit="structure",
+    with tqdm(total=len(structures), desc=desc, unit="structure",
               disable=not progress) as bar:
         for start in range(0, len(structures), batch_size):
             chunk = structures[start:start + batch_size]
@@ -286,13 +338,48 @@ def gauss_newton(model: MaceModel, features: LastLayerFeatures, structures: list
                 atomic = features.features()
                 summed = torch.zeros(len(chunk), features.dim, dtype=atomic.dtype)
                 summed = summed.index_add(0, graph["batch"], atomic)
-            energy_terms = summed.detach().to(hessian.dtype)
-            hessian += energy_terms.T @ energy_terms
+            jacobian = None
             if forces:
                 jacobian = torch.autograd.grad(
                     summed.sum(dim=0), positions, is_grads_batched=True,
                     grad_outputs=torch.eye(features.dim, dtype=atomic.dtype))[0]
-                jacobian = jacobian.reshape(features.dim, -1).to(hessian.dtype)
-                hessian += force_weight * jacobian @ jacobian.T
+                jacobian = jacobian.detach().to(torch.float64)
+            yield summed.detach().to(torch.float64), jacobian, graph["batch"]
             bar.update(len(chunk))
+
+
+def gauss_newton(model: MaceModel, features: LastLayerFeatures, structures: list, forces: bool,
+                 force_weight: float, progress: bool, batch_size: int = 16) -> np.ndarray:
+    """sum_s F_s F_s^T + force_weight sum_s J_s J_s^T, with F_s = sum_j f_j and
+    J_s = dF_s/dr (D x 3N) the last-layer derivatives of the forces (seed 000 Eq. 6);
+    sum_s J_s J_s^T sums over all atoms of a batch at once."""
+    hessian = torch.zeros(features.dim, features.dim, dtype=torch.float64)
+    for energy_terms, jacobian, _ in gauss_newton_batches(model, features, structures, forces,
+                                                          progress, batch_size):
+        hessian += energy_terms.T @ energy_terms
+        if jacobian is not None:
+            jacobian = jacobian.reshape(features.dim, -1)
+            hessian += force_weight * jacobian @ jacobian.T
     return hessian.cpu().numpy()
+
+
+def gauss_newton_factors(model: MaceModel, features: LastLayerFeatures, structures: list,
+                         forces: bool, force_weight: float, progress: bool,
+                         batch_size: int = 16) -> list[np.ndarray]:
+    """Per structure s, U_s (D, r) with U_s U_s^T = F_s F_s^T + force_weight J_s J_s^T
+    (`gauss_newton` of s alone): [F_s, sqrt(force_weight) J_s], reduced to r = D columns by a QR
+    decomposition when it has more."""
+    factors = []
+    for energy_terms, jacobian, batch in gauss_newton_batches(
+            model, features, structures, forces, progress, batch_size,
+            desc="Gauss-Newton terms"):
+        for s, energy in enumerate(energy_terms):
+            columns = [energy[:, None]]
+            if jacobian is not None:
+                own = jacobian[:, batch == s].reshape(features.dim, -1)
+                columns.append(float(np.sqrt(force_weight)) * own)
+            factor = torch.cat(columns, dim=1)
+            if factor.shape[1] > features.dim:
+                factor = torch.linalg.qr(factor.T, mode="r")[1].T
+            factors.append(factor.cpu().numpy())
+    return factors

@@ -119,11 +119,17 @@ class MaceModel:
                     config, z_table=table, cutoff=self.r_max, heads=self.heads))
         return torch_geometric.Batch.from_data_list(data).to(self.device).to_dict()
 
-    def evaluate(self, graph: dict, compute_stress: bool) -> dict:
-        """Run the network on a graph from `graph`; returns MACE's raw output dictionary."""
+    def evaluate(self, graph: dict, compute_stress: bool, compute_force: bool = True,
+                 create_graph: bool = False) -> dict:
+        """Run the network on a graph from `graph`; returns MACE's raw output dictionary.
+
+        create_graph: keep the autograd graph of the forces, so that a function of them can be
+        differentiated with respect to the positions again (MACE keeps it when `training`).
+        """
         inputs = {key: (value.to(self.dtype) if torch.is_tensor(value) and value.is_floating_point()
                         else value) for key, value in graph.items()}
-        return self.module(inputs, compute_force=True, compute_stress=compute_stress)
+        return self.module(inputs, training=create_graph, compute_force=compute_force,
+                           compute_stress=compute_stress)
 
     def run(self, atoms) -> tuple[dict, MaceOutput]:
         """MACE's raw output for `atoms` and its conversion, checked finite."""

@@ -48,10 +48,10 @@ def closest_contact(box: Atoms, limit) -> tuple[float, float]:
 def core_deviation(box: Atoms, source: Atoms) -> float:
     """Largest distance (A) between a core atom's position relative to the centre (atom 0) in
     the box, taken under the box's periodic images, and the same in the source frame."""
-    core = box.arrays["core_mask"]
-    index, image = box.arrays["source_index"], box.arrays["source_image"]
+    core = box.arrays["core_mask"]  # (a host box's host atoms have no source atom)
+    index, image = box.arrays["source_index"][core], box.arrays["source_image"][core]
     unwrapped = source.positions[index] + image @ source.cell.array
-    expected = unwrapped[core] - unwrapped[0]
+    expected = unwrapped - unwrapped[0]
     found = find_mic(box.positions[core] - box.positions[0], box.cell, box.pbc)[0]
     return float(np.linalg.norm(found - expected, axis=1).max())
 

@@ -223,3 +223,12 @@ def cut_embedding(atoms: Atoms, centre: int, core_radius: float, rng: np.random.
         if closest_contact(box, limit)[1] >= 1.0 or length > enough:
             return box
         length += growth
+
+
+def whole_frame_box(atoms: Atoms) -> Atoms:
+    """The whole frame as a box: same atoms, cell and pbc, every atom core, no relaxation."""
+    box = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    box.arrays["core_mask"] = np.ones(len(box), bool)  # every atom is the source's
+    box.arrays["source_index"] = np.arange(len(box))
+    box.info.update(strategy="whole-frame", relaxation="none")
+    return box

@@ -30,9 +30,11 @@ from .box_quality import QualityLimits, assess
 from .candidates import CandidateQueue, box_name
 from .centres import CoolDown, choose_centres
 from .cutting import cut_cluster, cut_cube, cut_embedding
+from .host_embedding import check_host, embed_in_host
 from .relaxation import ForceFieldCalculator, calculator_from_files, relax_border
 
-STRATEGIES = ("cube", "embed", "cluster")
+STRATEGIES = ("cube", "embed", "cluster", "host")
+NOISY_STRATEGIES = ("embed", "host")  # buffer displaced by the cut itself, by default
 RELAX_MODES = ("inline", "worker", "label")
 EMBEDDING_NOISE = 0.2  # A, seed 000
 PARENT_POLL = 0.5  # s between the worker's checks that the MD process still lives
@@ -120,15 +122,20 @@ class Extractor:
 
     strategy: "cube" (seed 002: nearest atoms in a periodic cube, border relaxed), "embed"
     (seed 000: tightest periodic cube around the environment, buffer displaced by Gaussian
-    noise), "cluster" (non-periodic sphere). core_radius (A): atoms kept exactly as in the
-    source. box_length (A): cube edge (cube), sphere diameter (cluster); n_atoms: atoms (heavy
-    atoms with molecules=True) in a cube. n_samples boxes per centre, buffer displaced by
-    `noise` A (default 0.2 for embed, 0 otherwise). min_distance (A): close-contact limit
-    (default: half the sum of covalent radii). Centres: at most max_per_frame per frame, no two
-    closer than separation (A, default 2 x core_radius), at most max_boxes per run, and a region
-    is not cut again for `cooldown` steps. relax: "inline" (blocks the MD), "worker" (a
-    background process), "label" (left to `mdmonitor label`). max_buffer_force (eV/A): relaxed
-    boxes with a larger buffer force fail. run_id names the boxes of one MD run: rerunning it
+    noise), "cluster" (non-periodic sphere), "host" (seed 000: the environment embedded in a
+    periodic host crystal, the host atoms near it displaced by noise; see `host_embedding`).
+    core_radius (A): atoms kept exactly as in the source. box_length (A): cube edge (cube),
+    sphere diameter (cluster); n_atoms: atoms (heavy atoms with molecules=True) in a cube.
+    n_samples boxes per centre, buffer displaced by `noise` A (default 0.2 for embed and host,
+    0 otherwise). host: the host crystal, an ASE Atoms or a structure name (fcc, bcc, hcp,
+    diamond, sc) built of the environment's most common element with host_lattice_constant (A,
+    default ASE's reference); host_margin (A, default core_radius): room around the
+    environment; foreign_host allows a host of elements the environment lacks. min_distance
+    (A): close-contact limit (default: half the sum of covalent radii). Centres: at most
+    max_per_frame per frame, no two closer than separation (A, default 2 x core_radius), at
+    most max_boxes per run, and a region is not cut again for `cooldown` steps. relax:
+    "inline" (blocks the MD), "worker" (a background process), "label" (left to `mdmonitor
+    label`). max_buffer_force (eV/A): relaxed boxes with a larger buffer force fail. run_id names the boxes of one MD run: rerunning it
     with the same settings skips the boxes already queued and gives exactly the boxes of an
     uninterrupted run. seed makes noise repeatable.
     `blocking_seconds` lists how long the MD was held up by each frame that gave boxes.
@@ -140,7 +147,9 @@ class Extractor:
                  min_distance: float | None = None, separation: float | None = None,
                  max_per_frame: int = 1, max_boxes: int | None = None, cooldown: int = 50,
                  relax: str = "inline", max_buffer_force: float = 5.0, run_id: str = "run",
-                 seed: int = 0, relax_with: Calculator | None = None):
+                 seed: int = 0, relax_with: Calculator | None = None, host=None,
+                 host_lattice_constant: float | None = None, host_margin: float | None = None,
+                 foreign_host: bool = False):
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
         if relax not in RELAX_MODES:
@@ -153,13 +162,24 @@ class Extractor:
                                  f"{box_length} A: box_length must exceed 2 x core_radius")
         if strategy == "cube" and box_length is None and n_atoms is None:
             raise ValueError("strategy 'cube' needs box_length (A) or n_atoms")
+        if (strategy == "host") != (host is not None):
+            raise ValueError("strategy 'host' needs host= (an ASE Atoms of a periodic crystal or "
+                             "a structure name such as 'fcc'), and only it takes one")
+        if host is not None:
+            check_host(host)
+        self.host = host.copy() if hasattr(host, "copy") else host
+        self.foreign_host = foreign_host
+        self.host_lattice_constant = positive_number(
+            "host_lattice_constant", host_lattice_constant, allow_none=True, meaning="length in A")
+        self.host_margin = positive_number("host_margin", host_margin, allow_none=True,
+                                           meaning="distance in A")
         if molecules and strategy != "cube":
             raise ValueError("molecules=True is supported by strategy 'cube' only")
         for name, value in (("n_samples", n_samples), ("max_per_frame", max_per_frame),
                             ("cooldown", cooldown)):
             positive_integer(name, value)
-        self.noise = (EMBEDDING_NOISE if strategy == "embed" else 0.0) if noise is None else (
-            non_negative_number("noise", noise, meaning="displacement in A"))
+        self.noise = (EMBEDDING_NOISE if strategy in NOISY_STRATEGIES else 0.0) if (
+            noise is None) else non_negative_number("noise", noise, meaning="displacement in A")
         if n_samples > 1 and self.noise <= 0:
             raise ValueError(f"n_samples = {n_samples} identical boxes: give noise > 0 (A)")
         self.strategy, self.box_length = strategy, box_length
@@ -226,10 +246,13 @@ class Extractor:
             radius = self.core_radius if self.box_length is None else self.box_length / 2
             box = cut_cluster(atoms, centre, self.core_radius, radius)
             box.info["cluster_radius"] = radius
-        else:
+        elif self.strategy == "embed":
             box = cut_embedding(atoms, centre, self.core_radius, rng, self.noise,
                                 self.limits.min_distance)
-        if self.noise and self.strategy != "embed":
+        else:
+            box = embed_in_host(atoms, centre, self.core_radius, self.host, rng, self.noise,
+                                self.host_margin, self.foreign_host, self.host_lattice_constant)
+        if self.noise and self.strategy not in NOISY_STRATEGIES:
             buffer = ~box.arrays["core_mask"]
             box.positions[buffer] += rng.normal(scale=self.noise, size=(int(buffer.sum()), 3))
         tags = atoms.get_tags()
@@ -242,7 +265,7 @@ class Extractor:
                                 else self.limits.min_distance),
             max_buffer_force_limit=self.limits.max_buffer_force,
             relaxation="pending" if self.relax else "none")
-        if box.pbc.all():
+        if box.pbc.all() and self.strategy != "host":  # (a host box records its host cell)
             box.info["box_length"] = float(box.cell.lengths()[0])
         return box
 
@@ -258,24 +281,34 @@ class Extractor:
         written = []
         for centre in centres:
             self.cooldown.record(step, centre)
+            info = {"centre_local_uncertainty": float(trigger.local_uncertainty[centre])}
+            if trigger.time_fs is not None:
+                info["source_time_fs"] = trigger.time_fs
             for sample in range(self.n_samples):
-                name = box_name(self.run_id, step, centre, sample)
-                if name in self._in_flight or self.queue.stage_of(name) is not None:
-                    continue  # written before a restart
-                box = self.cut(atoms, centre, sample, step)
-                box.info.update(run_id=self.run_id, centre_local_uncertainty=float(
-                    trigger.local_uncertainty[centre]))
-                if self.model_files:  # (extxyz cannot hold an empty string)
-                    box.info.update(model_files=";".join(map(str, self.model_files)),
-                                    model_sha256=";".join(self.model_sha256))
-                if trigger.time_fs is not None:
-                    box.info["source_time_fs"] = trigger.time_fs
-                self._dispatch(box, name, atoms)
-                written.append(name)
+                name = self.extract_at(atoms, centre, step, sample, info)
+                if name is not None:
+                    written.append(name)
         self._box_steps += [step] * len(written)
         if written:
             self.blocking_seconds.append(time.perf_counter() - start)
         return written
+
+    def extract_at(self, atoms: Atoms, centre: int, step: int = 0, sample: int = 0,
+                   info: dict | None = None) -> str | None:
+        """Cut, check and queue the box around atom `centre` of `atoms`, with `info` added to
+        its info (no choice of centre, cool-down or box budget: `__call__` does those).
+        Returns the box's name, or None when the queue already holds it (from before a
+        restart)."""
+        name = box_name(self.run_id, step, centre, sample)
+        if name in self._in_flight or self.queue.stage_of(name) is not None:
+            return None
+        box = self.cut(atoms, centre, sample, step)
+        box.info.update(run_id=self.run_id, **(info or {}))
+        if self.model_files:  # (extxyz cannot hold an empty string)
+            box.info.update(model_files=";".join(map(str, self.model_files)),
+                            model_sha256=";".join(self.model_sha256))
+        self._dispatch(box, name, atoms)
+        return name
 
     def _dispatch(self, box: Atoms, name: str, source: Atoms) -> None:
         failures = assess(box, self.limits, self.core_radius, source=source,

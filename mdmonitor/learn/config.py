@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ..bundled_models import demo_models
 from ..common.settings import positive_integer, positive_number
-from ..extraction.labeling import reference_calculator
+from ..extraction.host_embedding import HOST_STRUCTURES
+from ..extraction.reference import reference_calculator
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -22,8 +23,9 @@ else:  # pragma: no cover
 ENGINES = ("ase", "lammps")
 ESTIMATORS = ("committee", "llpr", "ltau", "gmm")
 TRAINING_MODES = ("finetune", "scratch")
+BOXES = ("cube", "host")  # the Extractor strategies the box selections cut with
 # the selection strategies (mdmonitor.learning.selection) by name
-SELECTIONS = ("uncertainty", "random", "whole-frame")
+SELECTIONS = ("uncertainty", "random", "whole-frame", "pr-guided")
 
 # section -> key -> (default, meaning); a default of None means "not set"
 SCHEMA = {
@@ -60,12 +62,22 @@ SCHEMA = {
         "stop_threshold": (None, "stop the MD above this local uncertainty (optional)"),
     },
     "selection": {
-        "strategy": ("uncertainty", "uncertainty, random or whole-frame"),
+        "strategy": ("uncertainty", "uncertainty, random, whole-frame or pr-guided"),
         "boxes": (4, "boxes per generation (whole-frame: frames per generation)"),
+        "box": ("cube", "box the box strategies cut: cube (Heid et al., border relaxed) or "
+                        "host (the environment in a host crystal, Chong et al. Sec. 4.2)"),
         "box_length": (10.0, "cube edge, A"),
+        "host": ("fcc", "box = host: the host crystal (fcc, bcc, hcp, diamond or sc) of the "
+                        "environment's most common element"),
+        "samples": (1, "box = host: copies per centre with the host's buffer displaced by "
+                       "0.2 A noise, counted in boxes"),
         "core_radius": (4.0, "atoms kept exactly, A"),
         "max_per_frame": (1, "boxes per triggered frame"),
         "cooldown": (50, "steps before a region is cut again"),
+        "pool": (None, "pr-guided: candidate boxes cut during the MD, of which `boxes` are "
+                       "kept (default 3 x boxes)"),
+        "rigidity_limit": (None, "pr-guided: keep fewer boxes once the LPR of the triggering "
+                                 "centres reaches this (dimensionless, optional)"),
     },
     "reference": {
         "calculator": ("ase.calculators.emt:EMT", "ASE calculator as module:Class"),
@@ -176,10 +188,12 @@ def _check(config: LearningConfig) -> None:
     _choice(named("models", "estimator"), models["estimator"], ESTIMATORS)
     _choice(named("md", "engine"), md["engine"], ENGINES)
     _choice(named("selection", "strategy"), selection["strategy"], SELECTIONS)
+    _choice(named("selection", "box"), selection["box"], BOXES)
+    _choice(named("selection", "host"), selection["host"], HOST_STRUCTURES)
     _choice(named("training", "mode"), training["mode"], TRAINING_MODES)
     for key in ("ranks", "steps", "interval", "frame_interval"):
         positive_integer(named("md", key), md[key])
-    for key in ("boxes", "max_per_frame", "cooldown"):
+    for key in ("boxes", "max_per_frame", "cooldown", "samples"):
         positive_integer(named("selection", key), selection[key])
     for key in ("epochs", "batch_size"):
         positive_integer(named("training", key), training[key])
@@ -189,6 +203,16 @@ def _check(config: LearningConfig) -> None:
         positive_number(named("md", key), md[key], allow_none=True)
     for key in ("box_length", "core_radius"):
         positive_number(named("selection", key), selection[key])
+    positive_integer(named("selection", "pool"), selection["pool"], allow_none=True)
+    positive_number(named("selection", "rigidity_limit"), selection["rigidity_limit"],
+                    allow_none=True)
+    if selection["pool"] is not None and selection["pool"] < selection["boxes"]:
+        raise ValueError(f"{named('selection', 'pool')} = {selection['pool']} is smaller than "
+                         f"selection.boxes = {selection['boxes']}: the pool is what they are "
+                         "chosen from")
+    if selection["strategy"] == "pr-guided" and md["engine"] != "ase":
+        raise ValueError(f"{named('selection', 'strategy')} = 'pr-guided' cuts its pool of "
+                         "boxes with the ASE engine's extractor; use md.engine = 'ase'")
     for key in ("lr", "energy_weight", "forces_weight", "stress_weight"):
         positive_number(named("training", key), training[key], allow_none=True)
     if not 0 <= training["holdout"] < 1:
@@ -198,6 +222,12 @@ def _check(config: LearningConfig) -> None:
         raise ValueError(f"{named('md', 'engine')} = 'lammps' runs the committee or llpr "
                          f"estimator (the ones LAMMPS's pair style hosts), not "
                          f"{models['estimator']!r}")
+    if selection["box"] == "host" and md["engine"] != "ase":
+        raise ValueError(f"{named('selection', 'box')} = 'host' is cut by the ASE engine's "
+                         "extractor (the LAMMPS fix cuts cubes); use md.engine = 'ase'")
+    if selection["samples"] > 1 and selection["box"] != "host":
+        raise ValueError(f"{named('selection', 'samples')} = {selection['samples']} needs "
+                         "selection.box = 'host' (cubes are relaxed, not copied with noise)")
     if md["frame_interval"] % md["interval"]:
         raise ValueError(f"{named('md', 'frame_interval')} = {md['frame_interval']} must be a "
                          f"multiple of md.interval = {md['interval']}: the selections read the "

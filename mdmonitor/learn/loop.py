@@ -33,7 +33,8 @@ from ..estimators.gmm import LatentGMM
 from ..estimators.llpr import LastLayerLPR
 from ..estimators.ltau import LTAU, log_training_errors
 from ..estimators.mace_model import MaceModel
-from ..extraction.labeling import Labeler, reference_calculator
+from ..extraction.labeling import Labeler
+from ..extraction.reference import Reference
 from ..monitor_log import read_log
 from ..quality.calibration import Calibration
 from .config import LearningConfig
@@ -61,6 +62,10 @@ class ActiveLearning:
 
     def generation(self, k: int) -> Path:
         return self.root / f"generation-{k:03d}"
+
+    def _trained_on(self, k: int) -> Path:
+        """The structures generation k's models were trained on."""
+        return self.config.training_set() if k == 0 else self.generation(k - 1) / "train.extxyz"
 
     def state(self, k: int) -> dict:
         path = self.generation(k) / "state.json"
@@ -150,7 +155,8 @@ class ActiveLearning:
             outcome = run_lammps(atoms, estimator, md, extracting, directory, seed, run_id,
                                  self.calibration(k))
         boxes = outcome.boxes + self.strategy.after_md(
-            directory / "md.extxyz", queue, selection, run_id, seed, estimator)
+            directory / "md.extxyz", queue, selection, run_id, seed, estimator,
+            training_set=self._trained_on(k))
         triggered = any(row["n_above_threshold"]  # (None and 0 alike: nothing above)
                         for row in read_log(directory / "monitor.csv"))
         state.update(md_steps=outcome.steps, md_stopped=outcome.stopped, boxes=boxes,
@@ -165,9 +171,7 @@ class ActiveLearning:
         queue = directory / "candidates"
         reference = self.config["reference"]
         if queue.is_dir():
-            labeler = Labeler(queue, reference_calculator(reference["calculator"],
-                                                          reference["parameters"]),
-                              reference_name=reference["calculator"])
+            labeler = Labeler(queue, Reference(reference["calculator"], reference["parameters"]))
             labeler.run(progress=self.progress)
             dataset = labeler.queue.dataset
         else:

@@ -5,11 +5,14 @@
 - `random`: the same number of boxes, cut the same way around random atoms of random frames of
   the same MD (their baseline, Fig. 7);
 - `whole-frame`: the MD frames with the highest maximum local uncertainty, labeled whole, as
-  tools that label whole frames do (DP-GEN, FLARE).
+  tools that label whole frames do (DP-GEN, FLARE);
+- `pr-guided`: a pool of boxes cut like `uncertainty`'s (`pool` of them), of which the `boxes`
+  that raise the LPR of the triggering centres the most are kept, the others skipped (Chong et
+  al. 2024, Sec. 4.1; `mdmonitor.extraction.pr_selection`).
 
 A strategy is a `Selection` with a `name`, `extractor(...)` (the Extractor to run during the
-MD, or None) and `after_md(...)` (boxes it writes once the MD has run); `STRATEGIES` maps names
-to classes, so a new one (e.g. PR-guided) slots in by adding a class here.
+MD, or None) and `after_md(...)` (boxes it writes, or skips, once the MD has run);
+`STRATEGIES` maps names to classes, so a new one slots in by adding a class here.
 """
 
 from __future__ import annotations
@@ -18,20 +21,27 @@ from pathlib import Path
 
 import ase.io
 import numpy as np
-from ase import Atoms
 
+from ..estimators.llpr import LastLayerLPR
 from ..extraction.candidates import CandidateQueue, box_name
+from ..extraction.cutting import whole_frame_box
 from ..extraction.extractor import Extractor
+from ..extraction.pr_selection import select_pending
 from ..monitor import Trigger
 
 
 def cube_extractor(queue: Path, selection: dict, run_id: str, seed: int,
                    max_boxes: int | None) -> Extractor:
-    """The cube Extractor all box strategies share (border relaxed inline with the model)."""
-    return Extractor("cube", queue=queue, core_radius=selection["core_radius"],
-                     box_length=selection["box_length"],
-                     max_per_frame=selection["max_per_frame"], max_boxes=max_boxes,
-                     cooldown=selection["cooldown"], relax="inline", run_id=run_id, seed=seed)
+    """The Extractor all box strategies share: a cube, border relaxed inline with the model
+    (selection.box = "cube"), or the environment in a host crystal, `samples` copies with a
+    noisy buffer (selection.box = "host")."""
+    common = dict(queue=queue, core_radius=selection["core_radius"],
+                  max_per_frame=selection["max_per_frame"], max_boxes=max_boxes,
+                  cooldown=selection["cooldown"], run_id=run_id, seed=seed)
+    if selection["box"] == "host":
+        return Extractor("host", host=selection["host"], n_samples=selection["samples"],
+                         **common)
+    return Extractor("cube", box_length=selection["box_length"], relax="inline", **common)
 
 
 def monitored_frames(trajectory: Path) -> list:
@@ -53,8 +63,11 @@ class Selection:
         return None
 
     def after_md(self, trajectory: Path, queue: Path, selection: dict, run_id: str, seed: int,
-                 estimator) -> int:
-        """Write boxes into `queue` from the MD's frames; returns how many."""
+                 estimator, training_set=None) -> int:
+        """Write boxes into `queue` from the MD's frames (or drop some the MD wrote); returns
+        how many boxes it added (negative when it dropped some). `training_set`: the structures
+        the estimator's models were trained on (file or list of Atoms), for strategies that
+        need them."""
         return 0
 
 
@@ -69,7 +82,7 @@ class RandomSelection(Selection):
     name = "random"
 
     def after_md(self, trajectory: Path, queue: Path, selection: dict, run_id: str, seed: int,
-                 estimator) -> int:
+                 estimator, training_set=None) -> int:
         """Cut `boxes` cubes around a random atom of each of as many random frames."""
         frames = monitored_frames(trajectory)
         if not frames:
@@ -97,7 +110,7 @@ class WholeFrameSelection(Selection):
     name = "whole-frame"
 
     def after_md(self, trajectory: Path, queue: Path, selection: dict, run_id: str, seed: int,
-                 estimator) -> int:
+                 estimator, training_set=None) -> int:
         """Queue the `boxes` frames with the highest maximum local uncertainty, whole."""
         frames = monitored_frames(trajectory)
         peaks = [float(f.arrays["local_uncertainty"].max()) for f in frames]
@@ -110,16 +123,56 @@ class WholeFrameSelection(Selection):
             name = box_name(run_id, int(frame.info["step"]), centre)
             if queue.stage_of(name) is not None:
                 continue  # written before a restart
-            box = Atoms(frame.numbers, frame.positions, cell=frame.cell, pbc=frame.pbc)
-            box.arrays["core_mask"] = np.ones(len(box), bool)  # every atom is the source's
-            box.arrays["source_index"] = np.arange(len(box))
-            box.info.update(strategy="whole-frame", relaxation="none", run_id=run_id,
-                            source_step=int(frame.info["step"]), centre_index=centre,
+            box = whole_frame_box(frame)
+            box.info.update(run_id=run_id, source_step=int(frame.info["step"]), centre_index=centre,
                             centre_local_uncertainty=float(local[centre]))
             queue.write(box, name, "pending", "written")
             written += 1
         return written
 
 
+def pool_size(selection: dict) -> int:
+    """Candidate boxes the pr-guided MD cuts: `pool`, by default three per box kept."""
+    return selection["pool"] or 3 * selection["boxes"]
+
+
+def rigidity_model(estimator, training_set=None) -> LastLayerLPR:
+    """The LLPR that guides the choice: the estimator itself, or for a committee of MACE models
+    that of member 0, fitted on `training_set` (the structures the members were trained on)."""
+    if isinstance(estimator, LastLayerLPR):
+        return estimator
+    models = getattr(estimator, "models", None)
+    if not models:
+        raise ValueError(f"selection 'pr-guided' needs an LLPR or a committee of MACE models, "
+                         f"not a {type(estimator).__name__} estimator")
+    if training_set is None:
+        raise ValueError("selection 'pr-guided' with a committee fits the LLPR of member 0: "
+                         "give the members' training set (training_set=...)")
+    return LastLayerLPR.fit(models[0], training_set, progress=False)
+
+
+class PRGuidedSelection(Selection):
+    name = "pr-guided"
+
+    def extractor(self, queue: Path, selection: dict, run_id: str, seed: int) -> Extractor:
+        return cube_extractor(queue, selection, run_id, seed, pool_size(selection))
+
+    def after_md(self, trajectory: Path, queue: Path, selection: dict, run_id: str, seed: int,
+                 estimator, training_set=None) -> int:
+        """Keep the `boxes` pending boxes that raise the targets' LPR the most (until
+        `rigidity_limit`), skip the others. Returns the boxes kept minus those the run cut (in
+        any stage), so that the MD's count plus this is the boxes kept, also when rerun after a
+        restart (the skipped boxes are not cut again)."""
+        if not (Path(queue) / "pending").is_dir():
+            return 0
+        queue = CandidateQueue(queue)
+        cut = len(queue.source_steps(run_id))
+        if not queue.boxes("pending"):
+            return 0
+        outcome = select_pending(queue, rigidity_model(estimator, training_set),
+                                 selection["boxes"], selection["rigidity_limit"])
+        return len(outcome.chosen) - cut
+
+
 STRATEGIES = {cls.name: cls for cls in (UncertaintySelection, RandomSelection,
-                                        WholeFrameSelection)}
+                                        WholeFrameSelection, PRGuidedSelection)}

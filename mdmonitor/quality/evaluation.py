@@ -22,6 +22,10 @@ error. They give the calibration curve, the miscalibration area (over- and under
 parts), the calibrated NLL (variance a sigma^2 + b, a = 1 and b = 0 for a perfect sigma) and
 the sharpness (eV/A). A local mean of |errors| has no Gaussian distribution to test, so the
 errors stay per atom; for the aggregated errors alpha and the MAD are the calibration check.
+
+For an LLPR the report adds the component-wise prediction rigidity (CPR, seed 000 Sec. 5) of
+every readout of its model: how firmly the training data pin down each interaction layer's
+share of the energy, and whether that component's uncertainty 1/sqrt(CPR_j) ranks the errors.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ from .metrics import (
     spearman,
 )
 
-__all__ = ["Evaluation", "GaussianMetrics", "LevelMetrics", "evaluate"]
+__all__ = ["ComponentMetrics", "Evaluation", "GaussianMetrics", "LevelMetrics", "evaluate"]
 
 DEFAULT_CUTOFFS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0)
 FIGURES = {
@@ -127,6 +131,26 @@ class GaussianMetrics:
 
 
 @dataclass
+class ComponentMetrics:
+    """CPR of one additive component (readout `component` of the model, i.e. its interaction
+    layer) over the frames: the median CPR of the frames' total energies from that readout and
+    of the atoms' (dimensionless), and the Spearman correlation of 1/sqrt(CPR_j) with the force
+    error, per atom and local at `cutoff` (A)."""
+
+    component: int
+    structure_rigidity: float
+    atomic_rigidity: float
+    spearman_atom: float
+    spearman_local: float
+    cutoff: float
+
+    def summary(self) -> dict:
+        return {"component": self.component, "median_structure_cpr": self.structure_rigidity,
+                "median_atomic_cpr": self.atomic_rigidity, "spearman_atom": self.spearman_atom,
+                "spearman_local": self.spearman_local, "cutoff_A": self.cutoff}
+
+
+@dataclass
 class Evaluation:
     """Everything the report shows; `evaluate` builds it, `write` writes it.
 
@@ -143,6 +167,7 @@ class Evaluation:
     cutoff: float
     levels: list
     gaussian: list  # GaussianMetrics per atom and at `cutoff`
+    components: list = field(default_factory=list)  # ComponentMetrics per readout (LLPR only)
 
     def level(self, cutoff: float | None) -> LevelMetrics:
         """The metrics at `cutoff` (A; 0 = per atom, None = whole structure)."""
@@ -163,6 +188,7 @@ class Evaluation:
             "error": "e_j = (1/3) sum_k |F_jk - F_jk^ref| (eV/A), aggregated like the uncertainty",
             "levels": [level.summary() for level in self.levels],
             "gaussian_force_components": [g.summary() for g in self.gaussian],
+            "component_rigidity": [c.summary() for c in self.components],
             "figures": FIGURES,
         }
 
@@ -227,6 +253,19 @@ class Evaluation:
                 f"{row['underconfident_area']:.3f} | {row['calibrated_nll']:.3f} | "
                 f"{row['nll_a']:.3g} | {row['nll_b_eV2_per_A2']:.3g} | "
                 f"{row['sharpness_eV_per_A']:.4f} |")
+        if self.components:
+            lines += [
+                "", "## Component-wise prediction rigidity (CPR) of the readouts", "",
+                "Component C is readout C of the model (interaction layer C + 1); its CPR uses "
+                "the derivative of that readout's energy with respect to all last-layer weights "
+                "(zero outside its block) in the LLPR's Gauss-Newton matrix (seed 000 Sec. 5). "
+                "A CPR far below the PR means the data leave the split of the energy between "
+                "the components loose.", "",
+                "| component | median CPR (structure) | median CPR (atom) | Spearman 1/sqrt(CPR) "
+                f"vs error, atom | local {self.cutoff:g} A |", "|---|---|---|---|---|"]
+            lines += [f"| {c.component} | {c.structure_rigidity:.4g} | {c.atomic_rigidity:.4g} "
+                      f"| {c.spearman_atom:.3f} | {c.spearman_local:.3f} |"
+                      for c in self.components]
         lines += ["", "## Figures", ""]
         lines += [f"![{caption}]({name})" for name, caption in FIGURES.items()]
         return "\n".join(lines) + "\n"
@@ -260,11 +299,32 @@ def evaluate(estimator, structures, cutoff: float = 4.0, cutoffs=DEFAULT_CUTOFFS
               for level_cutoff in [*radii, None]]
     gaussian = [_gaussian_metrics(predictions, radius, in_test, seed)
                 for radius in (0.0, cutoff)]
+    components = (_component_metrics(estimator, predictions, cutoff)
+                  if hasattr(estimator, "atomic_component_rigidity") else [])
     source = str(structures) if isinstance(structures, (str, Path)) else None
     return Evaluation(estimator=estimator_identity(estimator), unit=uncertainty_unit(estimator),
                       source=source, predictions=predictions,
                       calibration_frames=calibration_frames, cutoff=cutoff,
-                      levels=levels, gaussian=gaussian)
+                      levels=levels, gaussian=gaussian, components=components)
+
+
+def _component_metrics(estimator, predictions, cutoff: float) -> list[ComponentMetrics]:
+    """ComponentMetrics of every readout of an LLPR's model over the labelled frames."""
+    structure = np.stack([estimator.component_rigidity(p.atoms) for p in predictions])
+    atomic = [estimator.atomic_component_rigidity(p.atoms) for p in predictions]
+    errors = {radius: np.concatenate([p.local(p.atomic_error, radius) for p in predictions])
+              for radius in (0.0, cutoff)}
+    metrics = []
+    for c in range(structure.shape[1]):
+        uncertainty = {radius: np.concatenate([p.local(1.0 / np.sqrt(a[:, c]), radius)
+                                               for p, a in zip(predictions, atomic)])
+                       for radius in (0.0, cutoff)}
+        metrics.append(ComponentMetrics(
+            component=c, structure_rigidity=float(np.median(structure[:, c])),
+            atomic_rigidity=float(np.median(np.concatenate([a[:, c] for a in atomic]))),
+            spearman_atom=spearman(uncertainty[0.0], errors[0.0]),
+            spearman_local=spearman(uncertainty[cutoff], errors[cutoff]), cutoff=cutoff))
+    return metrics
 
 
 def _level_metrics(predictions, cutoff: float | None, in_test: np.ndarray) -> LevelMetrics:

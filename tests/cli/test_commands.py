@@ -16,7 +16,8 @@ from mdmonitor.cli.monitoring import EXIT_STOPPED
 from mdmonitor.demo import run_demo
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["md"], ["fit-llpr"], ["label"], ["lammps"]])
+@pytest.mark.parametrize("command", [[], ["demo"], ["md"], ["fit-llpr"], ["label"], ["select"],
+                                     ["adversarial"], ["lammps"]])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as done:
         main([*command, "--help"])

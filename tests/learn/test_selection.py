@@ -7,9 +7,10 @@ import pytest
 from mdmonitor.demo import demo_slab
 from mdmonitor.extraction.candidates import CandidateQueue
 from mdmonitor.learn.selection import STRATEGIES, RandomSelection, WholeFrameSelection
+from mdmonitor.monitor import Trigger
 
 SELECTION = {"boxes": 2, "box_length": 8.0, "core_radius": 3.0, "max_per_frame": 1,
-             "cooldown": 50}
+             "cooldown": 50, "box": "cube", "host": "fcc", "samples": 1}
 
 
 @pytest.fixture
@@ -33,11 +34,24 @@ def trajectory(tmp_path):
 
 
 def test_strategies_are_registered_by_name(tmp_path):
-    assert set(STRATEGIES) == {"uncertainty", "random", "whole-frame"}
+    assert set(STRATEGIES) == {"uncertainty", "random", "whole-frame", "pr-guided"}
     extractor = STRATEGIES["uncertainty"]().extractor(tmp_path, SELECTION, "gen000", 0)
     assert extractor.max_boxes == SELECTION["boxes"] and extractor.strategy == "cube"
     assert RandomSelection().extractor(tmp_path, SELECTION, "gen000", 0) is None
     assert WholeFrameSelection().extractor(tmp_path, SELECTION, "gen000", 0) is None
+
+
+def test_box_host_cuts_noisy_copies_of_each_centre_in_a_host_crystal(tmp_path):
+    selection = {**SELECTION, "box": "host", "samples": 2, "boxes": 4}
+    extractor = STRATEGIES["uncertainty"]().extractor(tmp_path, selection, "gen000", 0)
+    atoms = demo_slab()
+    local = np.zeros(len(atoms))
+    local[90] = 1.0  # an atom of the top surface
+    names = extractor(Trigger(5, None, atoms, local, local, np.array([90])))
+    assert len(names) == 2 and names[0].endswith("_s00.extxyz") and names[1].endswith("_s01.extxyz")
+    for name in names:
+        box = CandidateQueue(tmp_path).read(tmp_path / "pending" / name)
+        assert box.info["strategy"] == "host" and (box.arrays["source_index"] == -1).any()
 
 
 def test_whole_frame_queues_the_frames_with_the_highest_peaks_whole(trajectory, tmp_path):
