@@ -42,7 +42,7 @@ def add_commands(commands) -> None:
                                   "0.7 kcal/mol/atom)")
     adversarial.add_argument("--step", type=POSITIVE, default=0.02,
                              help="largest displacement of any atom in one step, A (default "
-                                  "0.02); a refused step is halved, at most 10 times")
+                                  "0.02); a refused step is halved, at most 6 times")
     adversarial.add_argument("--energy-cap", type=POSITIVE, default=1.0,
                              help="eV: no step may raise the predicted energy more than this "
                                   "above the start's (default 1.0)")

@@ -74,6 +74,10 @@ class Claims:
         except (FileNotFoundError, ValueError, TypeError):
             return None
 
+    def claimed(self) -> set[str]:
+        """The boxes someone holds a claim on (a running labeler or a dead one)."""
+        return {path.name[:-len(".json")] for path in self.directory.glob("*.json")}
+
     def take(self, name: str) -> Holder | bool:
         """Claim box `name`: False if a running labeler holds it; True if it was free; the
         dead holder whose stale claim was taken over (its work on the box may be half done)."""

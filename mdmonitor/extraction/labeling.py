@@ -91,6 +91,10 @@ def relaxer(files: list[str], sha256: list[str], name: str) -> Calculator:
     """The calculator of the model files a box is relaxed with, loaded once per process and
     only if each file still has the recorded SHA-256 (loading a model runs its pickled code)."""
     key = ";".join(files + sha256)
+    if len(sha256) != len(files):  # (a box edited by hand: no file may load unchecked)
+        raise RelaxationModelMissing(f"box '{name}' records {len(files)} model files {files} "
+                                     f"but {len(sha256)} SHA-256 recorded for them: give the "
+                                     "model with --model")
     if key not in _RELAXERS:
         for path in files:
             if not Path(path).is_file():
@@ -263,8 +267,7 @@ class Labeler:
                 raise
             running[future] = InFlight(path.name, time.monotonic())
             busy.add(path.name)
-        return sum(1 for p in pending if p.name not in busy
-                   and self.claims.holder_of(p.name) is None)
+        return len({p.name for p in pending} - busy - self.claims.claimed())
 
     def _claim(self, path: Path) -> bool:
         """Claim pending box `path`, if no running labeler holds it and it is still to label."""

@@ -90,7 +90,9 @@ class DaskWorkers:
             threads = str(threads_per_worker)
             self.cluster = LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True,
-                dashboard_address=None, scheduler_kwargs={"allowed_failures": 0},
+                # (a random port for the scheduler's web page: two labelers on one host
+                # would both want 8787)
+                dashboard_address=":0", scheduler_kwargs={"allowed_failures": 0},
                 env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
                      "OPENBLAS_NUM_THREADS": threads},
                 preload=[preload] if preload else [])  # (imported before a worker joins)

@@ -10,7 +10,7 @@ from tests.embedded_boxes import embedded_pool
 from tests.learn.test_config import MINIMAL, write  # noqa: F401  (the config-writing fixture)
 
 SELECTION = {"boxes": 2, "box_length": 8.0, "core_radius": 3.0, "max_per_frame": 1,
-             "cooldown": 50, "pool": None, "rigidity_limit": None}
+             "cooldown": 50, "pool": None, "rigidity_limit": None, "box": "cube"}
 
 
 def test_the_md_cuts_a_pool_of_three_boxes_per_box_kept_unless_told(tmp_path):
