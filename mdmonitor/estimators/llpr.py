@@ -166,6 +166,22 @@ class LastLayerLPR:
             raise ValueError("hessian (the Gauss-Newton matrix) must be symmetric")
         self.hessian = hessian
         self._factorize()
+        self._component: int | None = None
+
+    @property
+    def component(self) -> int | None:
+        """None: the monitor's uncertainty is scale / sqrt(LPR_j); k: scale / sqrt(CPR_jk), the
+        local rigidity of readout k alone (see `atomic_component_rigidity`). Not saved."""
+        return self._component
+
+    @component.setter
+    def component(self, value: int | None) -> None:
+        readouts = len(self.features.blocks)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                  or not 0 <= value < readouts):
+            raise ValueError(f"component must be None or a readout index 0-{readouts - 1} of "
+                             f"'{self.model.name}', got {value!r}")
+        self._component = None if value is None else int(value)
 
     def _factorize(self) -> None:
         # torch, not scipy, for all run-time linear algebra: a second BLAS thread pool spinning
@@ -268,21 +284,25 @@ class LastLayerLPR:
         return 1.0 / self._inverse_quadratic(self._atomic_features(atoms))
 
     def predict(self, atoms) -> Prediction:
-        """Model energy, forces, stress, and atomic_uncertainty = scale / sqrt(LPR_j)."""
+        """Model energy, forces, stress, and atomic_uncertainty = scale / sqrt(LPR_j) (or of
+        CPR_jk with `component` k)."""
         _, output = self.model.run(atoms)
         features = self.features.features().detach()
         inverse_rigidity = self._inverse_quadratic(features)
         frame = self._inverse_quadratic(features.sum(dim=0, keepdim=True))[0]
+        monitored = inverse_rigidity if self.component is None else (
+            self._component_inverse_quadratic(features)[:, self.component])
         return Prediction(
             energy=output.energy, forces=output.forces, stress=output.stress,
-            atomic_uncertainty=self.scale * np.sqrt(inverse_rigidity),
+            atomic_uncertainty=self.scale * np.sqrt(monitored),
             extra={"energies": output.atomic_energies, "atomic_rigidity": 1.0 / inverse_rigidity,
                    "rigidity": float(1.0 / frame)})
 
     @property
     def unit(self) -> str:
-        """Unit of atomic_uncertainty: that of `scale` over sqrt(LPR)."""
-        return "1/sqrt(LPR)" if self.scale == 1 else f"{self.scale:g}/sqrt(LPR)"
+        """Unit of atomic_uncertainty: that of `scale` over sqrt(LPR) (or sqrt(CPR_k))."""
+        rigidity = "LPR" if self.component is None else f"CPR_{self.component}"
+        return f"1/sqrt({rigidity})" if self.scale == 1 else f"{self.scale:g}/sqrt({rigidity})"
 
     def state_sha256(self) -> str:
         """SHA-256 of the Gauss-Newton matrix, regularizer and scale."""

@@ -221,6 +221,9 @@ def export(estimator, path: str | Path) -> Path:
     if isinstance(estimator, Committee):
         module, models = CommitteeModule(estimator), estimator.models
     elif isinstance(estimator, LastLayerLPR):
+        if estimator.component is not None:
+            raise ValueError("the LAMMPS export computes the LPR; a readout's CPR (component "
+                             f"{estimator.component}) is monitored in ASE only")
         module, models = LLPRModule(estimator), [estimator.model]
     else:
         raise ValueError(f"cannot export {type(estimator).__name__} to LAMMPS: the export takes "

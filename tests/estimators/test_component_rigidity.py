@@ -124,3 +124,23 @@ def test_component_rigidity_is_one_over_the_restricted_gradient_in_the_inverse_m
                                              rel=1e-6)
         expected = 1 / np.einsum("jd,dj->j", restricted, np.linalg.solve(matrix, restricted.T))
         np.testing.assert_allclose(atomic[:, c], expected, rtol=1e-6)
+
+
+def test_a_readout_s_local_rigidity_is_a_monitor_source(models, slab):
+    from mdmonitor import MonitoredCalculator
+    from mdmonitor.lammps.export import export
+
+    llpr = LastLayerLPR.load(models["llpr"])
+    expected = 1 / np.sqrt(llpr.atomic_component_rigidity(slab)[:, 1])
+    llpr.component = 1
+    assert llpr.unit == "1/sqrt(CPR_1)"
+    slab.calc = MonitoredCalculator(llpr, cutoff=4.0)
+    slab.get_forces()
+    np.testing.assert_allclose(slab.calc.results["atomic_uncertainty"], expected, rtol=1e-10)
+    with pytest.raises(ValueError, match="CPR .*monitored in ASE only"):
+        export(llpr, "never.pt")
+    for bad in (2, -1, 1.0, True):
+        with pytest.raises(ValueError, match="readout index 0-1"):
+            llpr.component = bad
+    llpr.component = None
+    assert llpr.unit == "1/sqrt(LPR)"
