@@ -21,6 +21,7 @@ A write that fails (a full disk) stops the labeler with `QueueWriteFailed`, the 
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 import threading
 import time
@@ -34,7 +35,6 @@ from ase.calculators.calculator import Calculator
 from distributed.scheduler import KilledWorker
 from tqdm.auto import tqdm
 
-from ..common.atomic_files import replaced_atomically
 from ..estimators.mace_model import ModelFileChanged
 from .candidates import CandidateQueue, CorruptBox, extxyz_text, read_box
 from .claims import Claims, Holder
@@ -357,9 +357,7 @@ class Labeler:
     def _fail_unreadable(self, name: str, reason: str) -> None:
         """Move an unreadable box file to failed/ as it is."""
         with self._filing(name):
-            with replaced_atomically(self.queue.path("failed", name)) as temporary:
-                temporary.write_bytes(self.queue.path("pending", name).read_bytes())
-            self.queue.path("pending", name).unlink(missing_ok=True)
+            os.replace(self.queue.path("pending", name), self.queue.path("failed", name))
             self.queue.log(name, "failed", detail=reason)
             self.summary.failed[name] = reason
 

@@ -22,11 +22,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 class InProcess:
     """Labels in this process, one box at a time, as each is submitted (no timeout possible)."""
 
-    can_abandon = False
-
-    @property
-    def slots(self) -> int:
-        return 1
+    slots = 1
 
     def submit(self, function, *args) -> concurrent.futures.Future:
         future = concurrent.futures.Future()
@@ -71,8 +67,6 @@ class DaskWorkers:
     labeler counts it as one attempt (a scheduler of our own is told to allow no silent
     retries; one of a user's allows what its configuration says).
     """
-
-    can_abandon = True
 
     def __init__(self, workers: int | None = None, threads_per_worker: int = 1,
                  scheduler: str | None = None, preload: str | None = None,
