@@ -134,6 +134,14 @@ class CandidateQueue:
         self.path("pending", name).unlink(missing_ok=True)
         return path
 
+    def move_unchanged(self, name: str, stage: str, event: str, box: Atoms | None = None,
+                       detail: str = "") -> Path:
+        """Move pending box file `name` as it is (one rename) into `stage`; log the event."""
+        path = self.path(stage, name)
+        os.replace(self.path("pending", name), path)
+        self.log(name, event, box, detail)
+        return path
+
     def log(self, name: str, event: str, box: Atoms | None = None, detail: str = "") -> None:
         """Append one line to the manifest."""
         info = box.info if box is not None else {}

@@ -21,7 +21,6 @@ A write that fails (a full disk) stops the labeler with `QueueWriteFailed`, the 
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import threading
 import time
@@ -357,8 +356,7 @@ class Labeler:
     def _fail_unreadable(self, name: str, reason: str) -> None:
         """Move an unreadable box file to failed/ as it is."""
         with self._filing(name):
-            os.replace(self.queue.path("pending", name), self.queue.path("failed", name))
-            self.queue.log(name, "failed", detail=reason)
+            self.queue.move_unchanged(name, "failed", "failed", detail=reason)
             self.summary.failed[name] = reason
 
     @contextmanager

@@ -19,7 +19,6 @@ every vector is whitened again by one triangular solve with S: no refit, no mode
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -149,8 +148,7 @@ def select_pending(queue, llpr, n: int, limit: float | None = None,
         try:
             box = queue.read(path)
         except CorruptBox as err:  # as the labeler would file it, bytes untouched
-            os.replace(path, queue.path("failed", path.name))
-            queue.log(path.name, "failed", detail=str(err))
+            queue.move_unchanged(path.name, "failed", "failed", detail=str(err))
             continue
         check_model(llpr, box, path.name)
         names.append(path.name)
@@ -174,7 +172,6 @@ def select_pending(queue, llpr, n: int, limit: float | None = None,
                  if choice.reached_limit else f"(n = {n})"))
     skipped = []
     for i in sorted(set(range(len(boxes))) - set(choice.chosen)):
-        os.replace(queue.path("pending", names[i]), queue.path("skipped", names[i]))
-        queue.log(names[i], "skipped", boxes[i], detail=reason)
+        queue.move_unchanged(names[i], "skipped", "skipped", boxes[i], detail=reason)
         skipped.append(names[i])
     return QueueSelection(chosen, skipped, choice.rigidity, len(targets), choice.reached_limit)

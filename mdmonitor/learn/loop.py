@@ -109,7 +109,7 @@ class ActiveLearning:
                     shutil.copy2(source, temporary)
         directory = self.generation(0)
         if self.single and not (directory / "estimator.npz").is_file():
-            self._fit_estimator(0, self.config.training_set(), checkpoints=None)
+            self._fit_estimator(0, self._trained_on(0), checkpoints=None)
         calibration = self.config.file("models", "calibration")
         if calibration is not None and not (directory / "calibration.json").is_file():
             with replaced_atomically(directory / "calibration.json") as temporary:
@@ -213,7 +213,7 @@ class ActiveLearning:
         directory, start = self.generation(k), time.perf_counter()
         following = self.generation(k + 1)
         if self.single and not (following / "estimator.npz").is_file():
-            self._fit_estimator(k + 1, directory / "train.extxyz",
+            self._fit_estimator(k + 1, self._trained_on(k + 1),
                                 directory / "training" / "model_0" / "checkpoints")
         holdout = directory / "holdout.extxyz"
         calibration = following / "calibration.json"
