@@ -11,7 +11,8 @@ cut around uncertain regions and queued for ab-initio labeling.
 # entry point) and `mdmonitor --help` do not pay for importing torch and mace.
 _PUBLIC = {
     "aggregate": "aggregation", "Calibration": "quality.calibration",
-    "Committee": "estimators.committee", "demo_models": "bundled_models",
+    "Combined": "estimators.combined", "Committee": "estimators.committee",
+    "demo_models": "bundled_models",
     "Extractor": "extraction.extractor", "Labeler": "extraction.labeling",
     "LastLayerLPR": "estimators.llpr", "LatentGMM": "estimators.gmm", "LTAU": "estimators.ltau",
     "MonitoredCalculator": "monitor", "Trigger": "monitor", "UncertaintyLimitExceeded": "monitor",

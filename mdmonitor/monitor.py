@@ -39,22 +39,28 @@ class Trigger:
 
 
 class UncertaintyLimitExceeded(RuntimeError):
-    """Raised from a force call when a local uncertainty exceeds `stop_threshold`.
+    """Raised from a force call when a local uncertainty (or, with a calibration of a form
+    other than alpha, an expected local error) exceeds the stop threshold.
 
     Carries `step`, `atom` (index), `value` and `limit`; the log line of that frame is written
     before it is raised, so the run ends cleanly.
     """
 
-    def __init__(self, step: int, atom: int, value: float, limit: float):
+    def __init__(self, step: int, atom: int, value: float, limit: float,
+                 quantity: str = "local uncertainty", limit_name: str = "stop_threshold"):
         self.step, self.atom, self.value, self.limit = step, atom, value, limit
-        super().__init__(f"local uncertainty {value:.4g} at atom {atom} exceeds stop_threshold "
+        super().__init__(f"{quantity} {value:.4g} at atom {atom} exceeds {limit_name} "
                          f"{limit:.4g} at step {step}: the model has left its trusted domain")
 
 
 def _calibrated_limit(name: str, limit, error_limit, calibration):
-    """The local-uncertainty limit `name`, given directly or as error_`name`, an expected local
-    force error (eV/A) that `calibration` turns into one."""
+    """The limit `name` on the monitored quantity, given directly or as error_`name`, an
+    expected local force error (eV/A): the local uncertainty error / alpha for an alpha-form
+    calibration; the expected error itself for other forms, which watch it."""
     if error_limit is None:
+        if limit is not None and calibration is not None and calibration.form != "alpha":
+            raise ValueError(f"with a calibration of form {calibration.form} the monitor "
+                             f"compares expected errors: give error_{name} (eV/A), not {name}")
         return limit
     if limit is not None:
         raise ValueError(f"give {name} (a local uncertainty) or error_{name} (an expected force "
@@ -62,6 +68,8 @@ def _calibrated_limit(name: str, limit, error_limit, calibration):
     if calibration is None:
         raise ValueError(f"error_{name} needs a calibration: calibration='alpha.json' from "
                          "`mdmonitor calibrate`")
+    if calibration.form != "alpha":
+        return positive_number(f"error_{name}", error_limit, meaning="force error in eV/A")
     return calibration.threshold_for(error_limit)
 
 
@@ -92,8 +100,11 @@ class MonitoredCalculator(Calculator):
     callbacks; it relaxes buffers with this estimator's model).
     calibration: a `Calibration` or its JSON file from `mdmonitor calibrate`, fitted for this
     estimator and cutoff; it allows error_threshold and error_stop_threshold, the same limits
-    given as expected local force errors (eV/A), and adds the result expected_error (N,) =
-    alpha x local_uncertainty (eV/A).
+    given as expected local force errors (eV/A), and adds the result expected_error (N,) (eV/A).
+    An alpha-form calibration turns them into local-uncertainty limits (error / alpha); with any
+    other form (per element, power law, several signals) the monitor compares the expected
+    error itself with them (triggers, n_above_threshold in the log, the stop), and takes
+    limits only as errors.
 
     stability: the `StabilityCriteria` checked on every monitored frame (True: the defaults,
     close contacts below 0.5 x the sum of covalent radii and a temperature above 10 x the
@@ -131,6 +142,8 @@ class MonitoredCalculator(Calculator):
         if calibration is not None:
             calibration.check(estimator, self.cutoff)
         self.calibration = calibration
+        # the monitor compares expected errors, not local uncertainties, with its limits
+        self.watches_error = calibration is not None and calibration.form != "alpha"
         threshold = _calibrated_limit("threshold", threshold, error_threshold, calibration)
         stop_threshold = _calibrated_limit("stop_threshold", stop_threshold,
                                            error_stop_threshold, calibration)
@@ -187,7 +200,7 @@ class MonitoredCalculator(Calculator):
             self.results["stress"] = prediction.stress
         self.step = step + 1
         if step % self.interval == 0:
-            self._monitor(step, prediction.atomic_uncertainty)
+            self._monitor(step, prediction.atomic_uncertainty, prediction.extra)
 
     def _refuse_non_finite(self, step: int, *named) -> None:
         """Log and raise an Instability if any of the (name, values) pairs is not finite."""
@@ -213,14 +226,19 @@ class MonitoredCalculator(Calculator):
     def _time_fs(self, step: int) -> float | None:
         return None if self.timestep is None else step * self.timestep / units.fs
 
-    def _monitor(self, step: int, atomic: np.ndarray) -> None:
+    def _monitor(self, step: int, atomic: np.ndarray, extra: dict) -> None:
         local = aggregate(self.atoms, atomic, self.cutoff)
         self.results["local_uncertainty"] = local
+        watched = local
         if self.calibration is not None:
-            self.results["expected_error"] = self.calibration.expected_error(local)
+            signals = self.calibration.local_signals(self.atoms, atomic, extra, local)
+            expected = self.calibration.expected_error(signals, self.atoms.numbers)
+            self.results["expected_error"] = expected
+            if self.watches_error:
+                watched = expected
         time_fs = self._time_fs(step)
         worst = int(np.argmax(local))
-        above = np.flatnonzero(local > self.threshold) if self.threshold else np.array([], int)
+        above = np.flatnonzero(watched > self.threshold) if self.threshold else np.array([], int)
         instability = None
         if self.stability is not None:
             findings = self.stability.check(self.atoms)
@@ -235,7 +253,7 @@ class MonitoredCalculator(Calculator):
                             instability=self.results["instability"])
         if len(above):
             trigger = Trigger(step, time_fs, self.atoms.copy(), atomic, local,
-                              above[np.argsort(-local[above], kind="stable")])
+                              above[np.argsort(-watched[above], kind="stable")])
             for callback in self.callbacks:
                 callback(trigger)
         if instability is not None:
@@ -243,5 +261,9 @@ class MonitoredCalculator(Calculator):
                 self.on_instability(instability)
             if self.stop_on_instability:
                 raise instability
-        if self.stop_threshold is not None and local[worst] > self.stop_threshold:
-            raise UncertaintyLimitExceeded(step, worst, float(local[worst]), self.stop_threshold)
+        peak = int(np.argmax(watched))
+        if self.stop_threshold is not None and watched[peak] > self.stop_threshold:
+            raise UncertaintyLimitExceeded(
+                step, peak, float(watched[peak]), self.stop_threshold,
+                *(("expected local force error (eV/A)", "error_stop_threshold")
+                  if self.watches_error else ()))

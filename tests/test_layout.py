@@ -30,7 +30,7 @@ def test_every_top_level_module_has_a_layer():
 
 def test_public_api_is_unchanged():
     assert mdmonitor.__all__ == sorted(
-        ["Calibration", "Committee", "Extractor", "Instability", "LTAU", "Labeler",
+        ["Calibration", "Combined", "Committee", "Extractor", "Instability", "LTAU", "Labeler",
          "LastLayerLPR", "LatentGMM", "MonitoredCalculator", "Reference", "StabilityCriteria",
          "Trigger", "UncertaintyLimitExceeded", "aggregate", "demo_models"])
     for name in mdmonitor.__all__:

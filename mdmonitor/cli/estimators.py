@@ -26,6 +26,10 @@ def add_commands(commands) -> None:
                           "matrix well conditioned")
     fit.add_argument("--scale", type=float, default=1.0,
                      help="uncertainty = scale / sqrt(LPR) (default 1)")
+    fit.add_argument("--element-relative", action="store_true",
+                     help="uncertainty relative to the mean 1/LPR of the training atoms of "
+                          "each atom's element: for models of several elements, so that "
+                          "composition alone does not make an atom look uncertain")
 
     log = commands.add_parser(
         "log-errors", help="per-atom training force errors at every epoch, for LTAU",
@@ -88,7 +92,7 @@ def _fit_llpr(args) -> int:
 
     estimator = LastLayerLPR.fit(args.model, args.structures, forces=not args.no_forces,
                                  regularizer=args.regularizer, force_weight=args.force_weight,
-                                 scale=args.scale)
+                                 scale=args.scale, element_relative=args.element_relative)
     estimator.save(args.output)
     print(f"wrote {args.output}: {estimator.features.dim} last-layer features, "
           f"{estimator.n_structures} structures, regularizer {estimator.regularizer:.3g}")

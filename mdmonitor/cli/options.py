@@ -19,8 +19,13 @@ def add_monitor_options(parser: argparse.ArgumentParser) -> None:
                         help="local uncertainty above which a frame counts as triggered")
 
 
-def add_estimator_options(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
+def add_estimator_options(parser: argparse.ArgumentParser, combine: bool = False) -> None:
+    """--committee, --llpr, --ltau, --gmm: one of them, or with `combine` several, whose
+    signals a calibration combines (the first given in that order drives)."""
+    source = (parser.add_argument_group("estimator (one or several: their signals are combined "
+                                        "by the calibration; the first of committee, llpr, "
+                                        "ltau, gmm gives the forces)")
+              if combine else parser.add_mutually_exclusive_group(required=True))
     source.add_argument("--committee", nargs="+", metavar="MODEL",
                         help="two or more MACE model files")
     source.add_argument("--llpr", metavar="FILE", help="LLPR file from `mdmonitor fit-llpr`")
@@ -34,7 +39,7 @@ def add_labeled_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("labeled", type=Path,
                         help="frames labelled with reference forces (DFT, EMT, ...), any file "
                              "ASE reads, e.g. extxyz with a REF_forces or forces column")
-    add_estimator_options(parser)
+    add_estimator_options(parser, combine=True)
     add_cutoff_option(parser)
     add_forces_key_option(parser)
 
@@ -54,12 +59,20 @@ def add_reference_options(parser: argparse.ArgumentParser, required: bool) -> No
                              "are Python literals, e.g. -p xc='PBE' -p kpts=(2,2,2))")
 
 
+ESTIMATOR_OPTIONS = ("committee", "llpr", "ltau", "gmm")
+
+
 def estimator_from(args):
-    """The estimator the --committee, --llpr, --ltau or --gmm option names."""
+    """The estimator the --committee, --llpr, --ltau or --gmm option names, or the `Combined`
+    estimator of several of them (named by their options, the first drives)."""
+    from ..estimators.combined import Combined
     from ..estimators.committee import Committee
     from ..estimators.fitted import load_fitted
 
-    if args.committee:
-        return Committee.from_mace(args.committee)
-    kind = next(k for k in ("llpr", "ltau", "gmm") if getattr(args, k))
-    return load_fitted(kind, getattr(args, kind), model=args.model)
+    given = [kind for kind in ESTIMATOR_OPTIONS if getattr(args, kind, None)]
+    if not given:
+        raise SystemExit("error: give an estimator: --committee, --llpr, --ltau or --gmm")
+    estimators = {kind: Committee.from_mace(args.committee) if kind == "committee"
+                  else load_fitted(kind, getattr(args, kind), model=args.model)
+                  for kind in given}
+    return estimators[given[0]] if len(given) == 1 else Combined(estimators)

@@ -6,19 +6,29 @@ from pathlib import Path
 
 from . import options
 
+FORMS = ("alpha", "element-alpha", "power", "element-power")  # quality.error_maps.FORMS
+
 
 def add_commands(commands) -> None:
     """Add this group's commands to the `mdmonitor` subparsers `commands`."""
     calibrate = commands.add_parser(
-        "calibrate", help="fit alpha: expected force error = alpha x local uncertainty",
+        "calibrate", help="fit the expected force error as a function of the local uncertainty",
         description="Predicts labelled frames with the estimator and fits alpha = mean local "
                     "force error / mean local uncertainty at --cutoff (Heid et al. 2024, Eq. 3), "
                     "the force error of an atom being the mean absolute error of its x, y, z "
-                    "components (eV/A). With the JSON file the monitor takes thresholds as "
-                    "expected force errors: MonitoredCalculator(..., calibration='alpha.json', "
-                    "error_threshold=0.1). A few dozen frames like those of your simulation "
-                    "suffice; alpha holds only for this estimator and this cutoff.")
+                    "components (eV/A), and a monotone map from the local uncertainty (or, with "
+                    "several estimators, all their signals) to the expected error: alpha, a "
+                    "factor per element, or a power law per element, chosen by held-out "
+                    "likelihood unless --form says. With the JSON file the monitor takes "
+                    "thresholds as expected force errors: MonitoredCalculator(..., "
+                    "calibration='alpha.json', error_threshold=0.1). A few dozen frames like "
+                    "those of your simulation suffice; it holds only for this estimator and "
+                    "this cutoff.")
     options.add_labeled_options(calibrate)
+    calibrate.add_argument("--form", default="auto", choices=("auto", *FORMS),
+                           help="the map: alpha (one factor), element-alpha, power or "
+                                "element-power (a_Z u^b_Z); auto (default) chooses by held-out "
+                                "likelihood")
     calibrate.add_argument("-o", "--output", type=Path, default=Path("alpha.json"),
                            help="output file (default alpha.json)")
 
@@ -28,11 +38,16 @@ def add_commands(commands) -> None:
                     "with uncertainties per atom, aggregated within 1 to 6 A and per structure: "
                     "Spearman, Pearson, ROC-AUC, sparsification against the oracle, alpha "
                     "fitted on a fifth of the frames and checked on the rest, and the Gaussian "
-                    "calibration of the force components. Writes report.md, report.json and "
-                    "PNG figures; --cutoff is the radius the figures show.")
+                    "calibration of the force components; the calibrated expected error per "
+                    "element and per condition (config_type), leave-one-condition-out, and "
+                    "the radius of the best held-out correlation. Writes report.md, "
+                    "report.json and PNG figures; --cutoff is the radius the figures show.")
     options.add_labeled_options(evaluate)
     evaluate.add_argument("--calibration-fraction", type=float, default=0.2,
                           help="fraction of the frames alpha is fitted on (default 0.2)")
+    evaluate.add_argument("--form", default="auto", choices=("auto", *FORMS),
+                          help="the error map checked per element and condition (default: "
+                               "chosen by held-out likelihood, as `calibrate` does)")
     evaluate.add_argument("--seed", type=int, default=0,
                           help="seed of the random choice of those frames (default 0)")
     evaluate.add_argument("--out", type=Path, default=Path("report"),
@@ -43,17 +58,30 @@ def add_commands(commands) -> None:
 
 
 def _calibrate(args) -> int:
+    from ase.data import chemical_symbols
+
     from ..quality.calibration import Calibration, uncertainty_unit
 
     estimator = options.estimator_from(args)
     calibration = Calibration.fit(estimator, args.labeled, args.cutoff,
-                                  forces_key=args.forces_key)
+                                  forces_key=args.forces_key, form=args.form)
     calibration.save(args.output)
     print(f"alpha = {calibration.alpha:.4g} eV/A per {uncertainty_unit(estimator)} at cutoff "
           f"{calibration.cutoff:g} A, from {calibration.n_frames} frames ({calibration.n_atoms} "
           f"atoms, mean local force error {calibration.mean_error:.4f} eV/A)")
-    print(f"wrote {args.output}: an expected local force error of 0.1 eV/A is a local "
-          f"uncertainty of {calibration.threshold_for(0.1):.4g}")
+    for form, nll in (calibration.held_out_nll or {}).items():
+        print(f"  {form:>13}: held-out NLL {nll:.4f} nats per force component")
+    print(f"map: {calibration.form} of {', '.join(calibration.map.signals)}")
+    for label, term in [("all elements", calibration.map.pooled),
+                        *((chemical_symbols[z], t) for z, t in calibration.map.elements.items())]:
+        exponents = ", ".join(f"{b:.3g}" for b in term.exponents)
+        print(f"  {label:>12}: prefactor {term.prefactor:.4g}, exponents {exponents}")
+    if calibration.form == "alpha":
+        print(f"wrote {args.output}: an expected local force error of 0.1 eV/A is a local "
+              f"uncertainty of {calibration.threshold_for(0.1):.4g}")
+    else:
+        print(f"wrote {args.output}: the monitor compares the expected error itself with "
+              "error_threshold")
     return 0
 
 
@@ -62,7 +90,7 @@ def _evaluate(args) -> int:
 
     evaluation = evaluate(options.estimator_from(args), args.labeled, cutoff=args.cutoff,
                           calibration_fraction=args.calibration_fraction, seed=args.seed,
-                          forces_key=args.forces_key)
+                          forces_key=args.forces_key, form=args.form)
     files = evaluation.write(args.out)
     print(f"{'level':>10} {'Spearman':>9} {'ROC-AUC':>8} {'alpha':>8} {'test MAE':>9} "
           f"{'test MAD':>9}  (eV/A)")
@@ -70,6 +98,19 @@ def _evaluate(args) -> int:
         level = evaluation.level(cutoff)
         print(f"{level.label:>10} {level.spearman:9.3f} {level.roc_auc:8.3f} {level.alpha:8.4g} "
               f"{level.test_mae:9.4f} {level.test_mad:9.4f}")
+    calibrated = evaluation.calibrated
+    print(f"expected error ({calibrated.form} map) on the test frames at {args.cutoff:g} A:")
+    print(f"{'group':>18} {'atoms':>6} {'Spearman':>9} {'expected/observed':>18}")
+    for group in calibrated.groups:
+        print(f"{group.name:>18} {group.atoms:6d} {group.spearman_expected:9.3f} "
+              f"{group.ratio:18.2f}")
+    for transfer in evaluation.transfer:
+        whole = transfer.groups[0]
+        print(f"left out {transfer.condition}: Spearman {whole.spearman_expected:.3f}, "
+              f"expected/observed {whole.ratio:.2f} (map fitted on the other conditions)")
+    print("held-out Spearman of the expected error by radius: " + ", ".join(
+        f"{r:g} A {v:.3f}" for r, v in evaluation.radii.items())
+        + f"; best {evaluation.best_radius:g} A")
     for component in evaluation.components:
         print(f"component {component.component} (readout of interaction layer "
               f"{component.component + 1}): median CPR {component.structure_rigidity:.4g} per "

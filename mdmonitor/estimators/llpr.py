@@ -15,6 +15,12 @@ sum of every readout's contribution, and g_C is F_* (or f_j) restricted to the w
 readout C, zero outside its block.
 
 The per-atom uncertainty is scale / sqrt(LPR_j) (GPR variance = mu / LPR, seed 001 Eq. 17).
+Element-relative, it is scale x sqrt((1/LPR_j) / <1/LPR>_Z), <1/LPR>_Z the mean over the training
+atoms of atom j's element: the features of different elements live on different scales, so the
+raw LPR of a two-element model ranks the atoms of one element (often the minority) above the
+other's whatever their environment; relative to its own element's training atoms, an atom is
+uncertain because its environment is unlike those its element was trained on. The raw LPR stays
+in extra["atomic_rigidity"].
 """
 
 from __future__ import annotations
@@ -150,7 +156,7 @@ class LastLayerLPR:
 
     def __init__(self, model: MaceModel | str | Path, hessian: np.ndarray, regularizer: float,
                  forces: bool, force_weight: float = 1.0, scale: float = 1.0,
-                 n_structures: int = 0):
+                 n_structures: int = 0, element_reference: dict[int, float] | None = None):
         self.regularizer = positive_number("regularizer", regularizer, meaning="number (eV^2)")
         self.forces = bool(forces)
         self.force_weight = non_negative_number("force_weight", force_weight)
@@ -167,6 +173,10 @@ class LastLayerLPR:
         self.hessian = hessian
         self._factorize()
         self._component: int | None = None
+        self.element_reference = None
+        if element_reference is not None:
+            self.element_reference = {int(z): positive_number(f"<1/LPR> of element {z}", v)
+                                      for z, v in element_reference.items()}
 
     @property
     def component(self) -> int | None:
@@ -194,10 +204,13 @@ class LastLayerLPR:
 
     @classmethod
     def fit(cls, model, structures, forces: bool = True, regularizer: float | None = None,
-            force_weight: float = 1.0, scale: float = 1.0, progress: bool = True) -> "LastLayerLPR":
+            force_weight: float = 1.0, scale: float = 1.0, progress: bool = True,
+            element_relative: bool = False) -> "LastLayerLPR":
         """Accumulate the Gauss-Newton matrix of `model` (path or MaceModel) over `structures`
         (file or list of Atoms; no labels needed), with force terms when `forces`.
-        `regularizer` is zeta^2 (eV^2); chosen by `choose_regularizer` when None."""
+        `regularizer` is zeta^2 (eV^2); chosen by `choose_regularizer` when None. With
+        `element_relative`, uncertainties are relative to the same structures' atoms of each
+        element (`relative_to_elements`)."""
         regularizer = positive_number("regularizer", regularizer, allow_none=True,
                                       meaning="number (eV^2)")
         model = as_model(model)
@@ -209,7 +222,35 @@ class LastLayerLPR:
             features.remove()
         if regularizer is None:
             regularizer = choose_regularizer(hessian)
-        return cls(model, hessian, regularizer, forces, force_weight, scale, len(structures))
+        estimator = cls(model, hessian, regularizer, forces, force_weight, scale,
+                        len(structures))
+        if element_relative:
+            estimator.relative_to_elements(structures)
+        return estimator
+
+    def relative_to_elements(self, structures) -> None:
+        """Make the uncertainty element-relative: <1/LPR>_Z is the mean 1/LPR of the atoms of
+        each element in `structures` (file or list of Atoms: the training structures)."""
+        totals: dict[int, list[float]] = {}
+        for atoms in load_structures(structures):
+            inverse = self._inverse_quadratic(self._atomic_features(atoms))
+            for number in np.unique(atoms.numbers):
+                totals.setdefault(int(number), []).extend(inverse[atoms.numbers == number])
+        missing = sorted(set(self.model.elements) - set(totals))
+        if missing:
+            raise ValueError(f"the structures hold no atom of element(s) {missing} of "
+                             f"'{self.model.name}': no reference for them")
+        self.element_reference = {z: float(np.mean(v)) for z, v in sorted(totals.items())}
+
+    def _relative(self, inverse_rigidity: np.ndarray, numbers) -> np.ndarray:
+        """1/LPR_j divided by <1/LPR> of atom j's element (unchanged without a reference)."""
+        if self.element_reference is None:
+            return inverse_rigidity
+        unknown = sorted(set(int(z) for z in numbers) - set(self.element_reference))
+        if unknown:
+            raise ValueError(f"no element reference for atomic number(s) {unknown}: the LLPR "
+                             "was made element-relative on structures without them")
+        return inverse_rigidity / np.array([self.element_reference[int(z)] for z in numbers])
 
     def update(self, structures, progress: bool = False) -> None:
         """Add `structures` to the training set's Gauss-Newton matrix (regularizer unchanged)."""
@@ -285,13 +326,14 @@ class LastLayerLPR:
 
     def predict(self, atoms) -> Prediction:
         """Model energy, forces, stress, and atomic_uncertainty = scale / sqrt(LPR_j) (or of
-        CPR_jk with `component` k)."""
+        CPR_jk with `component` k), relative to its element's training atoms if so made."""
         _, output = self.model.run(atoms)
         features = self.features.features().detach()
         inverse_rigidity = self._inverse_quadratic(features)
         frame = self._inverse_quadratic(features.sum(dim=0, keepdim=True))[0]
         monitored = inverse_rigidity if self.component is None else (
             self._component_inverse_quadratic(features)[:, self.component])
+        monitored = self._relative(monitored, atoms.numbers)
         return Prediction(
             energy=output.energy, forces=output.forces, stress=output.stress,
             atomic_uncertainty=self.scale * np.sqrt(monitored),
@@ -302,20 +344,27 @@ class LastLayerLPR:
     def unit(self) -> str:
         """Unit of atomic_uncertainty: that of `scale` over sqrt(LPR) (or sqrt(CPR_k))."""
         rigidity = "LPR" if self.component is None else f"CPR_{self.component}"
+        if self.element_reference is not None:
+            rigidity = f"{rigidity}/<{rigidity}>_element"
         return f"1/sqrt({rigidity})" if self.scale == 1 else f"{self.scale:g}/sqrt({rigidity})"
 
     def state_sha256(self) -> str:
-        """SHA-256 of the Gauss-Newton matrix, regularizer and scale."""
+        """SHA-256 of the Gauss-Newton matrix, regularizer and scale (and element reference)."""
         digest = hashlib.sha256(np.ascontiguousarray(self.hessian).tobytes())
         digest.update(np.array([self.regularizer, self.scale]).tobytes())
+        if self.element_reference is not None:
+            digest.update(np.array(sorted(self.element_reference.items()), dtype=float).tobytes())
         return digest.hexdigest()
 
     def save(self, path: str | Path) -> None:
         """Write the estimator to one .npz file (model referenced by relative path and SHA-256)."""
+        reference = {} if self.element_reference is None else {
+            "reference_numbers": np.array(list(self.element_reference), dtype=int),
+            "reference_inverse_rigidity": np.array(list(self.element_reference.values()))}
         save_estimator(path, "llpr", FORMAT_VERSION, self.model, hessian=self.hessian,
                        regularizer=self.regularizer, forces=self.forces,
                        force_weight=self.force_weight, scale=self.scale,
-                       n_structures=self.n_structures)
+                       n_structures=self.n_structures, **reference)
 
     @classmethod
     def load(cls, path: str | Path, model: str | Path | None = None) -> "LastLayerLPR":
@@ -331,7 +380,16 @@ class LastLayerLPR:
             for name in SETTINGS:
                 if stored[name].size != 1:
                     raise ValueError(f"{name} must be one value, got shape {stored[name].shape}")
-            return cls(model, stored["hessian"], **{name: stored[name].item() for name in SETTINGS})
+            reference = None
+            if "reference_numbers" in stored or "reference_inverse_rigidity" in stored:
+                numbers = stored.get("reference_numbers", np.array([]))
+                values = stored.get("reference_inverse_rigidity", np.array([]))
+                if numbers.shape != values.shape or numbers.ndim != 1:
+                    raise ValueError("reference_numbers and reference_inverse_rigidity must be "
+                                     "two 1-D arrays of one length")
+                reference = dict(zip(numbers.tolist(), values.tolist()))
+            return cls(model, stored["hessian"], element_reference=reference,
+                       **{name: stored[name].item() for name in SETTINGS})
         except ValueError as err:
             raise ValueError(f"LLPR file '{path}': {err}; {again}") from None
 

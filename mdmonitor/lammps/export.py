@@ -177,6 +177,10 @@ class LLPRModule(torch.nn.Module):
                                                                   dtype=torch.float64)
         self.register_buffer("cholesky", torch.linalg.cholesky(regularized))
         self.scale = estimator.scale
+        # 1/sqrt(<1/LPR>_Z) per model species for an element-relative LLPR, else 1
+        reference = estimator.element_reference or {}
+        self.register_buffer("species_factor", torch.tensor(
+            [reference.get(z, 1.0) ** -0.5 for z in model.elements], dtype=torch.float64))
         set_metadata(self, model, "llpr", 1, estimator.unit)
 
     def forward(self, positions: torch.Tensor, edge_index: torch.Tensor,
@@ -195,7 +199,8 @@ class LLPRModule(torch.nn.Module):
         solved = torch.linalg.solve_triangular(self.cholesky, features.T, upper=False)
         result = {"energy": energies.sum().view(1), "atomic_energies": energies,
                   "forces": forces,
-                  "atomic_uncertainty": self.scale * torch.sqrt((solved * solved).sum(0))}
+                  "atomic_uncertainty": self.scale * torch.sqrt((solved * solved).sum(0))
+                  * self.species_factor[species[:solved.shape[1]]]}
         if compute_virial:
             result["virial"] = virial
         return result

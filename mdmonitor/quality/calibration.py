@@ -1,4 +1,4 @@
-"""Calibration: expected force error = alpha x local uncertainty (Heid et al. 2024, Eq. 3).
+"""Calibration: expected force error from the local uncertainty (Heid et al. 2024, Eq. 3).
 
 Error and uncertainty follow seed 002's definitions:
 
@@ -13,9 +13,13 @@ Error and uncertainty follow seed 002's definitions:
   (eV/A per unit of uncertainty).
 
 So alpha x local uncertainty is the expected local force error (eV/A) of an atom, and an error
-threshold e* is the uncertainty threshold e* / alpha. A `Calibration` is valid only for the
-estimator (model files by SHA-256, LLPR matrix) and the cutoff it was fitted with;
-`Calibration.check` refuses any other.
+threshold e* is the uncertainty threshold e* / alpha. One factor cannot serve a model whose
+error-to-uncertainty ratio differs between elements; beside alpha a calibration holds a monotone
+map (`error_maps`: alpha, a factor per element, or a power law a_Z u^b_Z, of one signal or of
+several at once with a `Combined` estimator) chosen by held-out likelihood, which gives the
+expected error. A `Calibration` is valid only for the estimator (model files by SHA-256, LLPR
+matrix) and the cutoff it was fitted with; `Calibration.check` refuses any other. Format 2 adds
+the map; format 1 files (alpha only) are read as the alpha map.
 """
 
 from __future__ import annotations
@@ -36,13 +40,16 @@ from ..common.geometry import check_structure
 from ..common.atomic_files import write_atomically
 from ..common.settings import positive_integer, positive_number
 from ..common.structures import DEFAULT_FORCES_KEYS, load_structures, reference_forces
+from ..estimators.combined import Combined
 from ..estimators.committee import Committee
+from .error_maps import FORMS, ErrorMap, MapSamples, Term, choose_map, fit_map
 
 __all__ = ["Calibration", "FewFramesWarning", "LabeledPrediction", "estimator_identity",
            "fit_alpha", "predict_labeled", "uncertainty_unit"]
 
 FORMAT = "mdmonitor-calibration"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 # eV/A: labels this close to the predictions everywhere are the model's own forces, round-off and
 # the 8 decimals of extxyz included; no reference method agrees with a model that well
 SAME_FORCES = 1e-6
@@ -92,6 +99,43 @@ class LabeledPrediction:
         if cutoff == 0:
             return values
         return aggregate(self.atoms, values, cutoff)
+
+    def atomic_signals(self, names: tuple[str, ...]) -> list[np.ndarray]:
+        """The per-atom values of the signals `names` (`signal_names` of the estimator)."""
+        return atomic_signals(names, self.atomic_uncertainty, self.extra)
+
+
+def signal_names(estimator) -> tuple[str, ...]:
+    """The uncertainty signals an estimator gives: its kind ("committee", "llpr", ...), or
+    the names of a `Combined` estimator's members."""
+    if isinstance(estimator, Combined):
+        return estimator.names
+    return (estimator_identity(estimator)["kind"],)
+
+
+def atomic_signals(names: tuple[str, ...], atomic_uncertainty, extra: dict) -> list[np.ndarray]:
+    """Per-atom values of the signals `names` from a prediction's atomic_uncertainty and extra
+    (a `Combined` estimator's are in extra["signals"])."""
+    if "signals" not in extra:
+        return [np.asarray(atomic_uncertainty, dtype=float)]
+    missing = [name for name in names if name not in extra["signals"]]
+    if missing:
+        raise ValueError(f"the prediction has no signal {', '.join(missing)}; it has "
+                         f"{', '.join(extra['signals'])}")
+    return [np.asarray(extra["signals"][name], dtype=float) for name in names]
+
+
+def map_samples(predictions: list[LabeledPrediction], names: tuple[str, ...],
+                cutoff: float) -> MapSamples:
+    """The atoms of `predictions` as fitting data of an error map at `cutoff` (A)."""
+    return MapSamples(
+        error=np.concatenate([p.local(p.atomic_error, cutoff) for p in predictions]),
+        signals=np.concatenate([np.column_stack([p.local(v, cutoff)
+                                                 for v in p.atomic_signals(names)])
+                                for p in predictions]),
+        numbers=np.concatenate([p.atoms.numbers for p in predictions]),
+        frame=np.concatenate([np.full(len(p.atoms), i) for i, p in enumerate(predictions)]),
+        force_error=np.concatenate([p.force_error for p in predictions]))
 
 
 def predict_labeled(estimator, structures, forces_key: str | None = None,
@@ -175,6 +219,9 @@ def estimator_identity(estimator) -> dict:
     """What a calibration is valid for: the estimator kind, its MACE model files (name, SHA-256,
     head) and, for a single-model estimator (LLPR, LTAU, GMM), the SHA-256 of its fitted state.
     A committee of plain ASE calculators is identified by its member names only."""
+    if isinstance(estimator, Combined):
+        return {"kind": "combined", "signals": {name: estimator_identity(e) for name, e
+                                                in estimator.estimators.items()}}
     if isinstance(estimator, Committee):
         if estimator.models is None:
             return {"kind": "committee", "members": list(estimator.names)}
@@ -191,12 +238,16 @@ def _model_identity(model) -> dict:
 
 def _without_file_names(identity: dict) -> dict:
     """`identity` minus the model file names: a renamed or moved model file is the same model."""
+    if identity.get("kind") == "combined":
+        return {"kind": "combined", "signals": {name: _without_file_names(member) for name, member
+                                                in identity["signals"].items()}}
     return {key: ([{k: v for k, v in m.items() if k != "file"} for m in value]
                   if key == "models" else value) for key, value in identity.items()}
 
 
 ESTIMATOR_NAMES = {"committee": "committee of", "llpr": "last-layer LPR of",
-                   "ltau": "LTAU of", "gmm": "latent Gaussian mixture of"}
+                   "ltau": "LTAU of", "gmm": "latent Gaussian mixture of",
+                   "combined": "combination of"}
 FITTED_STATES = {"llpr": "Gauss-Newton matrix", "ltau": "training-error index",
                  "gmm": "mixture"}
 
@@ -204,6 +255,9 @@ FITTED_STATES = {"llpr": "Gauss-Newton matrix", "ltau": "training-error index",
 def describe_estimator(identity: dict) -> str:
     """One line naming an estimator identity, e.g. "committee of a.model (1f2e3d4c), ...",
     SHA-256 prefixes in brackets."""
+    if identity["kind"] == "combined":
+        return "combination of " + "; ".join(f"{name}: {describe_estimator(member)}" for
+                                             name, member in identity["signals"].items())
     members = [f"{m['file']} ({m['sha256'][:8]})" for m in identity.get("models", [])]
     members = members or identity.get("members", [])
     kind = ESTIMATOR_NAMES.get(identity["kind"], identity["kind"])
@@ -214,6 +268,8 @@ def describe_estimator(identity: dict) -> str:
 
 def uncertainty_unit(estimator) -> str:
     """Unit of the estimator's atomic_uncertainty, for labels and reports."""
+    if isinstance(estimator, Combined):
+        return uncertainty_unit(next(iter(estimator.estimators.values())))
     if isinstance(estimator, Committee):
         return "eV/A"
     return getattr(estimator, "unit", "estimator unit")
@@ -221,15 +277,16 @@ def uncertainty_unit(estimator) -> str:
 
 @dataclass(frozen=True)
 class Calibration:
-    """alpha (eV/A per unit of uncertainty) turning a local uncertainty at `cutoff` (A) into an
-    expected local force error (eV/A), for the estimator described by `estimator`
-    (`estimator_identity`).
+    """What turns local uncertainties at `cutoff` (A) into expected local force errors (eV/A),
+    for the estimator described by `estimator` (`estimator_identity`).
 
-    Fitted on `n_frames` frames with `n_atoms` atoms whose mean local error was `mean_error`
-    (eV/A) and mean local uncertainty `mean_uncertainty` (so alpha = mean_error /
-    mean_uncertainty), at `fitted` (ISO 8601, UTC), from `source` (file name, if any). Build
-    with `Calibration.fit`; store with `save`/`load` (JSON). A field that `fit` could not have
-    written is refused (ValueError naming it).
+    alpha (eV/A per unit of uncertainty) = `mean_error` / `mean_uncertainty`, the mean local
+    error (eV/A) and mean local uncertainty of the `n_atoms` atoms of the `n_frames` frames it
+    was fitted on, at `fitted` (ISO 8601, UTC), from `source` (file name, if any). `error_map`
+    (`ErrorMap.to_dict`) gives the expected error; None (a format 1 file) means alpha x u.
+    `held_out_nll` holds the held-out likelihood of every form tried when the form was chosen.
+    Build with `Calibration.fit`; store with `save`/`load` (JSON). A field that `fit` could not
+    have written is refused (ValueError naming it).
     """
 
     alpha: float
@@ -241,6 +298,8 @@ class Calibration:
     mean_uncertainty: float
     fitted: str
     source: str | None = None
+    error_map: dict | None = None
+    held_out_nll: dict | None = None
 
     def __post_init__(self) -> None:
         for name in ("alpha", "mean_error", "mean_uncertainty"):
@@ -260,34 +319,93 @@ class Calibration:
             value = getattr(self, name)
             if not isinstance(value, str) and not (name == "source" and value is None):
                 raise ValueError(f"{name} must be a string, got {value!r}")
+        if self.error_map is None:
+            names = ("combined",) if self.estimator["kind"] == "combined" else (
+                self.estimator["kind"],)
+            parsed = ErrorMap("alpha", names[:1], (0.0,), Term(self.alpha, (1.0,)), {})
+        else:
+            try:
+                parsed = ErrorMap.from_dict(self.error_map)
+            except ValueError as err:
+                raise ValueError(f"error_map: {err}") from None
+            if parsed.form == "alpha" and not math.isclose(parsed.pooled.prefactor, self.alpha,
+                                                           rel_tol=1e-9):
+                raise ValueError(f"error_map: the alpha form's factor "
+                                 f"{parsed.pooled.prefactor!r} is not alpha {self.alpha!r}")
+        object.__setattr__(self, "map", parsed)
 
     @classmethod
     def fit(cls, estimator, structures, cutoff: float, forces_key: str | None = None,
-            progress: bool = True) -> "Calibration":
-        """Fit alpha for `estimator` at `cutoff` (A, > 0) on labelled `structures` (a file or a
-        list of Atoms; labels as in `reference_forces`)."""
+            progress: bool = True, form: str = "auto") -> "Calibration":
+        """Fit alpha and the error map of `form` ("auto": the one of best held-out likelihood,
+        see `error_maps`) for `estimator` at `cutoff` (A, > 0) on labelled `structures` (a file
+        or a list of Atoms; labels as in `reference_forces`)."""
         cutoff = checked_cutoff(cutoff, meaning="distance in A (the monitor's aggregation radius)")
+        if form != "auto" and form not in FORMS:
+            raise ValueError(f"form must be 'auto' or one of {', '.join(FORMS)}, got {form!r}")
         predictions = predict_labeled(estimator, structures, forces_key, progress)
+        return cls.from_predictions(estimator, predictions, cutoff, form,
+                                    str(structures) if isinstance(structures, (str, Path))
+                                    else None)
+
+    @classmethod
+    def from_predictions(cls, estimator, predictions: list[LabeledPrediction], cutoff: float,
+                         form: str = "auto", source: str | None = None) -> "Calibration":
+        """`fit` on predictions already made (`predict_labeled`); "auto" on a single frame
+        is the alpha form."""
         error = np.concatenate([p.local(p.atomic_error, cutoff) for p in predictions])
         uncertainty = np.concatenate([p.local(p.atomic_uncertainty, cutoff)
                                       for p in predictions])
-        source = str(structures) if isinstance(structures, (str, Path)) else None
+        names = signal_names(estimator)
+        samples = map_samples(predictions, names, cutoff)
+        if form == "auto" and len(predictions) < 2:
+            form = "alpha"  # no frame to hold out: nothing to choose by
+        if form == "auto":
+            error_map, scores = choose_map(samples, names)
+        else:
+            error_map, scores = fit_map(form, samples, names), None
         return cls(alpha=fit_alpha(error, uncertainty), cutoff=cutoff,
                    estimator=estimator_identity(estimator), n_frames=len(predictions),
                    n_atoms=len(error), mean_error=float(error.mean()),
                    mean_uncertainty=float(uncertainty.mean()),
                    fitted=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                   source=source)
+                   source=source, error_map=error_map.to_dict(), held_out_nll=scores)
 
-    def expected_error(self, local_uncertainty) -> np.ndarray:
-        """Expected local force error alpha x local uncertainty (eV/A)."""
-        return self.alpha * np.asarray(local_uncertainty, dtype=float)
+    @property
+    def form(self) -> str:
+        return self.map.form
+
+    def expected_error(self, local_signals, numbers=None) -> np.ndarray:
+        """Expected local force error (eV/A) from the local values of the map's signals,
+        (N,) for one signal or (N, K), and the atoms' atomic `numbers` (N,), which only the
+        alpha form does without."""
+        values = np.asarray(local_signals, dtype=float)
+        if self.form == "alpha" and values.ndim == 1:
+            return self.map.pooled.prefactor * values
+        if numbers is None:
+            raise ValueError(f"the {self.form} map needs the atomic numbers of the atoms")
+        return self.map.expected_error(values, numbers)
+
+    def local_signals(self, atoms: Atoms, atomic_uncertainty, extra: dict,
+                      local_uncertainty) -> np.ndarray:
+        """(N, K) local values at this cutoff of the map's signals for one frame, given its
+        prediction's atomic_uncertainty and extra and the already aggregated
+        local_uncertainty."""
+        if len(self.map.signals) == 1 and "signals" not in extra:
+            return np.asarray(local_uncertainty, dtype=float)[:, None]
+        return np.column_stack([aggregate(atoms, values, self.cutoff) for values in
+                                atomic_signals(self.map.signals, atomic_uncertainty, extra)])
 
     def threshold_for(self, error: float) -> float:
         """The local-uncertainty threshold at which the expected local force error is `error`
-        (eV/A), i.e. error / alpha."""
-        return positive_number("an error threshold", error,
-                               meaning="force error in eV/A") / self.alpha
+        (eV/A), i.e. error / alpha; only for the alpha form (others depend on the element and
+        the signals: compare `expected_error` with the error itself)."""
+        error = positive_number("an error threshold", error, meaning="force error in eV/A")
+        if self.form != "alpha":
+            raise ValueError(f"a calibration of form {self.form} has no single uncertainty "
+                             "threshold; give thresholds as expected errors (error_threshold) "
+                             "or fit one with form 'alpha' (`mdmonitor calibrate --form alpha`)")
+        return error / self.alpha
 
     def check(self, estimator, cutoff: float) -> None:
         """ValueError unless this calibration was fitted for `estimator` at `cutoff` (A)."""
@@ -325,10 +443,11 @@ class Calibration:
             raise ValueError(f"'{path}' is not an mdmonitor calibration file; make one with "
                              "`mdmonitor calibrate`")
         version = document.get("format_version")
-        if type(version) is not int or version != FORMAT_VERSION:
+        if type(version) is not int or version not in READABLE_VERSIONS:
             kind = "" if type(version) is int else f" (a {type(version).__name__})"
             raise ValueError(f"'{path}' has calibration format version {version!r}{kind}, this "
-                             f"mdmonitor reads format version {FORMAT_VERSION} (an integer); "
+                             f"mdmonitor reads format versions "
+                             f"{', '.join(map(str, READABLE_VERSIONS))} (an integer); "
                              "fit it again with `mdmonitor calibrate`")
         fields = cls.__dataclass_fields__
         missing = [name for name, field in fields.items()

@@ -23,6 +23,12 @@ parts), the calibrated NLL (variance a sigma^2 + b, a = 1 and b = 0 for a perfec
 the sharpness (eV/A). A local mean of |errors| has no Gaussian distribution to test, so the
 errors stay per atom; for the aggregated errors alpha and the MAD are the calibration check.
 
+The calibration file's own map (alpha, per element or power law, of one signal or, for a
+`Combined` estimator, several; `error_maps`) is checked the same way at the report's cutoff,
+pooled, per element and per condition (config_type), together with leave-one-condition-out
+(fitted on all conditions but one, checked on that one) and the held-out correlation of the
+calibrated expected error at every radius, to pick the radius (`groups`).
+
 For an LLPR the report adds the component-wise prediction rigidity (CPR, seed 000 Sec. 5) of
 every readout of its model: how firmly the training data pin down each interaction layer's
 share of the energy, and whether that component's uncertainty 1/sqrt(CPR_j) ranks the errors.
@@ -44,6 +50,13 @@ from .calibration import (
     fit_alpha,
     predict_labeled,
     uncertainty_unit,
+)
+from .groups import (
+    CalibratedMetrics,
+    ConditionTransfer,
+    calibrated_metrics,
+    leave_one_condition_out,
+    radius_scan,
 )
 from .metrics import (
     CalibratedNLL,
@@ -167,7 +180,15 @@ class Evaluation:
     cutoff: float
     levels: list
     gaussian: list  # GaussianMetrics per atom and at `cutoff`
+    calibrated: CalibratedMetrics | None = None  # the error map, pooled and per group
+    transfer: list[ConditionTransfer] = field(default_factory=list)  # leave-one-condition-out
+    radii: dict = field(default_factory=dict)  # radius (A) -> held-out Spearman, calibrated
     components: list = field(default_factory=list)  # ComponentMetrics per readout (LLPR only)
+
+    @property
+    def best_radius(self) -> float | None:
+        """The aggregation radius (A) of the highest held-out calibrated Spearman."""
+        return max(self.radii, key=self.radii.get) if self.radii else None
 
     def level(self, cutoff: float | None) -> LevelMetrics:
         """The metrics at `cutoff` (A; 0 = per atom, None = whole structure)."""
@@ -188,6 +209,10 @@ class Evaluation:
             "error": "e_j = (1/3) sum_k |F_jk - F_jk^ref| (eV/A), aggregated like the uncertainty",
             "levels": [level.summary() for level in self.levels],
             "gaussian_force_components": [g.summary() for g in self.gaussian],
+            "calibrated": self.calibrated.summary() if self.calibrated else None,
+            "leave_one_condition_out": [t.summary() for t in self.transfer],
+            "held_out_spearman_by_radius": {f"{r:g}": v for r, v in self.radii.items()},
+            "best_radius_A": self.best_radius,
             "component_rigidity": [c.summary() for c in self.components],
             "figures": FIGURES,
         }
@@ -253,6 +278,7 @@ class Evaluation:
                 f"{row['underconfident_area']:.3f} | {row['calibrated_nll']:.3f} | "
                 f"{row['nll_a']:.3g} | {row['nll_b_eV2_per_A2']:.3g} | "
                 f"{row['sharpness_eV_per_A']:.4f} |")
+        lines += self._group_markdown()
         if self.components:
             lines += [
                 "", "## Component-wise prediction rigidity (CPR) of the readouts", "",
@@ -270,16 +296,45 @@ class Evaluation:
         lines += [f"![{caption}]({name})" for name, caption in FIGURES.items()]
         return "\n".join(lines) + "\n"
 
+    def _group_markdown(self) -> list[str]:
+        """The sections on the calibrated map: per group, across conditions, by radius."""
+        if self.calibrated is None:
+            return []
+        header = ["| group | atoms | Spearman u | Spearman expected | mean error (eV/A) | "
+                  "mean expected (eV/A) | expected / observed |", "|---|---|---|---|---|---|---|"]
+        lines = ["", f"## Calibrated expected error per element and condition (test frames, "
+                 f"{self.cutoff:g} A)", "",
+                 f"Map: {self.calibrated.form}, fitted on the calibration frames"
+                 + (" and chosen by held-out likelihood (NLL per force component: "
+                    + ", ".join(f"{f} {v:.3f}" for f, v in self.calibrated.held_out_nll.items())
+                    + ")" if self.calibrated.held_out_nll else "") + ".", "", *header]
+        lines += [_group_row(g) for g in self.calibrated.groups]
+        if self.transfer:
+            lines += ["", "## Leave one condition out", "",
+                      "Map fitted on all other conditions' frames, checked on the one left "
+                      "out.", "", "| left out | frames | form | " + header[0][2:],
+                      "|---|---|---|" + header[1][1:]]
+            lines += [f"| {t.condition} | {t.frames} | {t.form} " + _group_row(g)
+                      for t in self.transfer for g in t.groups]
+        if self.radii:
+            lines += ["", "## Held-out Spearman of the calibrated expected error by radius", "",
+                      "| radius (A) | " + " | ".join(f"{r:g}" for r in self.radii) + " |",
+                      "|---|" + "---|" * len(self.radii),
+                      "| Spearman | " + " | ".join(f"{v:.3f}" for v in self.radii.values())
+                      + " |", "", f"Best radius: {self.best_radius:g} A."]
+        return lines
+
 
 def evaluate(estimator, structures, cutoff: float = 4.0, cutoffs=DEFAULT_CUTOFFS,
              calibration_fraction: float = 0.2, seed: int = 0, forces_key: str | None = None,
-             progress: bool = True) -> Evaluation:
+             progress: bool = True, form: str = "auto") -> Evaluation:
     """Evaluate `estimator` on labelled `structures` (file or list of Atoms; labels as in
     `calibration.reference_forces`, under `forces_key` or REF_forces/forces).
 
     Levels: `cutoffs` (A, 0 = per atom) plus `cutoff`, the radius shown in the figures, plus the
-    whole structure. alpha is fitted on max(1, round(calibration_fraction x frames)) frames
-    drawn with `np.random.default_rng(seed)`; the rest are test frames.
+    whole structure. alpha and the error map of `form` are fitted on max(1,
+    round(calibration_fraction x frames)) frames drawn with `np.random.default_rng(seed)`; the
+    rest are test frames.
     """
     cutoff = positive_number("cutoff", cutoff, meaning="distance in A")
     if not 0.0 < calibration_fraction < 1.0:
@@ -301,11 +356,15 @@ def evaluate(estimator, structures, cutoff: float = 4.0, cutoffs=DEFAULT_CUTOFFS
                 for radius in (0.0, cutoff)]
     components = (_component_metrics(estimator, predictions, cutoff)
                   if hasattr(estimator, "atomic_component_rigidity") else [])
+    calibrated = calibrated_metrics(estimator, predictions, in_test, cutoff, form)
+    transfer = leave_one_condition_out(estimator, predictions, cutoff, form)
+    radii_scan = radius_scan(estimator, predictions, in_test, radii, form)
     source = str(structures) if isinstance(structures, (str, Path)) else None
     return Evaluation(estimator=estimator_identity(estimator), unit=uncertainty_unit(estimator),
                       source=source, predictions=predictions,
                       calibration_frames=calibration_frames, cutoff=cutoff,
-                      levels=levels, gaussian=gaussian, components=components)
+                      levels=levels, gaussian=gaussian, calibrated=calibrated,
+                      transfer=transfer, radii=radii_scan, components=components)
 
 
 def _component_metrics(estimator, predictions, cutoff: float) -> list[ComponentMetrics]:
@@ -358,6 +417,12 @@ def _gaussian_metrics(predictions, cutoff: float, in_test: np.ndarray,
     return GaussianMetrics(cutoff=cutoff, miscalibration=miscalibration_area(sigma, component_error),
                            nll=calibrated_nll(sigma, component_error, seed=seed),
                            sharpness=sharpness(sigma))
+
+
+def _group_row(group) -> str:
+    return (f"| {group.name if group.kind != 'all' else 'all'} | {group.atoms} | "
+            f"{group.spearman_uncertainty:.3f} | {group.spearman_expected:.3f} | "
+            f"{group.mean_error:.4f} | {group.mean_expected_error:.4f} | {group.ratio:.2f} |")
 
 
 # --- figures (matplotlib's object API: no pyplot state, Agg rendering) ---------------------------

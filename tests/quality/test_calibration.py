@@ -26,7 +26,7 @@ def predictions(committee):
 
 @pytest.fixture(scope="module")
 def fitted(committee, emt_frames):
-    return Calibration.fit(committee, emt_frames, cutoff=4.0, progress=False)
+    return Calibration.fit(committee, emt_frames, cutoff=4.0, progress=False, form="alpha")
 
 
 # --- alpha ---------------------------------------------------------------------------------------

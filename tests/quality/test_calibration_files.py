@@ -43,7 +43,7 @@ def test_a_format_version_of_another_type_says_so(tmp_path):
     path = tmp_path / "alpha.json"
     path.write_text(json.dumps({**GOOD, "format_version": "1"}))
     with pytest.raises(ValueError, match=r"format version '1' \(a str\), this mdmonitor reads "
-                                         r"format version 1 \(an integer\)"):
+                                         r"format versions 1, 2 \(an integer\)"):
         Calibration.load(path)
 
 
