@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -121,12 +122,17 @@ def labelled(atoms: Atoms, config_type: str) -> Atoms:
     return atoms
 
 
-def md_snapshots(repeats: int, count: int, rng: np.random.Generator) -> list[Atoms]:
-    """Langevin EMT MD snapshots, split evenly over ``MD_TEMPERATURES_K``."""
+def md_snapshots(
+    repeats: int,
+    count: int,
+    rng: np.random.Generator,
+    cell: Callable[[int], Atoms] = fcc_cell,
+) -> list[Atoms]:
+    """Langevin EMT MD snapshots of ``cell(repeats)``, split evenly over ``MD_TEMPERATURES_K``."""
     snapshots = []
     per_temperature = np.array_split(np.arange(count), len(MD_TEMPERATURES_K))
     for temperature, indices in zip(MD_TEMPERATURES_K, per_temperature):
-        atoms = fcc_cell(repeats)
+        atoms = cell(repeats)
         atoms.calc = EMT()
         dyn = Langevin(
             atoms,
@@ -143,21 +149,32 @@ def md_snapshots(repeats: int, count: int, rng: np.random.Generator) -> list[Ato
     return snapshots
 
 
-def rattled(repeats: int, count: int, rng: np.random.Generator) -> list[Atoms]:
-    """Ideal cells with Gaussian displacements of 0.03-0.12 A."""
+def rattled(
+    repeats: int,
+    count: int,
+    rng: np.random.Generator,
+    cell: Callable[[int], Atoms] = fcc_cell,
+) -> list[Atoms]:
+    """Ideal cells ``cell(repeats)`` with Gaussian displacements of 0.03-0.12 A."""
     structures = []
     for sigma in rng.uniform(0.03, 0.12, size=count):
-        atoms = fcc_cell(repeats)
+        atoms = cell(repeats)
         atoms.positions += rng.normal(scale=sigma, size=atoms.positions.shape)
         structures.append(labelled(atoms, "rattle"))
     return structures
 
 
-def strained(repeats: int, count: int, rng: np.random.Generator) -> list[Atoms]:
-    """Cells under isotropic strain of up to 3% plus shear of up to 2%, lightly rattled."""
+def strained(
+    repeats: int,
+    count: int,
+    rng: np.random.Generator,
+    cell: Callable[[int], Atoms] = fcc_cell,
+) -> list[Atoms]:
+    """Cells ``cell(repeats)`` under isotropic strain of up to 3% plus shear of up to 2%,
+    lightly rattled."""
     structures = []
     for _ in range(count):
-        atoms = fcc_cell(repeats)
+        atoms = cell(repeats)
         strain = np.eye(3) * rng.uniform(-0.03, 0.03)
         shear = np.triu(rng.uniform(-0.02, 0.02, size=(3, 3)), k=1)
         strain += shear + shear.T
@@ -175,6 +192,13 @@ def build_dataset(seed: int) -> tuple[list[Atoms], list[Atoms]]:
     for config_type, counts in COMPOSITION.items():
         for repeats, count in counts.items():
             structures += makers[config_type](repeats, count, rng)
+    return split_train_valid(structures, rng)
+
+
+def split_train_valid(
+    structures: list[Atoms], rng: np.random.Generator
+) -> tuple[list[Atoms], list[Atoms]]:
+    """Shuffle ``structures`` and split off ``VALID_FRACTION`` of them: (train, valid)."""
     order = rng.permutation(len(structures))
     n_valid = round(VALID_FRACTION * len(structures))
     valid = [structures[i] for i in order[:n_valid]]
@@ -189,8 +213,9 @@ def train_member(
     workdir: Path,
     epochs: int,
     seed: int,
+    name: str = "cu_committee",
 ) -> Path:
-    """Train one committee member with ``mace_run_train``; return its model file."""
+    """Train committee member ``{name}_{member}`` with ``mace_run_train``; return its model file."""
     rng = np.random.default_rng(seed)
     subset = rng.choice(len(train), size=round(SUBSET_FRACTION * len(train)), replace=False)
     member_dir = workdir / f"member_{member}"
@@ -199,10 +224,10 @@ def train_member(
     train_path = member_dir / "train.extxyz"
     ase.io.write(train_path, [train[i] for i in sorted(subset)], format="extxyz")
 
-    name = f"cu_committee_{member}"
+    run_name = f"{name}_{member}"
     argv = [f"--{key}={value}" for key, value in MACE_HYPERPARAMETERS.items()]
     argv += [
-        f"--name={name}",
+        f"--name={run_name}",
         f"--seed={seed}",
         f"--work_dir={member_dir}",
         f"--train_file={train_path}",
@@ -236,7 +261,54 @@ def train_member(
         )
     if completed.returncode != 0:
         raise RuntimeError(f"mace_run_train failed for member {member}; see {log_path}")
-    return member_dir / f"{name}.model"
+    return member_dir / f"{run_name}.model"
+
+
+def train_committee(
+    train: list[Atoms],
+    valid_path: Path,
+    out: Path,
+    workdir: Path,
+    epochs: int,
+    seed: int,
+    jobs: int,
+    start: float,
+    n_members: int = N_MEMBERS,
+    name: str = "cu_committee",
+) -> list[Path]:
+    """Train ``n_members`` members, ``jobs`` at a time, and copy them to ``out/{name}_{k}.model``.
+
+    Member k uses seed ``seed + k``; ``start`` (``time.perf_counter()``) times the progress lines.
+    """
+
+    def train_and_copy(member: int) -> Path:
+        trained = train_member(member, train, valid_path, workdir, epochs, seed + member, name)
+        model_path = out / f"{name}_{member}.model"
+        shutil.copyfile(trained, model_path)
+        print(
+            f"member {member}: {epochs} epochs done at {time.perf_counter() - start:.0f} s -> "
+            f"{model_path} ({model_path.stat().st_size / 1e3:.0f} kB); logs in {trained.parent}",
+            flush=True,
+        )
+        return model_path
+
+    print(f"training {n_members} members, {jobs} at a time, in {workdir}", flush=True)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(train_and_copy, range(n_members)))
+
+
+def print_validation_rmse(model_paths: list[Path], valid: list[Atoms]) -> list[MACECalculator]:
+    """Print each member's validation RMSEs; return the members' calculators."""
+    with trusted_pickle_loads():  # the models just trained
+        calcs = [
+            MACECalculator(model_paths=str(path), device="cpu", default_dtype="float64")
+            for path in model_paths
+        ]
+    print(f"\nvalidation RMSE ({len(valid)} structures)  E (meV/atom)  F (meV/A)  stress (meV/A^3)")
+    for member, calc in enumerate(calcs):
+        rmse_e, rmse_f, rmse_s = validation_rmse(calc, valid)
+        print(f"  member {member}{rmse_e:30.2f}{rmse_f:11.1f}{rmse_s:18.2f}")
+    return calcs
 
 
 def validation_rmse(calc: MACECalculator, valid: list[Atoms]) -> tuple[float, float, float]:
@@ -369,31 +441,10 @@ def main() -> None:
         f"{len(valid)} valid -> {valid_path} ({time.perf_counter() - start:.0f} s)"
     )
 
-    def train_and_copy(member: int) -> Path:
-        trained = train_member(member, train, valid_path, workdir, epochs, args.seed + member)
-        model_path = args.out / f"cu_committee_{member}.model"
-        shutil.copyfile(trained, model_path)
-        print(
-            f"member {member}: {epochs} epochs done at {time.perf_counter() - start:.0f} s -> "
-            f"{model_path} ({model_path.stat().st_size / 1e3:.0f} kB); logs in {trained.parent}",
-            flush=True,
-        )
-        return model_path
-
-    print(f"training {N_MEMBERS} members, {args.jobs} at a time, in {workdir}", flush=True)
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        model_paths = list(pool.map(train_and_copy, range(N_MEMBERS)))
-
-    with trusted_pickle_loads():  # the models just trained
-        calcs = [
-            MACECalculator(model_paths=str(path), device="cpu", default_dtype="float64")
-            for path in model_paths
-        ]
-    print(f"\nvalidation RMSE ({len(valid)} structures)  E (meV/atom)  F (meV/A)  stress (meV/A^3)")
-    for member, calc in enumerate(calcs):
-        rmse_e, rmse_f, rmse_s = validation_rmse(calc, valid)
-        print(f"  member {member}{rmse_e:30.2f}{rmse_f:11.1f}{rmse_s:18.2f}")
-
+    model_paths = train_committee(
+        train, valid_path, args.out, workdir, epochs, args.seed, args.jobs, start
+    )
+    calcs = print_validation_rmse(model_paths, valid)
     report_spread(calcs, args.seed)
 
     llpr_path = args.out / "cu_llpr.npz"
