@@ -40,7 +40,8 @@ using namespace FixConst;
 
 FixMDMonitor::FixMDMonitor(LAMMPS *lmp, int narg, char **arg) :
     Fix(lmp, narg, arg), source(PAIR), source_column(0), cutoff(0.0), threshold(0.0),
-    has_threshold(false), pair(nullptr), compute(nullptr), fix(nullptr), variable(-1),
+    has_threshold(false), pair(nullptr), uncertainty_trigger(nullptr),
+    uncertainty_step(nullptr), compute(nullptr), fix(nullptr), variable(-1),
     list(nullptr), extracting(false), core_radius(0.0), box_length(0.0), separation(-1.0),
     max_boxes(-1), cooldown(50), run_id("run"), boxes_in_queue(0), contact_factor(0.5),
     values(nullptr), global{0.0, 0.0, 0.0, 0.0, 0.0}
@@ -205,7 +206,7 @@ void FixMDMonitor::parse_source(const std::string &text)
 
 int FixMDMonitor::setmask()
 {
-  return END_OF_STEP;
+  return PRE_FORCE | END_OF_STEP;
 }
 
 void FixMDMonitor::init()
@@ -223,6 +224,9 @@ void FixMDMonitor::init()
     if (!pair)
       error->all(FLERR, "fix mdmonitor: source pair needs pair_style mdmonitor; with another "
                  "pair style give source c_ID, f_ID or v_name");
+    int dim;
+    uncertainty_trigger = (int *) pair->extract("uncertainty_flag", dim);
+    uncertainty_step = (bigint *) pair->extract("uncertainty_step", dim);
   } else if (source == COMPUTE) {
     compute = modify->get_compute_by_id(source_id);
     if (!compute) error->all(FLERR, "fix mdmonitor: source compute {} does not exist", source_id);
@@ -297,6 +301,19 @@ void FixMDMonitor::init_list(int /*id*/, NeighList *ptr)
   list = ptr;
 }
 
+/* ask the pair style for the uncertainty of the force call that follows: at the setup, and
+   on the N-th steps (end_of_step reads it then) */
+
+void FixMDMonitor::setup_pre_force(int /*vflag*/)
+{
+  if (uncertainty_trigger) *uncertainty_trigger = 1;
+}
+
+void FixMDMonitor::pre_force(int /*vflag*/)
+{
+  if (uncertainty_trigger && update->ntimestep % nevery == 0) *uncertainty_trigger = 1;
+}
+
 void FixMDMonitor::setup(int /*vflag*/)
 {
   monitor();
@@ -320,6 +337,11 @@ void FixMDMonitor::read_source()
     int columns = 0;
     vector = (const double *) pair->extract_peratom("uncertainty", columns);
     if (!vector) error->all(FLERR, "fix mdmonitor: pair_style mdmonitor has no uncertainty yet");
+    if (uncertainty_step && *uncertainty_step != update->ntimestep)
+      error->all(FLERR, "fix mdmonitor: pair_style mdmonitor computed no uncertainty at step {} "
+                 "(last at step {}): it was not asked for it before this step's force call",
+                 update->ntimestep, *uncertainty_step);
+    if (uncertainty_trigger) *uncertainty_trigger = 0;
   } else if (source == COMPUTE) {
     if (!(compute->invoked_flag & Compute::INVOKED_PERATOM)) {
       compute->compute_peratom();

@@ -11,7 +11,11 @@
    With extract, on every such step with atoms above T: a periodic cube of edge L around the
    most uncertain atom (not within S of a centre cut in the last C steps), written to the
    candidate queue DIR as mdmonitor.Extractor(strategy="cube", relax="label") does (see
-   mdmonitor_core's cube_cut.h and candidate_queue.h). */
+   mdmonitor_core's cube_cut.h and candidate_queue.h).
+   With source pair, the fix asks the pair style for the uncertainty (its "uncertainty_flag"
+   trigger) before the force call of every N-th step and of the setup, so that a committee
+   exported with a driver evaluates its members on those steps only; it refuses values the pair
+   did not compute at the current step. */
 
 #ifndef LMP_FIX_MDMONITOR_H
 #define LMP_FIX_MDMONITOR_H
@@ -35,7 +39,9 @@ class FixMDMonitor : public Fix {
   int setmask() override;
   void init() override;
   void init_list(int, class NeighList *) override;
+  void setup_pre_force(int) override;
   void setup(int) override;
+  void pre_force(int) override;
   void end_of_step() override;
   double compute_vector(int) override;
   void grow_arrays(int) override;
@@ -56,6 +62,8 @@ class FixMDMonitor : public Fix {
   bool has_threshold;
 
   class Pair *pair;
+  int *uncertainty_trigger;       // pair style's "uncertainty_flag" (source pair), or null
+  bigint *uncertainty_step;       // step of the pair style's uncertainty (source pair), or null
   class Compute *compute;
   class Fix *fix;
   int variable;

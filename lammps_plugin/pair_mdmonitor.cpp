@@ -28,13 +28,15 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <unordered_map>
 
 using namespace LAMMPS_NS;
 
 PairMDMonitor::PairMDMonitor(LAMMPS *lmp) :
-    Pair(lmp), r_max(0.0), num_interactions(0), num_members(0), ghost_setting(GHOSTS_AUTO),
-    with_ghosts(false), nmax(0), uncertainty(nullptr), member_forces(nullptr)
+    Pair(lmp), r_max(0.0), num_interactions(0), num_members(0), driven(false),
+    uncertainty_flag(0), uncertainty_step(-1), ghost_setting(GHOSTS_AUTO), with_ghosts(false),
+    nmax(0), uncertainty(nullptr), member_forces(nullptr)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -113,12 +115,16 @@ void PairMDMonitor::settings(int narg, char **arg)
   r_max = model.attr("r_max").toDouble();
   num_interactions = model.attr("num_interactions").toInt();
   num_members = model.attr("num_members").toInt();
+  const std::string driver = model.hasattr("driver") ? model.attr("driver").toStringRef() : "";
+  driven = !driver.empty() && driver != "mean";
   if (comm->me == 0)
     utils::logmesg(lmp, "pair_style mdmonitor: {} estimator from {}, {} member(s), elements {}, "
-                   "r_max {} A, {} interactions, uncertainty in {}\n",
+                   "r_max {} A, {} interactions, uncertainty in {}{}\n",
                    model.attr("estimator").toStringRef(), model_file, num_members,
                    utils::join_words(elements, " "), r_max, num_interactions,
-                   model.attr("uncertainty_unit").toStringRef());
+                   model.attr("uncertainty_unit").toStringRef(),
+                   driven ? "; dynamics driven by " + driver + ", members evaluated only on "
+                            "steps whose uncertainty a fix reads" : "");
 }
 
 /* pair_coeff * * Element1 Element2 ... (one element of the model per atom type) */
@@ -348,7 +354,10 @@ void PairMDMonitor::compute(int eflag, int vflag)
   torch::jit::GraphOptimizerEnabledGuard unoptimized(false);
   std::vector<torch::jit::IValue> inputs{positions, edge_index, shifts, cell, species,
                                          (int64_t) nlocal, (bool) vflag_global};
-  const auto out = model.forward(inputs).toGenericDict();
+  // a driven committee evaluates its members only on the steps whose uncertainty is read
+  const bool with_uncertainty = !driven || uncertainty_flag;
+  const auto out = (with_uncertainty ? model.forward(inputs)
+                                     : model.get_method("drive")(inputs)).toGenericDict();
 
   torch::Tensor forces = out.at("forces").toTensor();
   if (!torch::isfinite(forces).all().item<bool>())
@@ -371,6 +380,10 @@ void PairMDMonitor::compute(int eflag, int vflag)
     for (int k = 0; k < 6; ++k) virial[k] += v[k];
   }
 
+  if (!with_uncertainty) {    // not computed at this step: never an earlier step's values
+    for (int i = 0; i < nlocal; ++i) uncertainty[i] = std::numeric_limits<double>::quiet_NaN();
+    return;
+  }
   torch::Tensor atomic;
   if (out.contains("atomic_uncertainty")) {
     atomic = out.at("atomic_uncertainty").toTensor();
@@ -394,6 +407,7 @@ void PairMDMonitor::compute(int eflag, int vflag)
   }
   auto a = atomic.accessor<double, 1>();
   for (int i = 0; i < nlocal; ++i) uncertainty[i] = a[i];
+  uncertainty_step = update->ntimestep;
 }
 
 void *PairMDMonitor::extract(const char *name, int &dim)
@@ -402,6 +416,8 @@ void *PairMDMonitor::extract(const char *name, int &dim)
   if (strcmp(name, "type_elements") == 0) return (void *) &type_elements;
   if (strcmp(name, "model_files") == 0) return (void *) &model_files;
   if (strcmp(name, "model_sha256") == 0) return (void *) &model_sha256;
+  if (strcmp(name, "uncertainty_flag") == 0) return (void *) &uncertainty_flag;
+  if (strcmp(name, "uncertainty_step") == 0) return (void *) &uncertainty_step;
   return nullptr;
 }
 

@@ -5,7 +5,13 @@
    (std::vector<std::string>, element of each type, 1-based), extract("model_files") and
    extract("model_sha256") (std::string, ";"-joined, from the file's mdmonitor.json) to fix
    mdmonitor's box extraction. Units metal (eV, A). An atom type whose mass is more than 1% off
-   the standard mass of its element gets a warning (elements in the wrong order in pair_coeff). */
+   the standard mass of its element gets a warning (elements in the wrong order in pair_coeff).
+   A committee exported with a driver (`mdmonitor export-lammps --drive ...`) gives the driver's
+   energies, forces and virial on every step and evaluates its members only on the steps whose
+   uncertainty is asked for through the trigger extract("uncertainty_flag") (int, set to 1
+   before the force call, as fix mdmonitor does on its N-th steps and fix pair with trigger 1);
+   on the other steps the per-atom uncertainty is NaN. extract("uncertainty_step") (bigint) is
+   the step the uncertainty was last computed at (-1: never). */
 
 #ifndef LMP_PAIR_MDMONITOR_H
 #define LMP_PAIR_MDMONITOR_H
@@ -44,6 +50,9 @@ class PairMDMonitor : public Pair {
   double r_max;                         // model cutoff (A)
   int num_interactions;                 // message-passing layers
   int num_members;                      // committee members (1 for LLPR)
+  bool driven;                          // committee with a driver: members only when asked
+  int uncertainty_flag;                 // trigger: the uncertainty is read after this step
+  bigint uncertainty_step;              // step of the values in `uncertainty` (-1: none)
   int ghost_setting;                    // ghosts keyword
   bool with_ghosts;                     // graph with ghost atoms (else periodic edges)
   std::vector<int64_t> species_of_type;    // model species of each atom type (1-based)

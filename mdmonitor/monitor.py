@@ -1,12 +1,15 @@
 """MonitoredCalculator: a drop-in ASE calculator that watches the uncertainty while it computes.
 
-Forces driving the dynamics come from the estimator (committee mean or the single model); every
-`interval` calls the per-atom uncertainty is aggregated over neighbours within `cutoff`
-(Heid et al. 2024, Eq. 10), logged, and compared with the thresholds.
+Forces driving the dynamics come from the estimator (committee mean, its driving model, or the
+single model); every `interval` calls the per-atom uncertainty is aggregated over neighbours
+within `cutoff` (Heid et al. 2024, Eq. 10), logged, and compared with the thresholds. On the
+other calls an estimator that can skip its uncertainty (`predict(atoms, uncertainty=False)`, e.g.
+a committee with a driver) is asked for the forces only.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -89,7 +92,9 @@ class MonitoredCalculator(Calculator):
     Results: energy, free_energy (eV), forces (eV/A), stress (eV/A^3, periodic cells), and
     atomic_uncertainty (N,) (estimator unit: eV/A for a committee), local_uncertainty (N,)
     (its mean over neighbours within `cutoff` A, including the atom; on monitored calls), plus
-    the estimator's extras (e.g. energies, atomic_rigidity).
+    the estimator's extras (e.g. energies, atomic_rigidity). An estimator whose `predict` takes
+    `uncertainty` (a committee with a driver) skips it on the calls that are not monitored:
+    atomic_uncertainty is then absent from the results, never a stale value.
 
     cutoff: aggregation radius (A). threshold: local uncertainty above which the callbacks get a
     `Trigger`. stop_threshold: above it the force call raises `UncertaintyLimitExceeded`.
@@ -136,6 +141,7 @@ class MonitoredCalculator(Calculator):
             raise TypeError(f"estimator must have a predict(atoms) method, got "
                             f"{type(estimator).__name__}")
         self.estimator = estimator
+        self.skips_uncertainty = "uncertainty" in inspect.signature(estimator.predict).parameters
         self.cutoff = checked_cutoff(cutoff, meaning="number")
         if calibration is not None and not isinstance(calibration, Calibration):
             calibration = Calibration.load(calibration)
@@ -187,19 +193,24 @@ class MonitoredCalculator(Calculator):
         _check_input(self.atoms, step)
         if step == 0 and self.extractor is not None:
             self.extractor.check_frame(self.atoms)
+        monitored = step % self.interval == 0
         try:
-            prediction = self.estimator.predict(self.atoms)
+            if monitored or not self.skips_uncertainty:
+                prediction = self.estimator.predict(self.atoms)
+            else:
+                prediction = self.estimator.predict(self.atoms, uncertainty=False)
         except FloatingPointError as err:  # NaN or inf energy, forces or stress
             if step == 0 or self.stability is None:
                 raise
             self._unstable(step, [Finding("non-finite", str(err), np.array([], int))])
         self.results = {"energy": prediction.energy, "free_energy": prediction.energy,
-                        "forces": prediction.forces,
-                        "atomic_uncertainty": prediction.atomic_uncertainty, **prediction.extra}
+                        "forces": prediction.forces, **prediction.extra}
+        if prediction.atomic_uncertainty is not None:
+            self.results["atomic_uncertainty"] = prediction.atomic_uncertainty
         if prediction.stress is not None:
             self.results["stress"] = prediction.stress
         self.step = step + 1
-        if step % self.interval == 0:
+        if monitored:
             self._monitor(step, prediction.atomic_uncertainty, prediction.extra)
 
     def _refuse_non_finite(self, step: int, *named) -> None:

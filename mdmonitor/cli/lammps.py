@@ -15,6 +15,8 @@ def add_commands(commands) -> None:
                     "into one TorchScript file (float64) for `pair_style mdmonitor FILE`: "
                     "energies, forces, virial and per-atom uncertainty in one call.")
     options.add_estimator_options(export)
+    options.add_drive_option(export, "the pair style evaluates the members only on the steps "
+                                     "whose uncertainty a fix reads (fix mdmonitor's N)")
     export.add_argument("-o", "--output", type=Path, default=None,
                         help="output file (default committee.pt or llpr.pt)")
 

@@ -58,12 +58,15 @@ def add_commands(commands) -> None:
 
     md = commands.add_parser(
         "md", help="monitored Langevin MD of a structure file",
-        description="Langevin NVT MD driven by the committee mean (or the single LLPR model), "
-                    "logging per frame the maximum and mean local uncertainty. Refuses to "
-                    "overwrite the log or trajectory of an earlier run unless --overwrite. "
-                    "Exit status 3 when --stop-threshold ended the run, 130 on Ctrl-C.")
+        description="Langevin NVT MD driven by the committee mean (or its --drive model, or the "
+                    "single model of --llpr, --ltau, --gmm), logging per frame the maximum and "
+                    "mean local uncertainty. Refuses to overwrite the log or trajectory of an "
+                    "earlier run unless --overwrite. Exit status 3 when --stop-threshold ended "
+                    "the run, 130 on Ctrl-C.")
     md.add_argument("structure", type=Path, help="any file ASE reads (extxyz, cif, POSCAR, ...)")
     options.add_estimator_options(md)
+    options.add_drive_option(md, "the members are then evaluated only on monitored steps "
+                                 "(--interval)")
     options.add_monitor_options(md)
     md.add_argument("--stop-threshold", type=POSITIVE, default=None,
                     help="stop the run when any local uncertainty exceeds this")
@@ -180,7 +183,11 @@ def _md(args) -> int:
                               box_length=box_length, relax=args.relax, max_boxes=args.max_boxes,
                               seed=args.seed, n_samples=args.samples,
                               host=args.host if args.extract == "host" else None)
-    calc = MonitoredCalculator(options.estimator_from(args), cutoff=args.cutoff,
+    estimator = options.estimator_from(args)
+    if args.drive is not None:
+        print(f"dynamics driven by {estimator.driven_by}; the committee is evaluated on "
+              f"monitored steps only (every {args.interval})")
+    calc = MonitoredCalculator(estimator, cutoff=args.cutoff,
                                threshold=args.threshold,
                                stop_threshold=args.stop_threshold, interval=args.interval,
                                log=args.log, timestep=args.timestep * units.fs,

@@ -35,6 +35,27 @@ def add_estimator_options(parser: argparse.ArgumentParser, combine: bool = False
                                         "where it was fitted")
 
 
+def drive(text: str):
+    """--drive: "mean" (None), "member:K" (K, a member index) or a MACE model file (a Path)."""
+    if text == "mean":
+        return None
+    if text.startswith("member:"):
+        index = text.removeprefix("member:")
+        if not index.isdigit():
+            raise argparse.ArgumentTypeError(f"member:K needs a member index K = 0, 1, ..., not "
+                                             f"'{index}'")
+        return int(index)
+    return Path(text)
+
+
+def add_drive_option(parser: argparse.ArgumentParser, what_follows: str) -> None:
+    parser.add_argument("--drive", type=drive, default=None, metavar="mean|member:K|MODEL",
+                        help="with --committee, what drives the dynamics: the committee mean "
+                             "(default), member K (from 0), or another MACE model file (same "
+                             "elements and cutoff), whose energy and forces are then those of "
+                             f"every step; {what_follows}")
+
+
 def add_labeled_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("labeled", type=Path,
                         help="frames labelled with reference forces (DFT, EMT, ...), any file "
@@ -63,8 +84,8 @@ ESTIMATOR_OPTIONS = ("committee", "llpr", "ltau", "gmm")
 
 
 def estimator_from(args):
-    """The estimator the --committee, --llpr, --ltau or --gmm option names, or the `Combined`
-    estimator of several of them (named by their options, the first drives)."""
+    """The estimator the --committee (with --drive), --llpr, --ltau or --gmm option names, or
+    the `Combined` estimator of several of them (named by their options, the first drives)."""
     from ..estimators.combined import Combined
     from ..estimators.committee import Committee
     from ..estimators.fitted import load_fitted
@@ -72,7 +93,11 @@ def estimator_from(args):
     given = [kind for kind in ESTIMATOR_OPTIONS if getattr(args, kind, None)]
     if not given:
         raise SystemExit("error: give an estimator: --committee, --llpr, --ltau or --gmm")
-    estimators = {kind: Committee.from_mace(args.committee) if kind == "committee"
+    driver = getattr(args, "drive", None)
+    if driver is not None and not args.committee:
+        raise ValueError("--drive chooses what drives a committee's dynamics: give --committee "
+                         "(--llpr, --ltau and --gmm are driven by their own model)")
+    estimators = {kind: Committee.from_mace(args.committee, driver=driver) if kind == "committee"
                   else load_fitted(kind, getattr(args, kind), model=args.model)
                   for kind in given}
     return estimators[given[0]] if len(given) == 1 else Combined(estimators)

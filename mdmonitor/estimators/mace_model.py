@@ -92,15 +92,16 @@ class MaceModel:
         """Hex SHA-256 of the file's bytes as they were loaded: the identity of this model."""
         return self._sha256
 
-    def check_compatible(self, other: "MaceModel") -> None:
-        """Refuse to combine models that disagree on elements or cutoff."""
+    def check_compatible(self, other: "MaceModel", who: str = "committee members") -> None:
+        """Refuse to combine models that disagree on elements or cutoff (`who` are the two, as
+        the message names them)."""
         if other.elements != self.elements:
             raise ValueError(
-                f"committee members disagree on elements: '{self.name}' has "
+                f"{who} disagree on elements: '{self.name}' has "
                 f"{[chemical_symbols[z] for z in self.elements]}, '{other.name}' has "
                 f"{[chemical_symbols[z] for z in other.elements]}")
         if other.r_max != self.r_max:
-            raise ValueError(f"committee members disagree on cutoff: '{self.name}' has r_max = "
+            raise ValueError(f"{who} disagree on cutoff: '{self.name}' has r_max = "
                              f"{self.r_max} A, '{other.name}' has {other.r_max} A")
 
     def graph(self, atoms) -> dict:

@@ -13,14 +13,15 @@ class Prediction:
 
     energy in eV, forces (N, 3) in eV/A, stress (6,) Voigt in eV/A^3 (None when the cell is not
     periodic in all directions), atomic_uncertainty (N,) in the estimator's unit (eV/A for a
-    committee force spread). `extra` holds further results by their calculator name
-    (e.g. "energies", "atomic_rigidity"), merged into `MonitoredCalculator.results`.
+    committee force spread), None when the estimator was asked to skip it
+    (`predict(atoms, uncertainty=False)`). `extra` holds further results by their calculator
+    name (e.g. "energies", "atomic_rigidity"), merged into `MonitoredCalculator.results`.
     """
 
     energy: float
     forces: np.ndarray
     stress: np.ndarray | None
-    atomic_uncertainty: np.ndarray
+    atomic_uncertainty: np.ndarray | None
     extra: dict = field(default_factory=dict)
 
 

@@ -27,7 +27,12 @@ compute_virial), and the per-atom uncertainty:
 
 Committee (Heid et al. 2024, Eqs. 4-8): mean energies, forces and virial over members; the
 uncertainty is `mdmonitor.committee.force_uncertainty`, the unbiased std over members averaged
-over x, y, z (eV/A). LLPR: the single model's results and scale / sqrt(LPR_j) with
+over x, y, z (eV/A). A committee with a driver (`Committee(..., driver=...)`) returns the
+driver's energies, forces and virial instead, with the same uncertainty, and exports a second
+method `drive` (same arguments) that evaluates the driver alone and returns "energy",
+"atomic_energies", "forces" and "virial": what the pair style calls on steps whose uncertainty
+nobody reads. Its `driver` attribute says what drives ("mean" when the mean does).
+LLPR: the single model's results and scale / sqrt(LPR_j) with
 LPR_j = 1 / (f_j^T (H + zeta^2 I)^-1 f_j), f_j the last-layer features of `mdmonitor.llpr`.
 """
 
@@ -115,7 +120,15 @@ class CommitteeModule(torch.nn.Module):
             raise ValueError("only a committee of MACE model files can be exported "
                              "(Committee.from_mace), not one of ASE calculators")
         self.members = torch.nn.ModuleList([GraphModel(m) for m in committee.models])
+        driver = committee.driver
+        # the driver's index: a member's, len(members) for a separate model (in `separate`),
+        # -1 for the mean
+        self.separate = torch.nn.ModuleList(
+            [GraphModel(driver)] if isinstance(driver, MaceModel) else [])
+        self.driver_index = (-1 if driver is None else len(self.members)
+                             if isinstance(driver, MaceModel) else int(driver))
         set_metadata(self, committee.models[0], "committee", len(committee.models), "eV/A")
+        self.driver = "mean" if driver is None else committee.driven_by
 
     def forward(self, positions: torch.Tensor, edge_index: torch.Tensor,
                 unit_shifts: torch.Tensor, cell: torch.Tensor, species: torch.Tensor,
@@ -130,11 +143,15 @@ class CommitteeModule(torch.nn.Module):
             forces.append(f)
             virials.append(v)
         member_forces = torch.stack(forces)
-        atomic_energies = torch.stack(energies).mean(0)
-        result = {"energy": atomic_energies.sum().view(1), "atomic_energies": atomic_energies,
-                  "forces": member_forces.mean(0)}
-        if compute_virial:
-            result["virial"] = torch.stack(virials).mean(0)
+        if self.driver_index < 0:
+            result = driven(torch.stack(energies).mean(0), member_forces.mean(0),
+                            torch.stack(virials).mean(0), compute_virial)
+        elif self.driver_index < len(energies):
+            result = driven(energies[self.driver_index], forces[self.driver_index],
+                            virials[self.driver_index], compute_virial)
+        else:
+            result = self.drive(positions, edge_index, unit_shifts, cell, species, n_local,
+                                compute_virial)
         if positions.shape[0] == n_local:
             result["atomic_uncertainty"] = self.force_uncertainty(member_forces)
         else:
@@ -146,6 +163,33 @@ class CommitteeModule(torch.nn.Module):
         """(M, N, 3) member forces summed over images -> (N,) unbiased std over members,
         averaged over x, y, z (eV/A), as mdmonitor.committee.force_uncertainty."""
         return torch.std(member_forces, dim=[0], unbiased=True).mean(1)
+
+    @torch.jit.export
+    def drive(self, positions: torch.Tensor, edge_index: torch.Tensor,
+              unit_shifts: torch.Tensor, cell: torch.Tensor, species: torch.Tensor,
+              n_local: int, compute_virial: bool) -> Dict[str, torch.Tensor]:
+        """The driver alone: its energy, atomic energies, forces and virial (no uncertainty)."""
+        for index, member in enumerate(self.members):
+            if index == self.driver_index:
+                e, f, v, _ = member(positions, edge_index, unit_shifts, cell, species, n_local,
+                                    compute_virial)
+                return driven(e, f, v, compute_virial)
+        for model in self.separate:
+            e, f, v, _ = model(positions, edge_index, unit_shifts, cell, species, n_local,
+                               compute_virial)
+            return driven(e, f, v, compute_virial)
+        raise RuntimeError("this committee is driven by its mean, which needs every member: "
+                           "call forward")
+
+
+def driven(atomic_energies: torch.Tensor, forces: torch.Tensor, virial: torch.Tensor,
+           compute_virial: bool) -> Dict[str, torch.Tensor]:
+    """The results that drive the dynamics, as the pair style reads them."""
+    result = {"energy": atomic_energies.sum().view(1), "atomic_energies": atomic_energies,
+              "forces": forces}
+    if compute_virial:
+        result["virial"] = virial
+    return result
 
 
 @compile_mode("script")
@@ -236,6 +280,10 @@ def export(estimator, path: str | Path) -> Path:
     provenance = {"format_version": FORMAT_VERSION, "estimator": module.estimator,
                   "models": [{"file": str(m.path), "sha256": m.sha256(),
                               "head": m.head} for m in models]}
+    if getattr(estimator, "driver", None) is not None:  # (no "file" key: those are the members)
+        provenance["driver"] = estimator.driven_by
+        if isinstance(estimator.driver, MaceModel):
+            provenance["driver_sha256"] = estimator.driver.sha256()
     with warnings.catch_warnings():  # raised by TorchScript on annotations inside mace/e3nn
         warnings.filterwarnings("ignore", message="The TorchScript type system doesn't support")
         compiled = jit.compile(module)

@@ -224,8 +224,16 @@ def estimator_identity(estimator) -> dict:
                                                 in estimator.estimators.items()}}
     if isinstance(estimator, Committee):
         if estimator.models is None:
-            return {"kind": "committee", "members": list(estimator.names)}
-        return {"kind": "committee", "models": [_model_identity(m) for m in estimator.models]}
+            identity = {"kind": "committee", "members": list(estimator.names)}
+        else:
+            identity = {"kind": "committee",
+                        "models": [_model_identity(m) for m in estimator.models]}
+        # the errors are the driving model's: a calibration of the mean's is another one
+        if isinstance(estimator.driver, int):
+            identity["driver"] = estimator.driver
+        elif estimator.driver is not None:
+            identity["driver"] = _model_identity(estimator.driver)
+        return identity
     if hasattr(estimator, "state_sha256"):
         return {"kind": estimator.kind, "models": [_model_identity(estimator.model)],
                 "state_sha256": estimator.state_sha256()}
@@ -241,8 +249,13 @@ def _without_file_names(identity: dict) -> dict:
     if identity.get("kind") == "combined":
         return {"kind": "combined", "signals": {name: _without_file_names(member) for name, member
                                                 in identity["signals"].items()}}
-    return {key: ([{k: v for k, v in m.items() if k != "file"} for m in value]
-                  if key == "models" else value) for key, value in identity.items()}
+
+    def without_file(model):
+        return {k: v for k, v in model.items() if k != "file"}
+
+    return {key: ([without_file(m) for m in value] if key == "models" else
+                  without_file(value) if key == "driver" and isinstance(value, dict) else value)
+            for key, value in identity.items()}
 
 
 ESTIMATOR_NAMES = {"committee": "committee of", "llpr": "last-layer LPR of",
@@ -260,6 +273,10 @@ def describe_estimator(identity: dict) -> str:
                                              name, member in identity["signals"].items())
     members = [f"{m['file']} ({m['sha256'][:8]})" for m in identity.get("models", [])]
     members = members or identity.get("members", [])
+    driver = identity.get("driver")
+    if driver is not None:
+        members[-1] += (f", driven by member {driver}" if isinstance(driver, int) else
+                        f", driven by {driver['file']} ({driver['sha256'][:8]})")
     kind = ESTIMATOR_NAMES.get(identity["kind"], identity["kind"])
     state = (f" with {FITTED_STATES.get(identity['kind'], 'fitted state')} "
              f"{identity['state_sha256'][:8]}" if "state_sha256" in identity else "")

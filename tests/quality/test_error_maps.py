@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from mdmonitor import Calibration, Combined, MonitoredCalculator, aggregate
+from mdmonitor import Calibration, Combined, Committee, MonitoredCalculator, aggregate
 from mdmonitor.quality.calibration import LabeledPrediction, estimator_identity
 from mdmonitor.quality.error_maps import (
     ErrorMap,
@@ -231,3 +231,14 @@ def test_leave_one_condition_out_shows_the_bias_of_a_condition_never_fitted(comm
     assert metrics.group("element", "Ag").ratio == pytest.approx(1.0, rel=0.15)
     assert metrics.group("condition", "bulk").ratio == pytest.approx(1.5, rel=0.15)
     assert metrics.group("condition", "slab").ratio == pytest.approx(0.75, rel=0.15)
+
+
+def test_a_calibration_of_the_committee_mean_is_refused_for_a_driven_committee(committee, models,
+                                                                              cu_predictions):
+    """A driven committee's forces, and so its errors, are the driver's, not the mean's."""
+    frames = labeled_with_error(cu_frames(), cu_predictions, 3.0)
+    with pytest.warns(UserWarning, match="only 3 labelled frames"):
+        fitted = Calibration.fit(committee, frames, cutoff=4.0, progress=False, form="alpha")
+    driven = Committee.from_mace(models["committee"], driver=0)
+    with pytest.raises(ValueError, match="driven by member 0"):
+        fitted.check(driven, 4.0)
