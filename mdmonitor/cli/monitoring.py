@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..common.freed_memory import keep_freed_memory
 from ..common.settings import (
     non_negative_integer,
     non_negative_number,
@@ -117,6 +118,7 @@ def add_commands(commands) -> None:
 def _demo(args) -> int:
     from ..demo import run_demo
 
+    keep_freed_memory()  # this process is ours: malloc keeps the force calls' tensors
     summary = run_demo(args.out, uq=args.uq, steps=args.steps, temperature_K=args.temperature,
                        cutoff=args.cutoff, threshold=args.threshold)
     unit = summary["unit"]
@@ -192,6 +194,7 @@ def _md(args) -> int:
                                stop_threshold=args.stop_threshold, interval=args.interval,
                                log=args.log, timestep=args.timestep * units.fs,
                                extractor=extractor)
+    keep_freed_memory()  # this process is ours: malloc keeps the force calls' tensors
     try:
         stop = run_md(atoms, calc, steps=args.steps, temperature_K=args.temperature,
                       timestep_fs=args.timestep, friction=args.friction,
