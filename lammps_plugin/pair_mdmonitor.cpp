@@ -4,11 +4,12 @@
    - periodic (one rank, default there): nodes are the local atoms only; an edge to a ghost
      atom goes to the local atom it images, with the integer cell shift between the two;
    - with ghost atoms (several ranks): nodes are the local atoms and every ghost atom within
-     num_interactions edges of them; edges are all pairs within r_max whose receiver is fewer
+     num_interactions edges of them, the images of one atom merged into one node (edges carry
+     the cell shifts between images); edges are all pairs within r_max whose receiver is fewer
      than num_interactions edges from a local atom (only those carry messages that reach a
-     local energy). Forces on ghost atoms go back to their owners through LAMMPS's reverse
-     communication (newton_pair on), and so do the committee members' forces before their
-     spread is taken. */
+     local energy; the model prunes further, layer by layer). Forces on ghost atoms go back to
+     their owners through LAMMPS's reverse communication (newton_pair on), and so do the
+     committee members' forces before their spread is taken. */
 
 #include "pair_mdmonitor.h"
 
@@ -237,6 +238,18 @@ void PairMDMonitor::grow_peratom()
   }
 }
 
+/* offset of an atom's image at x from its image at origin, in cell vectors (lamda = h_inv dx,
+   h_inv upper triangular in LAMMPS's Voigt order), rounded to whole cells */
+
+static void image_offset(const double *h_inv, const double *x, const double *origin,
+                         double *offset)
+{
+  const double dx[3] = {x[0] - origin[0], x[1] - origin[1], x[2] - origin[2]};
+  offset[0] = std::nearbyint(h_inv[0] * dx[0] + h_inv[5] * dx[1] + h_inv[4] * dx[2]);
+  offset[1] = std::nearbyint(h_inv[1] * dx[1] + h_inv[3] * dx[2]);
+  offset[2] = std::nearbyint(h_inv[2] * dx[2]);
+}
+
 /* periodic graph: local atoms only, edges to images through integer cell shifts */
 
 void PairMDMonitor::build_periodic_graph()
@@ -269,12 +282,7 @@ void PairMDMonitor::build_periodic_graph()
           error->one(FLERR, "pair_style mdmonitor: ghost atom {} has no local copy; the "
                      "periodic graph needs one rank (use ghosts yes)", tag[j]);
         owner = found->second;
-        // image offset x_j - x_owner in cell vectors: lamda = h_inv * dx (upper triangular)
-        const double dx[3] = {x[j][0] - x[owner][0], x[j][1] - x[owner][1],
-                              x[j][2] - x[owner][2]};
-        shift[0] = std::nearbyint(h_inv[0] * dx[0] + h_inv[5] * dx[1] + h_inv[4] * dx[2]);
-        shift[1] = std::nearbyint(h_inv[1] * dx[1] + h_inv[3] * dx[2]);
-        shift[2] = std::nearbyint(h_inv[2] * dx[2]);
+        image_offset(h_inv, x[j], x[owner], shift);
       }
       senders.push_back(i);
       receivers.push_back(owner);
@@ -283,17 +291,27 @@ void PairMDMonitor::build_periodic_graph()
   }
 }
 
-/* graph with ghost atoms: breadth-first from the local atoms over edges shorter than r_max */
+/* graph with ghost atoms: breadth-first from the local atoms over edges shorter than r_max.
+   All images of one atom (one tag) are one node, at the first image reached (a local atom is
+   its own first image); an edge from another image carries the integer cell shift between the
+   two, as in the periodic graph. So a dimension with one rank leaves no ghost node, and an atom
+   seen through several images is evaluated once. */
 
 void PairMDMonitor::build_ghost_graph()
 {
   const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
   double **x = atom->x;
-  std::vector<int> node_of_atom(nall, -1);
+  const tagint *tag = atom->tag;
+  const double *h_inv = domain->h_inv;
+  std::unordered_map<tagint, int> node_of_tag(2 * nall);
   node_atom.resize(nlocal);
-  for (int i = 0; i < nlocal; ++i) node_atom[i] = node_of_atom[i] = i;
+  for (int i = 0; i < nlocal; ++i) {
+    node_atom[i] = i;
+    node_of_tag[tag[i]] = i;
+  }
   senders.clear();
   receivers.clear();
+  unit_shifts.clear();
   const double cutsq_model = r_max * r_max;
   int begin = 0, end = nlocal;    // nodes of the current layer
   for (int layer = 0; layer < num_interactions; ++layer) {
@@ -304,17 +322,50 @@ void PairMDMonitor::build_ghost_graph()
         const int b = jlist[jj] & NEIGHMASK;
         const double dx = x[b][0] - x[a][0], dy = x[b][1] - x[a][1], dz = x[b][2] - x[a][2];
         if (dx * dx + dy * dy + dz * dz >= cutsq_model) continue;
-        if (node_of_atom[b] < 0) {
-          node_of_atom[b] = (int) node_atom.size();
-          node_atom.push_back(b);
-        }
-        senders.push_back(node_of_atom[b]);
+        auto found = node_of_tag.emplace(tag[b], (int) node_atom.size());
+        if (found.second) node_atom.push_back(b);
+        const int node = found.first->second, image = node_atom[node];
+        // x_a - x_b = x_a - x_image - (x_b - x_image): minus b's offset from the node's image
+        double offset[3];
+        image_offset(h_inv, x[b], x[image], offset);
+        for (double o : offset) unit_shifts.push_back(-o);
+        senders.push_back(node);
         receivers.push_back(k);
       }
     }
     begin = end;
     end = (int) node_atom.size();
   }
+}
+
+/* the atoms and edges each layer evaluated on each rank (the model's "graph_sizes"), in the log
+   at the first step of a run: how far the graph of ghost atoms exceeds the local atoms */
+
+void PairMDMonitor::log_graph_sizes(const torch::Tensor &sizes)
+{
+  const int columns = (int) sizes.size(1);
+  std::vector<long> mine{(long) atom->nlocal, (long) atom->nghost, (long) node_atom.size()};
+  auto s = sizes.accessor<int64_t, 2>();
+  for (int c = 0; c < columns; ++c) {
+    mine.push_back((long) s[0][c]);
+    mine.push_back((long) s[1][c]);
+  }
+  std::vector<long> all(mine.size() * comm->nprocs);
+  MPI_Gather(mine.data(), (int) mine.size(), MPI_LONG, all.data(), (int) mine.size(), MPI_LONG,
+             0, world);
+  if (comm->me != 0) return;
+  std::string text = "pair_style mdmonitor: graph per rank (local atoms, LAMMPS ghost atoms, graph "
+                     "atoms; atoms and edges embedded, then updated by layer 1.." +
+                     std::to_string(columns - 1) + ")\n";
+  for (int rank = 0; rank < comm->nprocs; ++rank) {
+    const long *r = all.data() + rank * mine.size();
+    text += fmt::format("  rank {}: {} local, {} ghost, {} in graph; embedded {} / {}", rank, r[0],
+                        r[1], r[2], r[3], r[4]);
+    for (int c = 1; c < columns; ++c)
+      text += fmt::format("; layer {} {} / {}", c, r[3 + 2 * c], r[4 + 2 * c]);
+    text += "\n";
+  }
+  utils::logmesg(lmp, text);
 }
 
 void PairMDMonitor::compute(int eflag, int vflag)
@@ -345,13 +396,11 @@ void PairMDMonitor::compute(int eflag, int vflag)
   std::copy(senders.begin(), senders.end(), edge_index.data_ptr<int64_t>());
   std::copy(receivers.begin(), receivers.end(), edge_index.data_ptr<int64_t>() + n_edges);
   torch::Tensor shifts = torch::zeros({n_edges, 3}, as_double);
-  torch::Tensor cell = torch::zeros({3, 3}, as_double);
-  if (!with_ghosts) {
-    std::copy(unit_shifts.begin(), unit_shifts.end(), shifts.data_ptr<double>());
-    const double *h = domain->h;    // rows a, b, c of the LAMMPS cell
-    const double rows[9] = {h[0], 0.0, 0.0, h[5], h[1], 0.0, h[4], h[3], h[2]};
-    std::copy(rows, rows + 9, cell.data_ptr<double>());
-  }
+  torch::Tensor cell = torch::empty({3, 3}, as_double);
+  std::copy(unit_shifts.begin(), unit_shifts.end(), shifts.data_ptr<double>());
+  const double *h = domain->h;    // rows a, b, c of the LAMMPS cell
+  const double rows[9] = {h[0], 0.0, 0.0, h[5], h[1], 0.0, h[4], h[3], h[2]};
+  std::copy(rows, rows + 9, cell.data_ptr<double>());
 
   // TorchScript's profiling executor re-optimises for every new graph size, which costs
   // seconds per step, and was slower than plain execution even once warm (measured)
@@ -362,6 +411,8 @@ void PairMDMonitor::compute(int eflag, int vflag)
   const bool with_uncertainty = !driven || uncertainty_flag;
   const auto out = (with_uncertainty ? model.forward(inputs)
                                      : model.get_method("drive")(inputs)).toGenericDict();
+  if (update->ntimestep == update->firststep && update->setupflag && out.contains("graph_sizes"))
+    log_graph_sizes(out.at("graph_sizes").toTensor());
 
   torch::Tensor forces = out.at("forces").toTensor();
   if (!torch::isfinite(forces).all().item<bool>())

@@ -66,13 +66,14 @@ class PairMDMonitor : public Pair {
   // graph of the current step: node k is atom node_atom[k]; edge e goes sender -> receiver
   std::vector<int> node_atom;
   std::vector<int64_t> senders, receivers;
-  std::vector<double> unit_shifts;    // per edge, in cell vectors (periodic graph only)
+  std::vector<double> unit_shifts;    // per edge, in cell vectors
 
   void allocate();
   void check_type_masses();
   void grow_peratom();
   void build_periodic_graph();
   void build_ghost_graph();
+  void log_graph_sizes(const torch::Tensor &sizes);
 };
 
 }    // namespace LAMMPS_NS

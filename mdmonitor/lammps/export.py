@@ -11,12 +11,16 @@ Atoms 0..n_local-1 are the rank's own atoms, the rest ghost atoms. Edge e joins 
 receiver r with vector x_r - x_s + unit_shifts[e] @ cell; a graph is either
 
 - periodic (one rank): only local atoms, periodic images through unit_shifts, or
-- with ghost atoms (any number of ranks): every atom within num_interactions x r_max of a
-  local atom present, unit_shifts zero; only local atoms' energies count.
+- with ghost atoms (any number of ranks): every atom within num_interactions edges of a
+  local atom present, ghost images of one atom possibly merged into one row with unit_shifts
+  between them; only local atoms' energies count, and each layer is evaluated only where it
+  reaches them (`PrunedMACE`).
 
 The dict holds "energy" (1,) of the local atoms, "atomic_energies" (n_local,), "forces"
 (n_all, 3) = -d energy / d positions (ghost rows belong to the ghost atoms' owners: sum them
-there), "virial" (6,) = -d energy / d strain in LAMMPS order xx yy zz xy xz yz (only with
+there), "graph_sizes" (2, num_interactions + 1): the atoms and the edges each layer
+evaluated (column 0: the atoms embedded and the edges with vectors, then layer by layer; see
+`PrunedMACE`), "virial" (6,) = -d energy / d strain in LAMMPS order xx yy zz xy xz yz (only with
 compute_virial), and the per-atom uncertainty:
 
 - "atomic_uncertainty" (n_local,) whenever it is complete: always for the LLPR, and for a
@@ -57,6 +61,7 @@ from ..estimators.llpr import (
     linear_feature_map,
 )
 from ..estimators.mace_model import MaceModel
+from .pruned_mace import PrunedMACE
 
 FORMAT_VERSION = 1
 
@@ -70,44 +75,34 @@ class GraphModel(torch.nn.Module):
         super().__init__()
         # a fresh copy from the file (the estimator's copy may carry unscriptable hooks), the
         # same bytes as the estimator's or refused before they are unpickled
-        self.model = MaceModel(model.path, head=model.head,
-                               sha256=model.sha256()).module.double()
+        self.model = PrunedMACE(MaceModel(model.path, head=model.head,
+                                          sha256=model.sha256()).module.double())
         self.register_buffer("head", torch.tensor([model.heads.index(model.head)]))
         self.num_elements = len(model.elements)
 
     def forward(self, positions: torch.Tensor, edge_index: torch.Tensor,
                 unit_shifts: torch.Tensor, cell: torch.Tensor, species: torch.Tensor,
                 n_local: int, compute_virial: bool
-                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        n_all = positions.shape[0]
-        data = {
-            "positions": positions, "edge_index": edge_index, "unit_shifts": unit_shifts,
-            "shifts": unit_shifts @ cell, "cell": cell.view(1, 3, 3),
-            "node_attrs": torch.nn.functional.one_hot(species, self.num_elements).double(),
-            "batch": torch.zeros(n_all, dtype=torch.long, device=positions.device),
-            "ptr": torch.tensor([0, n_all], dtype=torch.long, device=positions.device),
-            "head": self.head,
-        }
-        out = self.model(data, training=False, compute_force=False,
-                         compute_displacement=compute_virial)
-        node_energy = out["node_energy"]
-        node_feats = out["node_feats"]
-        assert node_energy is not None and node_feats is not None
-        energies = node_energy[:n_local]
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        positions.requires_grad_(True)
+        node_attrs = torch.nn.functional.one_hot(species, self.num_elements).double()
+        energies, node_feats, strain, n_atoms, n_edges = self.model(
+            positions, edge_index, unit_shifts, cell, node_attrs, self.head, n_local,
+            compute_virial)
         inputs = [positions]
-        displacement = out["displacement"]
-        if compute_virial and displacement is not None:
-            inputs.append(displacement)
+        if compute_virial:
+            inputs.append(strain)
         grads = torch.autograd.grad([energies.sum()], inputs, allow_unused=True)
         forces = grads[0]
         forces = torch.zeros_like(positions) if forces is None else -forces
         virial = torch.zeros(6, dtype=positions.dtype, device=positions.device)
         if len(grads) == 2:
-            strain = grads[1]
-            if strain is not None:
-                w = -strain[0]
+            strain_gradient = grads[1]
+            if strain_gradient is not None:
+                w = -strain_gradient
                 virial = torch.stack([w[0, 0], w[1, 1], w[2, 2], w[0, 1], w[0, 2], w[1, 2]])
-        return energies.detach(), forces, virial, node_feats[:n_local].detach()
+        graph_sizes = torch.tensor([n_atoms, n_edges], dtype=torch.long)
+        return energies.detach(), forces, virial, node_feats.detach(), graph_sizes
 
 
 @compile_mode("script")
@@ -136,19 +131,20 @@ class CommitteeModule(torch.nn.Module):
         energies: List[torch.Tensor] = []
         forces: List[torch.Tensor] = []
         virials: List[torch.Tensor] = []
+        graph_sizes = torch.zeros((2, 0), dtype=torch.long)
         for member in self.members:
-            e, f, v, _ = member(positions, edge_index, unit_shifts, cell, species, n_local,
-                                compute_virial)
+            e, f, v, _, graph_sizes = member(positions, edge_index, unit_shifts, cell, species,
+                                             n_local, compute_virial)
             energies.append(e)
             forces.append(f)
             virials.append(v)
         member_forces = torch.stack(forces)
         if self.driver_index < 0:
             result = driven(torch.stack(energies).mean(0), member_forces.mean(0),
-                            torch.stack(virials).mean(0), compute_virial)
+                            torch.stack(virials).mean(0), compute_virial, graph_sizes)
         elif self.driver_index < len(energies):
             result = driven(energies[self.driver_index], forces[self.driver_index],
-                            virials[self.driver_index], compute_virial)
+                            virials[self.driver_index], compute_virial, graph_sizes)
         else:
             result = self.drive(positions, edge_index, unit_shifts, cell, species, n_local,
                                 compute_virial)
@@ -171,22 +167,23 @@ class CommitteeModule(torch.nn.Module):
         """The driver alone: its energy, atomic energies, forces and virial (no uncertainty)."""
         for index, member in enumerate(self.members):
             if index == self.driver_index:
-                e, f, v, _ = member(positions, edge_index, unit_shifts, cell, species, n_local,
-                                    compute_virial)
-                return driven(e, f, v, compute_virial)
+                e, f, v, _, sizes = member(positions, edge_index, unit_shifts, cell, species,
+                                           n_local, compute_virial)
+                return driven(e, f, v, compute_virial, sizes)
         for model in self.separate:
-            e, f, v, _ = model(positions, edge_index, unit_shifts, cell, species, n_local,
-                               compute_virial)
-            return driven(e, f, v, compute_virial)
+            e, f, v, _, sizes = model(positions, edge_index, unit_shifts, cell, species, n_local,
+                                      compute_virial)
+            return driven(e, f, v, compute_virial, sizes)
         raise RuntimeError("this committee is driven by its mean, which needs every member: "
                            "call forward")
 
 
 def driven(atomic_energies: torch.Tensor, forces: torch.Tensor, virial: torch.Tensor,
-           compute_virial: bool) -> Dict[str, torch.Tensor]:
-    """The results that drive the dynamics, as the pair style reads them."""
+           compute_virial: bool, graph_sizes: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """The results that drive the dynamics, as the pair style reads them, with the atoms and
+    edges of each layer's graph."""
     result = {"energy": atomic_energies.sum().view(1), "atomic_energies": atomic_energies,
-              "forces": forces}
+              "forces": forces, "graph_sizes": graph_sizes}
     if compute_virial:
         result["virial"] = virial
     return result
@@ -230,7 +227,7 @@ class LLPRModule(torch.nn.Module):
     def forward(self, positions: torch.Tensor, edge_index: torch.Tensor,
                 unit_shifts: torch.Tensor, cell: torch.Tensor, species: torch.Tensor,
                 n_local: int, compute_virial: bool) -> Dict[str, torch.Tensor]:
-        energies, forces, virial, node_feats = self.member(
+        energies, forces, virial, node_feats, graph_sizes = self.member(
             positions, edge_index, unit_shifts, cell, species, n_local, compute_virial)
         inputs: List[torch.Tensor] = []
         for index, readout in enumerate(self.member.model.readouts):
@@ -242,7 +239,7 @@ class LLPRModule(torch.nn.Module):
         features = torch.cat(inputs, dim=1) @ self.feature_map
         solved = torch.linalg.solve_triangular(self.cholesky, features.T, upper=False)
         result = {"energy": energies.sum().view(1), "atomic_energies": energies,
-                  "forces": forces,
+                  "forces": forces, "graph_sizes": graph_sizes,
                   "atomic_uncertainty": self.scale * torch.sqrt((solved * solved).sum(0))
                   * self.species_factor[species[:solved.shape[1]]]}
         if compute_virial:
