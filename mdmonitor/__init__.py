@@ -17,7 +17,7 @@ _PUBLIC = {
     "LastLayerLPR": "estimators.llpr", "LatentGMM": "estimators.gmm", "LTAU": "estimators.ltau",
     "MonitoredCalculator": "monitor", "Trigger": "monitor", "UncertaintyLimitExceeded": "monitor",
     "Reference": "extraction.reference", "Instability": "stability",
-    "StabilityCriteria": "stability",
+    "StabilityCriteria": "stability", "keep_freed_memory": "common.freed_memory",
 }
 __all__ = sorted(_PUBLIC)
 

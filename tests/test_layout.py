@@ -32,6 +32,7 @@ def test_public_api_is_unchanged():
     assert mdmonitor.__all__ == sorted(
         ["Calibration", "Combined", "Committee", "Extractor", "Instability", "LTAU", "Labeler",
          "LastLayerLPR", "LatentGMM", "MonitoredCalculator", "Reference", "StabilityCriteria",
-         "Trigger", "UncertaintyLimitExceeded", "aggregate", "demo_models"])
+         "Trigger", "UncertaintyLimitExceeded", "aggregate", "demo_models",
+         "keep_freed_memory"])
     for name in mdmonitor.__all__:
         assert getattr(mdmonitor, name).__name__ == name
