@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <sstream>
 #include <limits>
 #include <stdexcept>
 
@@ -54,8 +55,7 @@ FixMDMonitor::FixMDMonitor(LAMMPS *lmp, int narg, char **arg) :
     if (keyword == "cutoff") {
       cutoff = parse_number(keyword, arg[iarg + 1], 0.0, true);
     } else if (keyword == "threshold") {
-      threshold = parse_number(keyword, arg[iarg + 1], 0.0, false);
-      has_threshold = true;
+      parse_threshold(arg[iarg + 1]);
     } else if (keyword == "source") {
       parse_source(arg[iarg + 1]);
     } else if (keyword == "contact") {
@@ -132,6 +132,34 @@ double FixMDMonitor::parse_number(const std::string &keyword, const char *text, 
     error->all(FLERR, "Illegal fix mdmonitor command: {} must be {} {}, not {}", keyword,
                strictly ? ">" : ">=", lowest, text);
   return value;
+}
+
+/* threshold T (every atom) or T1,T2,...,Tn: one per atom type, e.g. per-element limits of a
+   calibration map (mdmonitor's Calibration.type_thresholds) */
+
+void FixMDMonitor::parse_threshold(const char *text)
+{
+  std::vector<std::string> values;
+  std::stringstream list(text);
+  for (std::string value; std::getline(list, value, ',');) values.push_back(value);
+  if (values.size() == 1) {
+    threshold = parse_number("threshold", text, 0.0, false);
+  } else {
+    if ((int) values.size() != atom->ntypes)
+      error->all(FLERR, "Illegal fix mdmonitor command: threshold {} gives {} values; give one, "
+                 "or one per atom type ({} types)", text, values.size(), atom->ntypes);
+    type_thresholds.assign(1, 0.0);
+    for (const auto &value : values)
+      type_thresholds.push_back(parse_number("a type's threshold", value.c_str(), 0.0, true));
+  }
+  has_threshold = true;
+}
+
+/* the threshold of local atom i */
+
+double FixMDMonitor::threshold_of(int i) const
+{
+  return type_thresholds.empty() ? threshold : type_thresholds[atom->type[i]];
 }
 
 /* the whole number `text` of keyword `keyword`, from 1 to MAXSMALLINT */
@@ -395,7 +423,7 @@ void FixMDMonitor::monitor()
       mine = local[i];
       mine_tag = tag[i];
     }
-    if (has_threshold && local[i] > threshold) ++above;
+    if (has_threshold && local[i] > threshold_of(i)) ++above;
   }
   const auto [largest, largest_tag] = most_uncertain(mine, mine_tag);
   bigint total_above;
@@ -460,12 +488,15 @@ void FixMDMonitor::extract()
   for (const auto &r : recent) recent_ids.push_back(r.second);
   const auto avoid = positions_of(recent_ids);
 
-  // this rank's best candidate, then the best over all ranks
+  // this rank's best candidate, then the best over all ranks: atoms above their threshold,
+  // ranked by local value over threshold (the local value itself for one threshold)
   std::vector<int64_t> ids(tag, tag + nlocal);
-  std::vector<double> group_local(local);
+  std::vector<double> margin(nlocal, -std::numeric_limits<double>::infinity());
   for (int i = 0; i < nlocal; ++i)
-    if (!(atom->mask[i] & groupbit)) group_local[i] = -std::numeric_limits<double>::infinity();
-  const auto ranked = mdmonitor::rank_above(nlocal, group_local.data(), ids.data(), threshold);
+    if (atom->mask[i] & groupbit)
+      margin[i] = type_thresholds.empty() ? local[i] : local[i] / threshold_of(i);
+  const auto ranked = mdmonitor::rank_above(nlocal, margin.data(), ids.data(),
+                                            type_thresholds.empty() ? threshold : 1.0);
   std::vector<mdmonitor::Vec3> candidates;
   for (int i : ranked) candidates.push_back({x[i][0], x[i][1], x[i][2]});
   const auto chosen = mdmonitor::choose_centres(candidates, separation, 1, cell, avoid);

@@ -1,4 +1,4 @@
-/* fix ID group mdmonitor N cutoff R [threshold T] [source pair|c_ID|c_ID[k]|f_ID|f_ID[k]|v_name]
+/* fix ID group mdmonitor N cutoff R [threshold T|T1,T2,...] [source pair|c_ID|c_ID[k]|f_ID|f_ID[k]|v_name]
        [contact F]
        [extract cube core Rc box L queue DIR [max_boxes M] [cooldown C] [separation S]
         [run_id NAME]]
@@ -60,6 +60,7 @@ class FixMDMonitor : public Fix {
   double cutoff;            // aggregation radius (A)
   double threshold;         // local uncertainty counted as high above this
   bool has_threshold;
+  std::vector<double> type_thresholds;    // per atom type (1-based), from T1,T2,...; else empty
 
   class Pair *pair;
   int *uncertainty_trigger;       // pair style's "uncertainty_flag" (source pair), or null
@@ -93,6 +94,8 @@ class FixMDMonitor : public Fix {
   std::vector<double> evaluated;  // atom-style variable values
 
   double parse_number(const std::string &, const char *, double, bool);
+  void parse_threshold(const char *);
+  double threshold_of(int) const;
   int parse_count(const std::string &, const char *);
   void parse_source(const std::string &);
   bool parse_extraction(const std::string &, const char *);

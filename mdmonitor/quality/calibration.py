@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
+from ase.data import atomic_numbers
 from tqdm.auto import tqdm
 
 from ..aggregation import aggregate, checked_cutoff
@@ -423,6 +424,18 @@ class Calibration:
                              "threshold; give thresholds as expected errors (error_threshold) "
                              "or fit one with form 'alpha' (`mdmonitor calibrate --form alpha`)")
         return error / self.alpha
+
+    def lammps_threshold(self, error: float, type_elements) -> str:
+        """The `threshold` argument of `fix mdmonitor` at which the expected local force error
+        is `error` (eV/A), for atom types of the elements `type_elements` (symbols, type 1
+        first): error / alpha for the alpha form, else one local-uncertainty limit per type,
+        comma-separated (a one-signal map; several signals exist in ASE only)."""
+        error = positive_number("an error threshold", error, meaning="force error in eV/A")
+        if self.form == "alpha":
+            return f"{self.threshold_for(error):.10g}"
+        numbers = [atomic_numbers[symbol] for symbol in type_elements]
+        limits = self.map.uncertainty_limits(error, numbers)
+        return ",".join(f"{limits[z]:.10g}" for z in numbers)
 
     def check(self, estimator, cutoff: float) -> None:
         """ValueError unless this calibration was fitted for `estimator` at `cutoff` (A)."""
