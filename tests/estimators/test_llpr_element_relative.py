@@ -8,7 +8,12 @@ from ase.build import bulk
 
 from mdmonitor import LastLayerLPR
 from mdmonitor.lammps.export import export
-from tests.lammps_support import evaluate, export_directory, periodic_graph, relative_error
+from tests.lammps_support import (
+    evaluate,
+    export_directory,
+    periodic_graph,
+    relative_error,
+)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,13 @@ from mdmonitor import Calibration
 from mdmonitor.demo import demo_slab
 from mdmonitor.lammps.plugin import build
 from mdmonitor.quality.error_maps import ErrorMap, Term
-from tests.lammps_support import exported, read_dump, read_thermo, run_lammps, write_data
+from tests.lammps_support import (
+    exported,
+    read_dump,
+    read_thermo,
+    run_lammps,
+    write_data,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
