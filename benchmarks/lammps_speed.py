@@ -257,8 +257,8 @@ GRAPH = re.compile(r"rank (\d+): (\d+) local, (\d+) ghost, (\d+) in graph; embed
                    r"(\d+); layer 1 (\d+) / (\d+); layer 2 (\d+) / (\d+)")
 
 
-# timed steps of the bulk runs: with 2, two runs of 2 ranks at 13 500 atoms gave 1.56x where
-# 4 steps gave 1.86-1.87x twice (one slow step weighs half of a 2-step run)
+# timed steps of the bulk runs: with 2, a run of 2 ranks at 13 500 atoms gave 1.56x where two
+# runs of 4 steps right after gave 1.86x and 1.87x
 BULK_STEPS = 4
 
 
