@@ -337,10 +337,9 @@ class Calibration:
             value = getattr(self, name)
             if not isinstance(value, str) and not (name == "source" and value is None):
                 raise ValueError(f"{name} must be a string, got {value!r}")
-        if self.error_map is None:
-            names = ("combined",) if self.estimator["kind"] == "combined" else (
-                self.estimator["kind"],)
-            parsed = ErrorMap("alpha", names[:1], (0.0,), Term(self.alpha, (1.0,)), {})
+        if self.error_map is None:  # a format 1 file: alpha alone
+            parsed = ErrorMap("alpha", (self.estimator["kind"],), (0.0,),
+                              Term(self.alpha, (1.0,)), {})
         else:
             try:
                 parsed = ErrorMap.from_dict(self.error_map)
