@@ -370,11 +370,10 @@ class Calibration:
                          form: str = "auto", source: str | None = None) -> "Calibration":
         """`fit` on predictions already made (`predict_labeled`); "auto" on a single frame
         is the alpha form."""
-        error = np.concatenate([p.local(p.atomic_error, cutoff) for p in predictions])
-        uncertainty = np.concatenate([p.local(p.atomic_uncertainty, cutoff)
-                                      for p in predictions])
         names = signal_names(estimator)
         samples = map_samples(predictions, names, cutoff)
+        # the first signal is the atomic_uncertainty (a Combined estimator's first member's)
+        error, uncertainty = samples.error, samples.signals[:, 0]
         if form == "auto" and len(predictions) < 2:
             form = "alpha"  # no frame to hold out: nothing to choose by
         if form == "auto":
