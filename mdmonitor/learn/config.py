@@ -40,8 +40,10 @@ SCHEMA = {
                                    "estimators use, and train, the first model only)"),
         "training_set": ("bundled", "extxyz with REF_energy/REF_forces(/REF_stress), or "
                                     "\"bundled\""),
-        "validation_set": (None, "extxyz for mace_run_train's validation (default: 10% of "
-                                 "the training data; \"bundled\" for the bundled one)"),
+        "validation_set": (None, "extxyz of the initial kind for validation: each generation "
+                                 "validates on its held-out labels plus as many of these "
+                                 "(default: frames drawn from the training set; \"bundled\" "
+                                 "for the bundled one)"),
         "calibration": (None, "calibration JSON of the generation-0 estimator (optional)"),
     },
     "md": {
@@ -86,14 +88,17 @@ SCHEMA = {
     "training": {
         "mode": ("finetune", "finetune (from the current weights) or scratch (new "
                              "weights, same architecture)"),
-        "epochs": (10, "mace_run_train --max_num_epochs"),
-        "lr": (None, "learning rate (default 0.001 finetune, 0.01 scratch)"),
+        "epochs": (20, "mace_run_train --max_num_epochs"),
+        "lr": (None, "learning rate (default 0.005 finetune, 0.01 scratch)"),
         "batch_size": (4, "structures per batch"),
-        "energy_weight": (100.0, "loss weight of energies"),
-        "forces_weight": (10.0, "loss weight of forces"),
-        "stress_weight": (100.0, "loss weight of stresses"),
+        "replay": (None, "initial training frames per labeled frame in a generation's training "
+                         "set, drawn anew each generation, or \"all\" (default 4 finetune, "
+                         "all scratch)"),
+        "energy_weight": (1.0, "loss weight of energies (per atom, eV^-2)"),
+        "forces_weight": (100.0, "loss weight of forces (eV/A)^-2"),
+        "stress_weight": (1.0, "loss weight of stresses"),
         "holdout": (0.2, "fraction of each generation's labels kept out of training, for "
-                         "the calibration"),
+                         "validation and calibration (at least one frame of two or more)"),
         "extra_args": ([], "further mace_run_train arguments, e.g. [\"--ema\"]"),
     },
     "test": {
@@ -215,6 +220,9 @@ def _check(config: LearningConfig) -> None:
                          "boxes with the ASE engine's extractor; use md.engine = 'ase'")
     for key in ("lr", "energy_weight", "forces_weight", "stress_weight"):
         positive_number(named("training", key), training[key], allow_none=True)
+    if training["replay"] != "all":
+        positive_number(named("training", "replay"), training["replay"], allow_none=True,
+                        meaning='number of frames per labeled frame, or "all"')
     if not 0 <= training["holdout"] < 1:
         raise ValueError(f"{named('training', 'holdout')} must be in [0, 1), got "
                          f"{training['holdout']!r}")

@@ -41,7 +41,7 @@ from .config import LearningConfig
 from .dynamics import run_ase, run_lammps
 from .selection import STRATEGIES
 from .summary import test_metrics, write_summary
-from .training import train_models
+from .training import train_models, training_record
 
 
 def log(message: str) -> None:
@@ -188,8 +188,16 @@ class ActiveLearning:
         directory, start = self.generation(k), time.perf_counter()
         training, seed = self.config["training"], self.config["run"]["seed"]
         self._split(k)
-        train_file = directory / "train.extxyz"
-        _write_frames(train_file, self._training_frames(k))
+        train_file, valid_file = directory / "train.extxyz", directory / "valid.extxyz"
+        frames, validation, held = self._training_data(k)
+        _write_frames(train_file, frames)
+        _write_frames(valid_file, validation)
+        state["validation"] = {"frames": len(validation), "held_out_labels": held}
+        if not held:
+            log(f"generation {k}: WARNING: the validation set holds none of the new labels "
+                f"(training.holdout = {training['holdout']} of {state['labeled']} labeled "
+                "frames); mace keeps the epoch of lowest validation loss on the initial data "
+                "alone, which favours the starting weights")
         outputs = self.models(k + 1)
         for output in outputs:
             output.parent.mkdir(parents=True, exist_ok=True)
@@ -199,13 +207,19 @@ class ActiveLearning:
         log(f"generation {k}: training {len(members)} model(s) on {train_file} "
             f"({training['mode']}, {training['epochs']} epochs)")
         try:
-            train_models(members, outputs, work, training, seeds, train_file,
-                         self.config.validation_set(), checkpoints=self._needs_checkpoints(),
-                         jobs=min(len(members), 2))
+            train_models(members, outputs, work, training, seeds, train_file, valid_file,
+                         checkpoints=self._needs_checkpoints(), jobs=min(len(members), 2))
         finally:  # the trainer's logs, one after the other, also when one failed
             write_atomically(directory / "train.log", "".join(
-                f"=== {w.name}: mace_run_train ===\n{(w / 'train.log').read_text()}"
+                f"=== {w.name}: mace_run_train ===\n{_kept_line(w / 'train.log')}\n"
+                f"{(w / 'train.log').read_text()}"
                 for w in work if (w / "train.log").is_file()))
+        state["training"] = [training_record(w / "train.log") for w in work]
+        state["kept"] = ("the last epoch (every epoch's checkpoint is kept for LTAU)"
+                         if self._needs_checkpoints() else
+                         "mace's checkpoint of lowest validation loss on valid.extxyz")
+        for m, record in enumerate(state["training"]):
+            log(f"generation {k}: model {m}: {_kept_line(work[m] / 'train.log')}")
         state["seconds_train"] = round(time.perf_counter() - start, 1)
         self._advance(k, state, "refit")
 
@@ -215,10 +229,11 @@ class ActiveLearning:
         if self.single and not (following / "estimator.npz").is_file():
             self._fit_estimator(k + 1, self._trained_on(k + 1),
                                 directory / "training" / "model_0" / "checkpoints")
-        holdout = directory / "holdout.extxyz"
         calibration = following / "calibration.json"
-        if not calibration.is_file() and json.loads(
-                (directory / "split.json").read_text())["holdout"]:
+        held_out = self._held_out(k)
+        if not calibration.is_file() and len(held_out) >= 2:  # (a fit needs two frames)
+            holdout = directory / "holdout-so-far.extxyz"
+            _write_frames(holdout, held_out)
             Calibration.fit(self.estimator(k + 1), holdout,
                             self.config["md"]["cutoff"]).save(calibration)
         if self.config.file("test", "file") is not None:
@@ -255,28 +270,68 @@ class ActiveLearning:
             LTAU.fit(model, structures, errors).save(output)
 
     def _split(self, k: int) -> None:
-        """holdout.extxyz: a seeded fraction of generation k's labels kept for calibration."""
+        """holdout.extxyz: a seeded fraction of generation k's labels kept out of training, for
+        validation and calibration (at least one frame when two or more were labeled)."""
         directory = self.generation(k)
         labeled = ase.io.read(directory / "labeled.extxyz", index=":")
         fraction = self.config["training"]["holdout"]
         count = round(fraction * len(labeled))
-        count = count if count >= 2 else 0  # a calibration needs two frames at least
+        if fraction > 0 and len(labeled) >= 2:
+            count = max(count, 1)
         rng = np.random.default_rng([self.config["run"]["seed"], k])
         held = set(rng.choice(len(labeled), size=count, replace=False).tolist())
         _write_frames(directory / "holdout.extxyz", [labeled[i] for i in sorted(held)])
         write_atomically(directory / "split.json", json.dumps({"holdout": sorted(held)}))
 
-    def _training_frames(self, k: int) -> list:
-        """The initial training set plus every generation's labels up to k, minus hold-outs."""
-        frames = ase.io.read(self.config.training_set(), index=":")
+    def _labels(self, k: int, held_out: bool) -> list:
+        """Every generation's labels up to k: the held-out ones, or the others."""
+        frames = []
         for j in range(k + 1):
             directory = self.generation(j)
             if not (directory / "split.json").is_file():
                 continue
             held = set(json.loads((directory / "split.json").read_text())["holdout"])
             labeled = ase.io.read(directory / "labeled.extxyz", index=":")
-            frames += [a for i, a in enumerate(labeled) if i not in held]
+            frames += [a for i, a in enumerate(labeled) if (i in held) == held_out]
         return frames
+
+    def _held_out(self, k: int) -> list:
+        return self._labels(k, held_out=True)
+
+    def _training_data(self, k: int) -> tuple[list, list, int]:
+        """Generation k's training frames (the labels so far less the held-out ones, and a
+        replay of the initial training set: `replay` frames per label, drawn anew with the
+        generation's seed, or all of it) and validation frames (the held-out labels so far and
+        as many initial frames, at least two, from the validation set or else drawn from the
+        initial training set and left out of the replay); and the held-out label count."""
+        training = self.config["training"]
+        labels, held = self._labels(k, held_out=False), self._held_out(k)
+        initial = ase.io.read(self.config.training_set(), index=":")
+        rng = np.random.default_rng([self.config["run"]["seed"], k, 1])
+        order = [int(i) for i in rng.permutation(len(initial))]
+        count = max(len(held), 2)
+        if self.config.validation_set() is not None:
+            pool = ase.io.read(self.config.validation_set(), index=":")
+            validation = [pool[i] for i in rng.permutation(len(pool))[:count]]
+        else:
+            validation, order = [initial[i] for i in order[:count]], order[count:]
+        replay = training["replay"] or ("all" if training["mode"] == "scratch" else 4)
+        if replay != "all":
+            order = order[:max(int(np.ceil(replay * len(labels))), training["batch_size"])]
+        return [initial[i] for i in sorted(order)] + labels, held + validation, len(held)
+
+
+def _kept_line(log: Path) -> str:
+    """One line on what a training kept, from mace's log."""
+    record = training_record(log)
+    if record["kept_epoch"] is None:
+        return "no model kept (the training did not finish)"
+    line = f"kept epoch {record['kept_epoch']} of {record['epochs']}"
+    if record["valid_force_rmse_kept"] is None or record["valid_force_rmse_start"] is None:
+        return line
+    return (f"{line}; validation force RMSE {1000 * record['valid_force_rmse_start']:.1f} -> "
+            f"{1000 * record['valid_force_rmse_kept']:.1f} meV/A, loss "
+            f"{record['valid_loss_start']:.4g} -> {record['valid_loss_kept']:.4g}")
 
 
 def _write_frames(path: Path, frames: list) -> None:

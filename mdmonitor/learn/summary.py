@@ -17,8 +17,9 @@ from ..quality.metrics import spearman
 
 COLUMNS = ("generation", "md_steps", "md_stopped", "boxes", "labeled", "atoms_labeled",
            "atoms_labeled_total", "max_local_uncertainty", "mean_local_uncertainty",
-           "seconds_md", "seconds_label", "seconds_train", "seconds_refit",
-           "test_force_mae", "test_spearman", "stopped_reason")
+           "seconds_md", "seconds_label", "seconds_train", "seconds_refit", "kept_epochs",
+           "valid_force_rmse_start", "valid_force_rmse_kept", "test_force_mae",
+           "test_spearman", "stopped_reason")
 
 
 def test_metrics(estimator, test_file: Path, cutoff: float) -> dict:
@@ -67,8 +68,24 @@ def summary_rows(root: Path) -> list[dict]:
         rows.append({"generation": int(directory.name.split("-")[1]),
                      "atoms_labeled_total": total, "max_local_uncertainty": peak,
                      "mean_local_uncertainty": mean, **_test_columns(test),
+                     **_training_columns(state.get("training", [])),
                      **{k: state.get(k) for k in COLUMNS if k in state}})
     return rows
+
+
+def _training_columns(records: list[dict]) -> dict:
+    """The epoch each model kept (space-separated) and the members' mean validation force RMSE
+    (eV/A) before training and at the kept epoch: did the generation learn anything?"""
+    if not records:
+        return {}
+
+    def mean(key):
+        values = [r[key] for r in records if r.get(key) is not None]
+        return float(np.mean(values)) if values else None
+
+    return {"kept_epochs": " ".join(str(r["kept_epoch"]) for r in records),
+            "valid_force_rmse_start": mean("valid_force_rmse_start"),
+            "valid_force_rmse_kept": mean("valid_force_rmse_kept")}
 
 
 def _test_columns(test: dict) -> dict:

@@ -11,6 +11,7 @@ Every member has its own seed, hence its own weight initialisation and data orde
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,11 @@ from ..common.trusted_pickles import FLAG
 from ..estimators.mace_model import MaceModel
 
 LOG_LINES_ON_FAILURE = 15
-DEFAULT_LR = {"finetune": 0.001, "scratch": 0.01}
+DEFAULT_LR = {"finetune": 0.005, "scratch": 0.01}
+# one validation line of mace's log: "Initial: ..." (before training) or "Epoch N: ..."
+VALIDATION_LINE = re.compile(r"(Initial|Epoch (\d+)): head: \S+, loss=\s*([-+0-9.eE]+),.*?"
+                             r"RMSE_F=\s*([-+0-9.eE]+) meV / A")
+KEPT_LINE = re.compile(r"Loaded Stage one model from epoch (\d+)")
 
 
 class TrainingFailed(RuntimeError):
@@ -71,6 +76,27 @@ def trainer_arguments(settings: dict, name: str, seed: int, work_dir: Path, star
     if checkpoints:  # LTAU's training-error trajectories are evaluated from every epoch
         argv += ["--save_all_checkpoints", "--keep_checkpoints"]
     return argv + [str(arg) for arg in settings["extra_args"]]
+
+
+def training_record(log: Path) -> dict:
+    """What one mace_run_train did, read from its log: the validation loss and force RMSE (eV/A)
+    before training and at every epoch, the epoch mace kept (its checkpoint of lowest
+    validation loss, or the last epoch when every epoch's checkpoint is saved) and its figures."""
+    epochs, start = {}, None
+    text = log.read_text(errors="replace")
+    for match in VALIDATION_LINE.finditer(text):
+        figures = {"loss": float(match.group(3)), "force_rmse": float(match.group(4)) / 1000}
+        if match.group(1) == "Initial":
+            start = figures
+        else:
+            epochs[int(match.group(2))] = figures
+    kept = KEPT_LINE.search(text)
+    kept_epoch = int(kept.group(1)) if kept else None
+    return {"epochs": len(epochs), "kept_epoch": kept_epoch,
+            "valid_loss_start": start and start["loss"],
+            "valid_force_rmse_start": start and start["force_rmse"],
+            "valid_loss_kept": epochs.get(kept_epoch, {}).get("loss"),
+            "valid_force_rmse_kept": epochs.get(kept_epoch, {}).get("force_rmse")}
 
 
 def run_mace_train(argv: list[str], log: Path, what: str) -> None:
