@@ -9,6 +9,7 @@ from pathlib import Path
 from . import options
 from .monitoring import COUNT, EVERY, POSITIVE
 
+DASK_LOG = "labeling.log"  # in the queue: what Dask logs, unless `mdmonitor --debug label`
 EXIT_BOXES_FAILED = 3  # exit status of `label` when a box went to failed/ in this run
 EXIT_STATUS = (f"Exit status: 0 when every box taken was labeled (or none was pending); "
                f"{EXIT_BOXES_FAILED} when a box went to QUEUE/failed/ in this run (its reason "
@@ -69,8 +70,11 @@ def add_commands(commands) -> None:
 
 
 def _label(args) -> int:
+    from tqdm.auto import tqdm
+
     from ..extraction.labeling import Labeler
     from ..extraction.reference import Reference, parse_parameters
+    from . import debugging
 
     if not args.queue.is_dir():
         raise FileNotFoundError(f"queue directory '{args.queue}' does not exist")
@@ -78,7 +82,9 @@ def _label(args) -> int:
     reference.check()
     labeler = Labeler(args.queue, reference, args.model, workers=args.workers,
                       threads_per_worker=args.threads_per_worker, scheduler=args.scheduler,
-                      retries=args.retries, timeout=args.timeout)
+                      retries=args.retries, timeout=args.timeout,
+                      dask_log=None if debugging(args) else args.queue / DASK_LOG,
+                      say=lambda line: tqdm.write(line, file=sys.stderr))
     if args.release_host:
         released = labeler.claims.release_host(args.release_host)
         print(f"released {len(released)} claims of {args.release_host}")
