@@ -18,6 +18,7 @@ from ase.data import covalent_radii
 from ase.geometry import find_mic
 from ase.neighborlist import neighbor_list
 
+from .common.geometry import close_pairs
 from .common.settings import positive_number
 
 BOND_FACTOR = 1.2  # bonded at the start when closer than 1.2 x (sum of covalent radii)
@@ -51,11 +52,10 @@ class Instability(RuntimeError):
 
 def close_contacts(atoms: Atoms, factor: float) -> tuple[np.ndarray, float]:
     """(atoms closer than `factor` x (r_i + r_j) to another atom or periodic image, with r the
-    covalent radii; their closest distance in A, inf when there is none)."""
-    radii = covalent_radii[atoms.numbers]
-    i, j, d = neighbor_list("ijd", atoms, factor * 2.0 * radii.max(), self_interaction=False)
-    close = d < factor * (radii[i] + radii[j])
-    return np.unique(i[close]), float(d[close].min()) if close.any() else float("inf")
+    covalent radii; their closest distance in A, inf when there is none). The structure checks
+    refuse atoms closer than OVERLAP_FACTOR (0.1) x so, with the same search."""
+    i, j, d = close_pairs(atoms, factor)
+    return np.unique(np.concatenate([i, j])), float(d.min()) if len(d) else float("inf")
 
 
 def _above_one(name: str, value, meaning: str, allow_none: bool = False) -> float | None:

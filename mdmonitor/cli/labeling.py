@@ -7,6 +7,15 @@ import sys
 from pathlib import Path
 
 from . import options
+from .monitoring import COUNT, EVERY, POSITIVE
+
+DASK_LOG = "labeling.log"  # in the queue: what Dask logs, unless `mdmonitor --debug label`
+EXIT_BOXES_FAILED = 3  # exit status of `label` when a box went to failed/ in this run
+EXIT_STATUS = (f"Exit status: 0 when every box taken was labeled (or none was pending); "
+               f"{EXIT_BOXES_FAILED} when a box went to QUEUE/failed/ in this run (its reason "
+               "is printed and in the box); 1 for an error, 2 for an option out of range, 130 "
+               "for Ctrl-C (not with --watch, where Ctrl-C is the normal end). Dask's own log "
+               "goes to QUEUE/labeling.log (to the terminal with `mdmonitor --debug label`).")
 
 
 def add_commands(commands) -> None:
@@ -20,7 +29,8 @@ def add_commands(commands) -> None:
                     "REF_stress: ready for MACE training) and moves the box to QUEUE/done/; "
                     "boxes failing a quality gate, or the reference --retries times over, go "
                     "to QUEUE/failed/ with the reason. Any number of labelers may work one "
-                    "queue (each claims its boxes); safe to kill and run again.")
+                    "queue (each claims its boxes); safe to kill and run again.",
+        epilog=EXIT_STATUS)
     label.add_argument("queue", type=Path, help="queue directory (with pending/)")
     options.add_reference_options(label, required=True)
     label.add_argument("--model", nargs="+", metavar="MODEL",
@@ -28,20 +38,21 @@ def add_commands(commands) -> None:
                             "recorded in the boxes")
     where = label.add_argument_group(
         "where the calculations run (default: in this process, one box at a time)")
-    where.add_argument("--workers", type=int, metavar="N",
+    where.add_argument("--workers", type=EVERY, metavar="N",
                        help="label on a Dask LocalCluster of N worker processes, N boxes at "
-                            "a time")
-    where.add_argument("--threads-per-worker", type=int, default=1, metavar="T",
+                            "a time (N x T at most the cores of this machine, and each worker "
+                            "needs about 1 GB of free memory)")
+    where.add_argument("--threads-per-worker", type=EVERY, default=1, metavar="T",
                        help="threads each calculation may use (OMP_NUM_THREADS of a worker; "
                             "for references that thread; default 1)")
     where.add_argument("--scheduler", metavar="ADDRESS",
                        help="label on the workers of a running Dask scheduler instead, e.g. "
                             "tcp://node17:8786 or one started by dask-jobqueue (the workers "
                             "must see QUEUE at the same path)")
-    label.add_argument("--timeout", type=float, metavar="SECONDS",
+    label.add_argument("--timeout", type=POSITIVE, metavar="SECONDS",
                        help="give up a calculation after SECONDS (its worker is restarted) "
                             "and retry the box; needs --workers or --scheduler")
-    label.add_argument("--retries", type=int, default=2,
+    label.add_argument("--retries", type=COUNT, default=2,
                        help="how often a box whose calculation raised, died or timed out is "
                             "tried again before it goes to failed/ (default 2)")
     label.add_argument("--release-host", metavar="HOST",
@@ -49,7 +60,7 @@ def add_commands(commands) -> None:
                             "(claims of this host's dead labelers are taken over anyway)")
     label.add_argument("--watch", action="store_true",
                        help="keep polling for new boxes (e.g. beside a running MD) until Ctrl-C")
-    label.add_argument("--poll", type=float, default=2.0,
+    label.add_argument("--poll", type=POSITIVE, default=2.0,
                        help="seconds between polls with --watch (default 2)")
     label.add_argument("--no-progress", action="store_true",
                        help="no progress bar (as beside LAMMPS's output in `mdmonitor lammps "
@@ -59,8 +70,11 @@ def add_commands(commands) -> None:
 
 
 def _label(args) -> int:
+    from tqdm.auto import tqdm
+
     from ..extraction.labeling import Labeler
     from ..extraction.reference import Reference, parse_parameters
+    from . import debugging
 
     if not args.queue.is_dir():
         raise FileNotFoundError(f"queue directory '{args.queue}' does not exist")
@@ -68,7 +82,9 @@ def _label(args) -> int:
     reference.check()
     labeler = Labeler(args.queue, reference, args.model, workers=args.workers,
                       threads_per_worker=args.threads_per_worker, scheduler=args.scheduler,
-                      retries=args.retries, timeout=args.timeout)
+                      retries=args.retries, timeout=args.timeout,
+                      dask_log=None if debugging(args) else args.queue / DASK_LOG,
+                      say=lambda line: tqdm.write(line, file=sys.stderr))
     if args.release_host:
         released = labeler.claims.release_host(args.release_host)
         print(f"released {len(released)} claims of {args.release_host}")
@@ -89,4 +105,4 @@ def _label(args) -> int:
     if interrupted is not None:
         print("run again to label the boxes still pending", file=sys.stderr)
         raise interrupted
-    return 0
+    return EXIT_BOXES_FAILED if summary.failed else 0

@@ -25,7 +25,7 @@ import signal
 import threading
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +41,7 @@ from .dataset import LabeledDataset
 from .extractor import limits_of, relax_and_assess
 from .reference import Reference, ReferenceFailed, non_finite_labels, reference_labels
 from .relaxation import calculator_from_files
-from .workers import labeling_pool
+from .workers import dask_log_to, labeling_pool
 
 DEFAULT_RETRIES = 2
 
@@ -179,12 +179,18 @@ class Labeler:
       process, one box at a time.
     retries: how often a box whose calculation raised, whose worker died or that overran
       `timeout` (s; needs workers) is tried again before it goes to failed/.
+    dask_log: a file that what Dask logs (a failed calculation's "Compute Failed" and traceback,
+      a restarted worker, ...) goes to instead of stderr while the labeler runs: that of this
+      process and of the LocalCluster's workers (those of a `scheduler` log where they always
+      do). None: Dask's logging is left as it is.
+    say: called with one line for each retry and each box that fails (box, attempt, reason).
     """
 
     def __init__(self, queue, reference: Reference | Calculator, relax_models=None,
                  reference_name: str = "", *, workers: int | None = None,
                  threads_per_worker: int = 1, scheduler: str | None = None,
-                 retries: int = DEFAULT_RETRIES, timeout: float | None = None):
+                 retries: int = DEFAULT_RETRIES, timeout: float | None = None,
+                 dask_log: str | Path | None = None, say=None):
         self.queue = queue if isinstance(queue, CandidateQueue) else CandidateQueue(queue)
         self.reference = reference
         self.reference_name = reference_name or (
@@ -203,16 +209,23 @@ class Labeler:
         self.pool_settings = dict(workers=workers, threads_per_worker=threads_per_worker,
                                   scheduler=scheduler)
         self.retries, self.timeout = retries, timeout
+        self.dask_log = dask_log
+        self.say = say or (lambda line: None)
         self.claims = Claims(self.queue.root)
         self.dataset = LabeledDataset(self.queue.dataset)
         self.summary = LabelingSummary()
 
     def run(self, watch: bool = False, poll: float = 2.0, progress: bool = True) -> LabelingSummary:
         """Label every pending box; with `watch`, keep polling for new ones until interrupted."""
+        on_dask = any(self.pool_settings[key] is not None for key in ("workers", "scheduler"))
+        with dask_log_to(self.dask_log) if on_dask and self.dask_log else nullcontext():
+            return self._run(watch, poll, progress)
+
+    def _run(self, watch: bool, poll: float, progress: bool) -> LabelingSummary:
         with self._filing(self.queue.dataset.name):
             self._catch_up_with_dataset()
         self.claims.forget_finished({p.name for p in self.queue.boxes("pending")})
-        pool = labeling_pool(**self.pool_settings, preload=__name__)
+        pool = labeling_pool(**self.pool_settings, preload=__name__, log_file=self.dask_log)
         self.summary.started = time.time()
         running: dict = {}
         bar = tqdm(desc="labeling", unit="box", disable=not progress)
@@ -346,18 +359,21 @@ class Labeler:
         with self._filing(name):
             self.queue.write(box, name, "pending", "retry", detail=reason)
             self.summary.retried[name] = reason
+        self.say(f"{name}: attempt {attempts} of {self.retries + 1} failed, retrying: {reason}")
 
     def _fail(self, name: str, box: Atoms, reason: str) -> None:
         box.info["failure"] = reason
         with self._filing(name):
             self.queue.move(name, box, "failed", "failed", detail=reason)
             self.summary.failed[name] = reason
+        self.say(f"{name}: failed, moved to failed/: {reason}")
 
     def _fail_unreadable(self, name: str, reason: str) -> None:
         """Move an unreadable box file to failed/ as it is."""
         with self._filing(name):
             self.queue.move_unchanged(name, "failed", "failed", detail=reason)
             self.summary.failed[name] = reason
+        self.say(f"{name}: failed, moved to failed/ as it is: {reason}")
 
     @contextmanager
     def _filing(self, name: str):

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import concurrent.futures
 import importlib
+import logging
 import os
 import signal
 import time
+from contextlib import contextmanager
 
+import psutil
 from distributed.core import Status
 from distributed.diagnostics.plugin import WorkerPlugin
+
+# Memory a worker of our LocalCluster needs: one that has imported torch, MACE and ASE holds
+# 0.5 GB (measured: 496 MB resident, 305 MB of it its own); the rest is for a box's relaxation
+# model and a light reference. A DFT code needs more: give fewer workers.
+WORKER_MEMORY_BYTES = 2**30
 
 
 class InProcess:
@@ -58,10 +66,50 @@ class Preload(WorkerPlugin):
         importlib.import_module(self.module)
 
 
+DASK_LOGGER = "distributed"  # the parent of every logger of dask.distributed
+LOG_FORMAT = "%(asctime)s %(process)d %(name)s - %(levelname)s - %(message)s"
+
+
+def _file_handler(path: str) -> logging.Handler:
+    handler = logging.FileHandler(path)  # (appends: lines of several processes stay whole)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    return handler
+
+
+@contextmanager
+def dask_log_to(path: str | os.PathLike):
+    """Within the block, what dask.distributed logs in this process (its scheduler, nannies and
+    client: "Restarting worker", ...) goes to file `path` instead of stderr; the logger's
+    handlers and propagation are restored after."""
+    logger = logging.getLogger(DASK_LOGGER)
+    handlers, propagate = logger.handlers[:], logger.propagate
+    handler = _file_handler(str(path))
+    logger.handlers, logger.propagate = [handler], False
+    try:
+        yield
+    finally:
+        logger.handlers, logger.propagate = handlers, propagate
+        handler.close()
+
+
+class LogToFile(WorkerPlugin):
+    """Sends what dask.distributed logs in a worker process of our own LocalCluster (a failed
+    calculation's "Compute Failed" and traceback, ...) to file `path` instead of the labeler's
+    stderr, which the worker processes share; set up again in each restarted worker."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+
+    def setup(self, worker) -> None:
+        logger = logging.getLogger(DASK_LOGGER)
+        logger.handlers, logger.propagate = [_file_handler(self.path)], False
+
+
 class DaskWorkers:
     """Labels on Dask workers: a LocalCluster of `workers` processes (each calculation may use
     `threads_per_worker` threads: OMP_NUM_THREADS of the worker) or the cluster of `scheduler`;
-    each worker imports module `preload` as it starts.
+    each worker imports module `preload` as it starts; the workers of our LocalCluster log to
+    `log_file`, if given, instead of stderr.
 
     A worker that dies in mid-calculation fails that calculation at once (KilledWorker), so the
     labeler counts it as one attempt (a scheduler of our own is told to allow no silent
@@ -70,7 +118,8 @@ class DaskWorkers:
 
     def __init__(self, workers: int | None = None, threads_per_worker: int = 1,
                  scheduler: str | None = None, preload: str | None = None,
-                 wait_for_workers: float = 300.0, connect_timeout: float = 30.0):
+                 wait_for_workers: float = 300.0, connect_timeout: float = 30.0,
+                 log_file: str | os.PathLike | None = None):
         from distributed import Client, LocalCluster
 
         if scheduler is not None:
@@ -95,6 +144,8 @@ class DaskWorkers:
         try:
             if preload and scheduler is not None:
                 self.client.register_plugin(Preload(preload), name=f"preload-{preload}")
+            if log_file is not None and self.cluster is not None:  # (a user's workers: theirs)
+                self.client.register_plugin(LogToFile(log_file), name="mdmonitor-log")
             self.wait_for_slots()
         except BaseException:
             self.close()
@@ -157,9 +208,10 @@ class DaskWorkers:
 
 
 def labeling_pool(workers: int | None = None, threads_per_worker: int = 1,
-                  scheduler: str | None = None, preload: str | None = None):
+                  scheduler: str | None = None, preload: str | None = None,
+                  log_file: str | os.PathLike | None = None):
     """Where to label: this process (no workers, no scheduler) or a Dask cluster whose workers
-    import module `preload` as they start."""
+    import module `preload` as they start (and those of a LocalCluster log to `log_file`)."""
     if workers is not None and scheduler is not None:
         raise ValueError("give workers (a LocalCluster of our own) or scheduler (a running "
                          "Dask cluster), not both")
@@ -172,4 +224,28 @@ def labeling_pool(workers: int | None = None, threads_per_worker: int = 1,
     if threads_per_worker > (os.cpu_count() or 1):
         raise ValueError(f"threads per worker {threads_per_worker} exceeds the "
                          f"{os.cpu_count()} cores of this machine")
-    return DaskWorkers(workers, threads_per_worker, scheduler, preload)
+    if workers is not None:
+        check_local_resources(workers, threads_per_worker)
+    return DaskWorkers(workers, threads_per_worker, scheduler, preload, log_file=log_file)
+
+
+def check_local_resources(workers: int, threads_per_worker: int = 1) -> None:
+    """ValueError, before any process starts, unless `workers` worker processes of
+    `threads_per_worker` threads fit this machine: no more threads than cores (more only slow
+    every calculation down and load the machine), and WORKER_MEMORY_BYTES of available memory
+    for each worker (more would have the kernel kill workers, or the user's other jobs)."""
+    cores = os.cpu_count() or 1
+    if workers * threads_per_worker > cores:
+        fits = max(cores // threads_per_worker, 1)
+        threads = f" x {threads_per_worker} threads" if threads_per_worker > 1 else ""
+        raise ValueError(f"--workers {workers}{threads} exceeds the {cores} cores of this "
+                         f"machine: give --workers {fits} or fewer (or --scheduler, for "
+                         "workers on other machines)")
+    available = psutil.virtual_memory().available
+    if workers * WORKER_MEMORY_BYTES > available:
+        fits, gb = int(available // WORKER_MEMORY_BYTES), WORKER_MEMORY_BYTES / 2**30
+        raise ValueError(f"--workers {workers} needs about {workers * gb:.0f} GB of memory "
+                         f"({gb:.0f} GB each) but "
+                         f"{available / 2**30:.1f} GB is available: "
+                         + (f"give --workers {fits} or fewer" if fits else
+                            "free memory, or label in this process (without --workers)"))

@@ -1,0 +1,94 @@
+"""`mdmonitor label` on the command line: its exit status says whether a box failed, options out
+of range are usage errors, and a LocalCluster the machine cannot hold is refused before any
+worker starts (`--workers 1000` on 2 cores had started 264 worker processes)."""
+
+import os
+from types import SimpleNamespace
+
+import psutil
+import pytest
+
+from mdmonitor.cli import EXIT_ERROR, main
+from mdmonitor.cli.labeling import EXIT_BOXES_FAILED
+from mdmonitor.extraction import workers
+from tests.extraction.references import position_sum
+from tests.extraction.test_labeling import queue_with_boxes
+
+REFERENCES = "tests.extraction.references"
+
+
+def label(queue, reference, *options):
+    return main(["label", str(queue.root), "--reference", f"{REFERENCES}:{reference}",
+                 "--no-progress", *options])
+
+
+def test_label_exits_with_status_3_when_a_box_failed(tmp_path, capsys):
+    queue, names = queue_with_boxes(tmp_path, centres=(0, 60))
+    victim = sorted(names)[0]
+    status = label(queue, "Raises", "-p", f"victim={position_sum(queue.read(queue.path('pending', victim)))}",
+                   "--retries", "0")
+    out = capsys.readouterr().out
+    assert status == EXIT_BOXES_FAILED == 3
+    assert "labeled 1 boxes" in out and "1 failed" in out and f"failed/{victim}" in out
+
+
+def test_label_exits_with_status_0_when_every_box_was_labeled(tmp_path, capsys):
+    queue, _ = queue_with_boxes(tmp_path, centres=(0,))
+    assert label(queue, "Slow") == 0
+
+
+def test_help_documents_the_exit_status(capsys):
+    with pytest.raises(SystemExit):
+        main(["label", "--help"])
+    assert "3 when a box went to QUEUE/failed/" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--workers", "0", "positive integer, got 0"),
+    ("--threads-per-worker", "0", "positive integer, got 0"),
+    ("--retries", "-1", "non-negative integer, got -1"),
+    ("--timeout", "-5", "positive number, got -5.0"),
+    ("--timeout", "nan", "positive number, got nan"),
+    ("--poll", "0", "positive number, got 0.0"),
+])
+def test_label_refuses_an_option_out_of_range_by_name(tmp_path, capsys, option, value, message):
+    queue, _ = queue_with_boxes(tmp_path, centres=(0,))
+    with pytest.raises(SystemExit) as done:
+        label(queue, "Slow", option, value)
+    assert done.value.code == 2
+    assert f"error: argument {option}: value must be a {message}" in capsys.readouterr().err
+    assert len(queue.boxes("pending")) == 1
+
+
+def no_worker_started() -> bool:
+    return psutil.Process().children(recursive=True) == []
+
+
+def test_more_local_workers_than_cores_are_refused_in_one_line(tmp_path, capsys):
+    queue, _ = queue_with_boxes(tmp_path, centres=(0,))
+    cores = os.cpu_count()
+    assert label(queue, "Slow", "--workers", str(cores + 1)) == EXIT_ERROR
+    [line] = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert line == (f"mdmonitor label: error: --workers {cores + 1} exceeds the {cores} cores "
+                    f"of this machine: give --workers {cores} or fewer (or --scheduler, for "
+                    "workers on other machines)")
+    assert no_worker_started() and len(queue.boxes("pending")) == 1
+
+
+def test_workers_times_threads_beyond_the_cores_are_refused(tmp_path, capsys):
+    queue, _ = queue_with_boxes(tmp_path, centres=(0,))
+    cores = os.cpu_count()
+    assert label(queue, "Slow", "--workers", str(cores), "--threads-per-worker", "2") == EXIT_ERROR
+    assert f"--workers {cores} x 2 threads exceeds the {cores} cores" in capsys.readouterr().err
+
+
+def test_local_workers_beyond_the_available_memory_are_refused(tmp_path, capsys, monkeypatch):
+    queue, _ = queue_with_boxes(tmp_path, centres=(0,))
+    available = 1.5 * workers.WORKER_MEMORY_BYTES
+    monkeypatch.setattr(workers.psutil, "virtual_memory",
+                        lambda: SimpleNamespace(available=available))
+    assert label(queue, "Slow", "--workers", "2") == EXIT_ERROR
+    error = capsys.readouterr().err
+    assert ("--workers 2 needs about 2 GB of memory (1 GB each) but 1.5 GB is available: give "
+            "--workers 1 or fewer") in error
+    assert no_worker_started()
