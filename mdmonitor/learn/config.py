@@ -88,8 +88,8 @@ SCHEMA = {
     "training": {
         "mode": ("finetune", "finetune (from the current weights) or scratch (new "
                              "weights, same architecture)"),
-        "epochs": (20, "mace_run_train --max_num_epochs"),
-        "lr": (None, "learning rate (default 0.005 finetune, 0.01 scratch)"),
+        "epochs": (40, "mace_run_train --max_num_epochs"),
+        "lr": (None, "learning rate (default 0.01)"),
         "batch_size": (4, "structures per batch"),
         "replay": (None, "initial training frames per labeled frame in a generation's training "
                          "set, drawn anew each generation, or \"all\" (default 4 finetune, "

@@ -25,7 +25,7 @@ from ..common.trusted_pickles import FLAG
 from ..estimators.mace_model import MaceModel
 
 LOG_LINES_ON_FAILURE = 15
-DEFAULT_LR = {"finetune": 0.005, "scratch": 0.01}
+DEFAULT_LR = {"finetune": 0.01, "scratch": 0.01}
 # one validation line of mace's log: "Initial: ..." (before training) or "Epoch N: ..."
 VALIDATION_LINE = re.compile(r"(Initial|Epoch (\d+)): head: \S+, loss=\s*([-+0-9.eE]+),.*?"
                              r"RMSE_F=\s*([-+0-9.eE]+) meV / A")
