@@ -2,6 +2,7 @@
 directory as with labeling in the loop's process, a kill -9 of the loop mid-box taken over by the
 rerun, and no worker process left behind."""
 
+import json
 import os
 import signal
 import subprocess
@@ -15,16 +16,18 @@ import pytest
 
 from mdmonitor.extraction.candidates import CandidateQueue
 from mdmonitor.learn import ActiveLearning, load_config
+from mdmonitor.learn.training import TrainingFailed
 from tests.learn.test_config import MINIMAL, write  # noqa: F401 (a fixture)
 from tests.learn.test_loop import data, write_config  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).parents[2]
 
 
-def config_with(directory, data, labeling, reference=None):
-    """write_config's one generation, labeled as `labeling` says with `reference` (TOML text)."""
+def config_with(directory, data, labeling, reference=None, **sections):
+    """write_config's one generation (with `sections`), labeled as `labeling` says with
+    `reference` (TOML text)."""
     directory.mkdir(exist_ok=True)
-    path = write_config(directory, data)
+    path = write_config(directory, data, **sections)
     with open(path, "a") as handle:
         handle.write("[labeling]\n" + "".join(f"{k} = {v}\n" for k, v in labeling.items()))
         if reference:
@@ -124,3 +127,14 @@ def test_a_loop_killed_while_its_workers_label_is_resumed_without_a_box_labeled_
 def test_a_bad_labeling_key_is_one_error_naming_it(write, labeling, message):  # noqa: F811
     with pytest.raises(ValueError, match=message):
         load_config(write(MINIMAL + f"[labeling]\n{labeling}\n"))
+
+
+def test_the_workers_end_with_a_run_that_raises(tmp_path, data):
+    config = config_with(tmp_path, data, {"workers": 1},  # (it fails once the labels are in)
+                         training={"extra_args": ["--no_such_option"]})
+    before = workers_left()
+    with pytest.raises(TrainingFailed):
+        ActiveLearning(load_config(config), progress=False).run()
+    assert workers_left() - before == set()
+    assert json.loads((tmp_path / "run" / "generation-000" / "state.json").read_text())[
+        "labeled"] == 2
