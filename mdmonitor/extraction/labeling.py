@@ -41,7 +41,7 @@ from .dataset import LabeledDataset
 from .extractor import limits_of, relax_and_assess
 from .reference import Reference, ReferenceFailed, non_finite_labels, reference_labels
 from .relaxation import calculator_from_files
-from .workers import dask_log_to, labeling_pool
+from .workers import InProcess, check_pool_settings, dask_log_to, labeling_pool
 
 DEFAULT_RETRIES = 2
 
@@ -144,6 +144,14 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def open_pool(workers: int | None = None, threads_per_worker: int = 1,
+              scheduler: str | None = None, log_file: str | Path | None = None):
+    """Where boxes are labeled (workers.labeling_pool), the Dask workers importing this module
+    as they start; `close()` it when done."""
+    return labeling_pool(workers, threads_per_worker, scheduler, preload=__name__,
+                         log_file=log_file)
+
+
 @dataclass
 class LabelingSummary:
     """What one run of a labeler did; `started` and `ended` (s since the epoch) bound the time
@@ -184,13 +192,15 @@ class Labeler:
       process and of the LocalCluster's workers (those of a `scheduler` log where they always
       do). None: Dask's logging is left as it is.
     say: called with one line for each retry and each box that fails (box, attempt, reason).
+    pool: an open pool (`open_pool`) to label on instead, left open after `run` (one cluster
+      for the queues of several labelers in turn, as `mdmonitor learn` labels its generations).
     """
 
     def __init__(self, queue, reference: Reference | Calculator, relax_models=None,
                  reference_name: str = "", *, workers: int | None = None,
                  threads_per_worker: int = 1, scheduler: str | None = None,
                  retries: int = DEFAULT_RETRIES, timeout: float | None = None,
-                 dask_log: str | Path | None = None, say=None):
+                 dask_log: str | Path | None = None, say=None, pool=None):
         self.queue = queue if isinstance(queue, CandidateQueue) else CandidateQueue(queue)
         self.reference = reference
         self.reference_name = reference_name or (
@@ -203,9 +213,9 @@ class Labeler:
             raise ValueError(f"retries must be 0 or more, got {retries}")
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
-        if timeout is not None and workers is None and scheduler is None:
-            raise ValueError("a timeout needs workers (or a scheduler): a calculation in this "
-                             "process cannot be stopped")
+        if pool is None:
+            check_pool_settings(workers, threads_per_worker, scheduler, timeout)
+        self.pool = pool
         self.pool_settings = dict(workers=workers, threads_per_worker=threads_per_worker,
                                   scheduler=scheduler)
         self.retries, self.timeout = retries, timeout
@@ -217,7 +227,8 @@ class Labeler:
 
     def run(self, watch: bool = False, poll: float = 2.0, progress: bool = True) -> LabelingSummary:
         """Label every pending box; with `watch`, keep polling for new ones until interrupted."""
-        on_dask = any(self.pool_settings[key] is not None for key in ("workers", "scheduler"))
+        on_dask = (not isinstance(self.pool, InProcess) if self.pool is not None else
+                   any(self.pool_settings[key] is not None for key in ("workers", "scheduler")))
         with dask_log_to(self.dask_log) if on_dask and self.dask_log else nullcontext():
             return self._run(watch, poll, progress)
 
@@ -225,7 +236,8 @@ class Labeler:
         with self._filing(self.queue.dataset.name):
             self._catch_up_with_dataset()
         self.claims.forget_finished({p.name for p in self.queue.boxes("pending")})
-        pool = labeling_pool(**self.pool_settings, preload=__name__, log_file=self.dask_log)
+        pool = (open_pool(**self.pool_settings, log_file=self.dask_log)
+                if self.pool is None else self.pool)
         self.summary.started = time.time()
         running: dict = {}
         bar = tqdm(desc="labeling", unit="box", disable=not progress)
@@ -260,7 +272,8 @@ class Labeler:
             for future, flight in running.items():  # left pending, for this labeler or another
                 future.cancel()
                 self.claims.release(flight.name)
-            pool.close()
+            if pool is not self.pool:
+                pool.close()
 
     def _submit(self, pool, running: dict) -> int:
         """Claim pending boxes and send them to free slots; the number of boxes left free."""

@@ -207,16 +207,18 @@ class DaskWorkers:
             self.cluster.close()
 
 
-def labeling_pool(workers: int | None = None, threads_per_worker: int = 1,
-                  scheduler: str | None = None, preload: str | None = None,
-                  log_file: str | os.PathLike | None = None):
-    """Where to label: this process (no workers, no scheduler) or a Dask cluster whose workers
-    import module `preload` as they start (and those of a LocalCluster log to `log_file`)."""
+def check_pool_settings(workers: int | None = None, threads_per_worker: int = 1,
+                        scheduler: str | None = None, timeout: float | None = None) -> None:
+    """ValueError if the settings of `labeling_pool` (and a labeler's `timeout`) do not go
+    together: the checks `mdmonitor label` and `mdmonitor learn`'s [labeling] share."""
     if workers is not None and scheduler is not None:
         raise ValueError("give workers (a LocalCluster of our own) or scheduler (a running "
                          "Dask cluster), not both")
     if workers is None and scheduler is None:
-        return InProcess()
+        if timeout is not None:
+            raise ValueError("a timeout needs workers (or a scheduler): a calculation in this "
+                             "process cannot be stopped")
+        return
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     if threads_per_worker < 1:
@@ -224,6 +226,16 @@ def labeling_pool(workers: int | None = None, threads_per_worker: int = 1,
     if threads_per_worker > (os.cpu_count() or 1):
         raise ValueError(f"threads per worker {threads_per_worker} exceeds the "
                          f"{os.cpu_count()} cores of this machine")
+
+
+def labeling_pool(workers: int | None = None, threads_per_worker: int = 1,
+                  scheduler: str | None = None, preload: str | None = None,
+                  log_file: str | os.PathLike | None = None):
+    """Where to label: this process (no workers, no scheduler) or a Dask cluster whose workers
+    import module `preload` as they start (and those of a LocalCluster log to `log_file`)."""
+    check_pool_settings(workers, threads_per_worker, scheduler)
+    if workers is None and scheduler is None:
+        return InProcess()
     if workers is not None:
         check_local_resources(workers, threads_per_worker)
     return DaskWorkers(workers, threads_per_worker, scheduler, preload, log_file=log_file)

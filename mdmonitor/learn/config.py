@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..bundled_models import demo_models
-from ..common.settings import positive_integer, positive_number
+from ..common.settings import non_negative_integer, positive_integer, positive_number
 from ..extraction.host_embedding import HOST_STRUCTURES
+from ..extraction.labeling import DEFAULT_RETRIES
 from ..extraction.reference import reference_calculator
+from ..extraction.workers import check_pool_settings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -84,6 +86,19 @@ SCHEMA = {
     "reference": {
         "calculator": ("ase.calculators.emt:EMT", "ASE calculator as module:Class"),
         "parameters": ({}, "keyword arguments of the calculator"),
+    },
+    "labeling": {  # (as `mdmonitor label --workers ...`; the cluster serves every generation)
+        "workers": (None, "label on a Dask LocalCluster of N worker processes, N boxes at a "
+                          "time (default: in this process, one box at a time)"),
+        "threads_per_worker": (1, "threads each calculation may use (OMP_NUM_THREADS of a "
+                                  "worker)"),
+        "scheduler": (None, "label on the workers of a running Dask scheduler instead, e.g. "
+                            "\"tcp://login1:8786\" (they must see the run directory at the "
+                            "same path)"),
+        "timeout": (None, "give up a calculation after this many seconds (its worker is "
+                          "restarted) and retry the box; needs workers or scheduler"),
+        "retries": (DEFAULT_RETRIES, "how often a box whose calculation raised, died or timed "
+                                     "out is tried again before it goes to failed/"),
     },
     "training": {
         "mode": ("finetune", "finetune (from the current weights) or scratch (new "
@@ -258,6 +273,28 @@ def _check(config: LearningConfig) -> None:
     if models["estimator"] == "committee" and len(config.model_files()) < 2:
         raise ValueError(f"{named('models', 'committee')}: a committee needs two or more models")
     reference_calculator(config["reference"]["calculator"], config["reference"]["parameters"])
+    _check_labeling(config)
+
+
+def _check_labeling(config: LearningConfig) -> None:
+    """The [labeling] keys, by the rules `mdmonitor label` checks its options with."""
+    labeling = config["labeling"]
+
+    def named(key):
+        return f"{config.path}: labeling.{key}"
+
+    positive_integer(named("workers"), labeling["workers"], allow_none=True)
+    positive_integer(named("threads_per_worker"), labeling["threads_per_worker"])
+    positive_number(named("timeout"), labeling["timeout"], allow_none=True)
+    non_negative_integer(named("retries"), labeling["retries"])
+    if labeling["scheduler"] is not None and not isinstance(labeling["scheduler"], str):
+        raise ValueError(f"{named('scheduler')} must be an address such as "
+                         f"\"tcp://login1:8786\", got {labeling['scheduler']!r}")
+    try:
+        check_pool_settings(labeling["workers"], labeling["threads_per_worker"],
+                            labeling["scheduler"], labeling["timeout"])
+    except ValueError as err:
+        raise ValueError(f"{config.path}: [labeling] {err}") from err
 
 
 def _choice(name: str, value, choices) -> None:

@@ -33,8 +33,10 @@ from ..estimators.gmm import LatentGMM
 from ..estimators.llpr import LastLayerLPR
 from ..estimators.ltau import LTAU, log_training_errors
 from ..estimators.mace_model import MaceModel
-from ..extraction.labeling import Labeler
+from ..extraction.candidates import CandidateQueue
+from ..extraction.labeling import Labeler, open_pool
 from ..extraction.reference import Reference
+from ..extraction.workers import InProcess
 from ..monitor_log import read_log
 from ..quality.calibration import Calibration
 from .config import LearningConfig
@@ -57,6 +59,7 @@ class ActiveLearning:
         self.progress = progress
         self.strategy = STRATEGIES[config["selection"]["strategy"]]()
         self.single = config["models"]["estimator"] != "committee"
+        self._pool = None  # where boxes are labeled: opened by the first labeling of a run
 
     # --- the run directory ----------------------------------------------------------------------
 
@@ -90,13 +93,18 @@ class ActiveLearning:
         if test_file is not None and not (self.root / "start.json").is_file():
             write_atomically(self.root / "start.json", json.dumps(test_metrics(
                 self.estimator(0), test_file, self.config["md"]["cutoff"])))
-        for k in range(self.config["run"]["generations"]):
-            state = self.state(k)
-            if state["stage"] != "done":
-                self._run_generation(k, state)
-            if state.get("stopped_reason"):
-                log(f"stopped after generation {k}: {state['stopped_reason']}")
-                break
+        try:
+            for k in range(self.config["run"]["generations"]):
+                state = self.state(k)
+                if state["stage"] != "done":
+                    self._run_generation(k, state)
+                if state.get("stopped_reason"):
+                    log(f"stopped after generation {k}: {state['stopped_reason']}")
+                    break
+        finally:  # (a LocalCluster's workers end with the run, also when a stage raised)
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
         return write_summary(self.root, self.config)
 
     def _first_generation(self) -> None:
@@ -169,9 +177,12 @@ class ActiveLearning:
     def _label(self, k: int, state: dict) -> None:
         directory, start = self.generation(k), time.perf_counter()
         queue = directory / "candidates"
-        reference = self.config["reference"]
+        reference, labeling = self.config["reference"], self.config["labeling"]
         if queue.is_dir():
-            labeler = Labeler(queue, Reference(reference["calculator"], reference["parameters"]))
+            pending = CandidateQueue(queue).boxes("pending")  # (none: no cluster started)
+            labeler = Labeler(queue, Reference(reference["calculator"], reference["parameters"]),
+                              retries=labeling["retries"], timeout=labeling["timeout"],
+                              pool=self._labeling_pool() if pending else InProcess())
             labeler.run(progress=self.progress)
             dataset = labeler.queue.dataset
         else:
@@ -244,6 +255,15 @@ class ActiveLearning:
         write_summary(self.root, self.config)
 
     # --- helpers --------------------------------------------------------------------------------
+
+    def _labeling_pool(self):
+        """This run's pool of [labeling] workers (or this process), started once: a LocalCluster
+        takes 5-15 s to start, so it serves every generation until `run` ends."""
+        if self._pool is None:
+            labeling = self.config["labeling"]
+            self._pool = open_pool(labeling["workers"], labeling["threads_per_worker"],
+                                   labeling["scheduler"])
+        return self._pool
 
     def _needs_checkpoints(self) -> bool:
         return self.config["models"]["estimator"] == "ltau"
