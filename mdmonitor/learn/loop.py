@@ -4,9 +4,11 @@ generation, in a run directory a person can read and a killed run resumes from.
     run/generation-000/  models/ (the models this generation's MD ran with), estimator.npz
                          (single-model estimators), calibration.json (if any), state.json,
                          monitor.csv, md.extxyz, candidates/ (the queue), labeled.extxyz,
-                         holdout.extxyz, train.extxyz, training/ (mace_run_train work and logs)
+                         holdout.extxyz, train.extxyz, valid.extxyz, training/ (mace_run_train
+                         work and logs)
     run/generation-001/  models/ ... trained in generation 0
     run/summary.csv      one row per generation; run/summary.png
+    run/labeling.log     what Dask logged while [labeling] workers labeled (failed calculations)
 
 Each stage ends by writing state.json atomically; a rerun starts at the first unfinished stage
 of the first unfinished generation: the MD is run again from its start (its boxes are named by
@@ -182,7 +184,9 @@ class ActiveLearning:
             pending = CandidateQueue(queue).boxes("pending")  # (none: no cluster started)
             labeler = Labeler(queue, Reference(reference["calculator"], reference["parameters"]),
                               retries=labeling["retries"], timeout=labeling["timeout"],
-                              pool=self._labeling_pool() if pending else InProcess())
+                              pool=self._labeling_pool() if pending else InProcess(),
+                              dask_log=self.root / "labeling.log",
+                              say=lambda line: log(f"generation {k}: {line}"))
             labeler.run(progress=self.progress)
             dataset = labeler.queue.dataset
         else:
@@ -262,7 +266,7 @@ class ActiveLearning:
         if self._pool is None:
             labeling = self.config["labeling"]
             self._pool = open_pool(labeling["workers"], labeling["threads_per_worker"],
-                                   labeling["scheduler"])
+                                   labeling["scheduler"], log_file=self.root / "labeling.log")
         return self._pool
 
     def _needs_checkpoints(self) -> bool:
