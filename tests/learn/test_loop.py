@@ -222,8 +222,28 @@ def test_a_single_model_generation_refits_its_llpr_and_calibrates_on_held_out_la
     assert Path(estimator.model.path) == second / "models" / "model_0.model"
     assert estimator.model.sha256() != loop.estimator(0).model.sha256()
     assert len(ase.io.read(first / "holdout.extxyz", index=":")) == 2
-    assert len(ase.io.read(first / "train.extxyz", index=":")) == 12 + 1
+    # the label trained on and 4 initial frames per label (at least a batch: 4) replayed
+    assert len(ase.io.read(first / "train.extxyz", index=":")) == 4 + 1
+    # the held-out labels and as many initial frames validate
+    assert len(ase.io.read(first / "valid.extxyz", index=":")) == 2 + 2
     calibration = loop.calibration(1)
     calibration.check(estimator, 4.0)  # fitted for this estimator and the monitor's cutoff
     assert calibration.n_frames == 2 and calibration.alpha > 0
     assert loop.calibration(0) is None
+
+
+def test_a_scratch_generation_trains_new_weights_on_every_initial_frame_and_says_what_it_kept(
+        tmp_path, data, capfd):
+    config = write_config(tmp_path, data, selection={"strategy": "whole-frame", "boxes": 1},
+                          training={"mode": "scratch"})
+    ActiveLearning(load_config(config), progress=False).run()
+    generation = tmp_path / "run" / "generation-000"
+    assert len(ase.io.read(generation / "train.extxyz", index=":")) == 12 + 1  # all, and the label
+    state = json.loads((generation / "state.json").read_text())
+    assert state["validation"] == {"frames": 2, "held_out_labels": 0}
+    assert "validation set holds none of the new labels" in capfd.readouterr().err
+    assert [r["kept_epoch"] for r in state["training"]] == [0, 0]  # (one epoch)
+    assert "kept epoch 0 of 1; validation force RMSE" in (generation / "train.log").read_text()
+    with open(tmp_path / "run" / "summary.csv") as handle:
+        row = list(csv.DictReader(handle))[-1]
+    assert row["kept_epochs"] == "0 0" and float(row["valid_force_rmse_kept"]) > 0
