@@ -130,7 +130,7 @@ steps = 100
 temperature = 700.0
 interval = 5
 frame_interval = 10
-threshold = 0.02
+threshold = 0.012
 [selection]
 {selection}
 max_per_frame = 2

@@ -107,8 +107,8 @@ SCHEMA = {
         "lr": (None, "learning rate (default 0.01)"),
         "batch_size": (4, "structures per batch"),
         "replay": (None, "initial training frames per labeled frame in a generation's training "
-                         "set, drawn anew each generation, or \"all\" (default 4 finetune, "
-                         "all scratch)"),
+                         "set (at least 4 batches), drawn anew each generation, or \"all\" "
+                         "(default 4 finetune, all scratch)"),
         "energy_weight": (1.0, "loss weight of energies (per atom, eV^-2)"),
         "forces_weight": (100.0, "loss weight of forces (eV/A)^-2"),
         "stress_weight": (1.0, "loss weight of stresses"),

@@ -324,8 +324,8 @@ class ActiveLearning:
 
     def _training_data(self, k: int) -> tuple[list, list, int]:
         """Generation k's training frames (the labels so far less the held-out ones, and a
-        replay of the initial training set: `replay` frames per label, drawn anew with the
-        generation's seed, or all of it) and validation frames (the held-out labels so far and
+        replay of the initial training set: `replay` frames per label, at least 4 batches, drawn
+        anew with the generation's seed, or all of it) and validation frames (the held-out labels so far and
         as many initial frames, at least two, from the validation set or else drawn from the
         initial training set and left out of the replay); and the held-out label count."""
         training = self.config["training"]
@@ -340,8 +340,8 @@ class ActiveLearning:
         else:
             validation, order = [initial[i] for i in order[:count]], order[count:]
         replay = training["replay"] or ("all" if training["mode"] == "scratch" else 4)
-        if replay != "all":
-            order = order[:max(int(np.ceil(replay * len(labels))), training["batch_size"])]
+        if replay != "all":  # (at least 4 batches: a few labels do not make an epoch alone)
+            order = order[:max(int(np.ceil(replay * len(labels))), 4 * training["batch_size"])]
         return [initial[i] for i in sorted(order)] + labels, held + validation, len(held)
 
 

@@ -222,8 +222,9 @@ def test_a_single_model_generation_refits_its_llpr_and_calibrates_on_held_out_la
     assert Path(estimator.model.path) == second / "models" / "model_0.model"
     assert estimator.model.sha256() != loop.estimator(0).model.sha256()
     assert len(ase.io.read(first / "holdout.extxyz", index=":")) == 2
-    # the label trained on and 4 initial frames per label (at least a batch: 4) replayed
-    assert len(ase.io.read(first / "train.extxyz", index=":")) == 4 + 1
+    # the label trained on and 4 initial frames per label, at least 4 batches (16), replayed:
+    # here all 12
+    assert len(ase.io.read(first / "train.extxyz", index=":")) == 12 + 1
     # the held-out labels and as many initial frames validate
     assert len(ase.io.read(first / "valid.extxyz", index=":")) == 2 + 2
     calibration = loop.calibration(1)
