@@ -10,40 +10,18 @@ the kept epoch) the slab's MAE moved by 1-4 %.
 """
 
 import json
+import sys
 from pathlib import Path
 
 import ase.io
 import numpy as np
 import pytest
-from ase import units
-from ase.calculators.emt import EMT
-from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 import mdmonitor
 from mdmonitor.learn import ActiveLearning, load_config
 
-START = Path(__file__).parents[2] / "examples" / "learn" / "cu_slab_start.extxyz"
-
-
-def emt_md_frames(atoms, temperature_K, count, config_type, seed):
-    """`count` EMT-labelled frames of EMT Langevin MD, 40 fs apart."""
-    rng = np.random.default_rng(seed)
-    atoms = atoms.copy()
-    atoms.calc = EMT()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
-    dyn = Langevin(atoms, 2 * units.fs, temperature_K=temperature_K, friction=0.02 / units.fs,
-                   rng=rng)
-    dyn.run(60)
-    frames = []
-    for _ in range(count):
-        dyn.run(20)
-        frame = atoms.copy()
-        frame.calc = None
-        frame.info = {"config_type": config_type, "REF_energy": atoms.get_potential_energy()}
-        frame.arrays["REF_forces"] = atoms.get_forces()
-        frames.append(frame)
-    return frames
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from active_learning_study import START, emt_frames  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +29,7 @@ def one_generation(tmp_path_factory):
     """One whole-frame generation with the default recipe; its start and generation figures."""
     directory = tmp_path_factory.mktemp("learning")
     models = mdmonitor.demo_models()
-    test = emt_md_frames(ase.io.read(START), 700.0, 4, "target", seed=11)
+    test = emt_frames(ase.io.read(START), 700.0, 4, "target", np.random.default_rng(11))
     test += [a for a in ase.io.read(models["validation_set"], index=":6")]
     for atoms in test[4:]:
         atoms.info["config_type"] = "initial"
