@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: `learn` stops as on Ctrl-C (its trainers killed, its Dask cluster closed)."""
+
+
+def _terminated(signum, frame):
+    raise Terminated
 
 
 def add_commands(commands) -> None:
@@ -24,7 +33,11 @@ def add_commands(commands) -> None:
 def _learn(args) -> int:
     from ..learn import ActiveLearning, load_config
 
-    rows = ActiveLearning(load_config(args.config, generations=args.generations)).run()
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        rows = ActiveLearning(load_config(args.config, generations=args.generations)).run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     for row in rows:
         mae = row.get("test_force_mae")
         print(f"generation {row['generation']}: "

@@ -6,15 +6,26 @@ Each model is trained in its own work directory from a starting model given to m
 choice). So the architecture, cutoff, pair repulsion, E0s and scale/shift are those stored in the
 model file; only the loss weights, learning rate, batch size and epochs come from the settings.
 Every member has its own seed, hence its own weight initialisation and data order.
+
+A trainer does not outlive the loop: on Linux the kernel kills it when the thread that started it
+ends (PR_SET_PDEATHSIG), also when the loop is killed with SIGKILL; Ctrl-C or SIGTERM kill the
+running trainers and start no further one. Each trainer holds an exclusive lock on
+`<work_dir>.lock` (inherited, so the lock lives as long as the trainer does): a resumed run waits
+for it, and refuses to clear a work directory that a trainer of a killed run still writes into.
 """
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,10 +41,112 @@ DEFAULT_LR = {"finetune": 0.01, "scratch": 0.01}
 VALIDATION_LINE = re.compile(r"(Initial|Epoch (\d+)): head: \S+, loss=\s*([-+0-9.eE]+),.*?"
                              r"RMSE_F=\s*([-+0-9.eE]+) meV / A")
 KEPT_LINE = re.compile(r"Loaded Stage one model from epoch (\d+)")
+LOCK_WAIT = 30.0  # s a resumed run waits for a trainer of the killed one to end
+STOP_GRACE = 3.0  # s a trainer is given to end on SIGTERM before SIGKILL
 
 
 class TrainingFailed(RuntimeError):
     """mace_run_train exited non-zero; the message holds the end of its log."""
+
+
+class TrainingStopped(RuntimeError):
+    """The training was stopped (Ctrl-C, SIGTERM) before this model's trainer started."""
+
+
+class TrainerStillRunning(RuntimeError):
+    """A trainer of an earlier, killed run still holds the lock of a work directory."""
+
+
+try:
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+except (OSError, AttributeError):  # pragma: no cover
+    _PRCTL = None
+PR_SET_PDEATHSIG, SIGKILL = 1, int(signal.SIGKILL)
+
+
+def _dying_with(parent: int):
+    """What a trainer runs between fork and exec: ask the kernel for SIGKILL when the thread
+    that started it ends (Linux PR_SET_PDEATHSIG; elsewhere the work directory's lock guards).
+    It does no more than one ctypes call and getppid, as a child forked from threads should."""
+    def request() -> None:
+        if _PRCTL is not None:
+            _PRCTL(PR_SET_PDEATHSIG, SIGKILL)
+            if os.getppid() != parent:  # (the loop died before the request took effect)
+                os._exit(1)
+    return request
+
+
+class Trainers:
+    """The trainer processes of one `train_models`: `stop` kills the running ones and lets no
+    further one start."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen] = set()
+        self.stopped = False
+
+    def start(self, argv: list, **options) -> subprocess.Popen:
+        with self._lock:
+            if self.stopped:
+                raise TrainingStopped("the training was stopped before this model's trainer "
+                                      "started")
+            process = subprocess.Popen(argv, preexec_fn=_dying_with(os.getpid()), **options)
+            self._running.add(process)
+            return process
+
+    def close(self) -> None:
+        """Let no further trainer start; the running ones go on."""
+        with self._lock:
+            self.stopped = True
+
+    def wait(self, process: subprocess.Popen) -> int:
+        try:
+            return process.wait()
+        finally:
+            with self._lock:
+                self._running.discard(process)
+
+    def stop(self) -> None:
+        """Let no further trainer start, and end the running ones (SIGTERM, then SIGKILL)."""
+        with self._lock:
+            self.stopped = True
+            running = list(self._running)
+        for process in running:
+            process.terminate()
+        deadline = time.monotonic() + STOP_GRACE
+        for process in running:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def lock_file(work_dir: Path) -> Path:
+    """The lock a trainer holds while it writes into `work_dir` (beside it, not inside)."""
+    return work_dir.parent / f"{work_dir.name}.lock"
+
+
+def _locked(work_dir: Path):
+    """Open and lock `work_dir`'s lock file, waiting up to LOCK_WAIT s for a trainer of a killed
+    run that still holds it; TrainerStillRunning names its pid."""
+    work_dir.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_file(work_dir), "a+")
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                handle.close()
+                raise TrainerStillRunning(
+                    f"a trainer of an earlier run (pid {holder}) still writes into "
+                    f"'{work_dir}' after {LOCK_WAIT:g} s: stop it (kill {holder}) or let it "
+                    "end, then run again") from None
+            time.sleep(0.2)
 
 
 def atomic_energies(model: MaceModel) -> dict[int, float]:
@@ -99,50 +212,89 @@ def training_record(log: Path) -> dict:
             "valid_force_rmse_kept": epochs.get(kept_epoch, {}).get("force_rmse")}
 
 
-def run_mace_train(argv: list[str], log: Path, what: str) -> None:
+def run_mace_train(argv: list[str], log: Path, what: str, trainers: Trainers | None = None,
+                   lock=None) -> None:
     """Run mace-torch's trainer (`mace_run_train` ARGV) in a child process, its output into
     `log`; TrainingFailed with the log's last lines if it fails. `what`: the model, for the
-    message."""
+    message; `trainers`: the group it belongs to (stopped together); `lock`: an open locked
+    file the trainer inherits and into which its pid is written."""
+    trainers = trainers or Trainers()
     with open(log, "w") as handle:
-        done = subprocess.run(
+        process = trainers.start(
             [sys.executable, "-m", "mace.cli.run_train", *argv], stdout=handle,
-            stderr=subprocess.STDOUT, check=False,
+            stderr=subprocess.STDOUT, pass_fds=() if lock is None else (lock.fileno(),),
             # a child process of ours: mace loads its own model files (pickles we chose)
             env={**os.environ, FLAG: "1", "OMP_NUM_THREADS": os.environ.get(
                 "OMP_NUM_THREADS", "1")})
-    if done.returncode != 0:
+        if lock is not None:
+            lock.seek(0)
+            lock.truncate()
+            lock.write(str(process.pid))
+            lock.flush()
+        returncode = trainers.wait(process)
+    if returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-LOG_LINES_ON_FAILURE:]
-        raise TrainingFailed(f"mace_run_train failed (exit {done.returncode}) for {what}; "
+        raise TrainingFailed(f"mace_run_train failed (exit {returncode}) for {what}; "
                              f"last lines of {log}:\n" + "\n".join(tail))
 
 
 def train_model(model: MaceModel, output: Path, work_dir: Path, settings: dict, seed: int,
-                train_file: Path, valid_file: Path | None, checkpoints: bool = False) -> Path:
+                train_file: Path, valid_file: Path | None, checkpoints: bool = False,
+                trainers: Trainers | None = None) -> Path:
     """Train the next version of `model` into `output` (written atomically; left alone if it
-    exists). The log is `work_dir`/train.log; TrainingFailed with its last lines on failure."""
+    exists). The log is `work_dir`/train.log; TrainingFailed with its last lines on failure;
+    TrainerStillRunning if a trainer of a killed run still writes into `work_dir`."""
     if output.is_file():
         return output
-    shutil.rmtree(work_dir, ignore_errors=True)  # a half-done training is started again
-    work_dir.mkdir(parents=True)
-    start = Path(model.path)
-    if settings["mode"] == "scratch":
-        start = work_dir / "initial.model"
-        fresh_copy(model, start, seed)
-    name = output.stem
-    argv = trainer_arguments(settings, name, seed, work_dir, start, atomic_energies(model),
-                             train_file, valid_file, checkpoints)
-    run_mace_train(argv, work_dir / "train.log", output.name)
-    with replaced_atomically(output) as temporary:
-        shutil.copy2(work_dir / f"{name}.model", temporary)
+    with _locked(work_dir) as lock:
+        shutil.rmtree(work_dir, ignore_errors=True)  # a half-done training is started again
+        work_dir.mkdir(parents=True)
+        start = Path(model.path)
+        if settings["mode"] == "scratch":
+            start = work_dir / "initial.model"
+            fresh_copy(model, start, seed)
+        name = output.stem
+        argv = trainer_arguments(settings, name, seed, work_dir, start, atomic_energies(model),
+                                 train_file, valid_file, checkpoints)
+        run_mace_train(argv, work_dir / "train.log", output.name, trainers, lock)
+        with replaced_atomically(output) as temporary:
+            shutil.copy2(work_dir / f"{name}.model", temporary)
     return output
 
 
 def train_models(models: list[MaceModel], outputs: list[Path], work_dirs: list[Path],
                  settings: dict, seeds: list[int], train_file: Path, valid_file: Path | None,
                  checkpoints: bool = False, jobs: int = 1) -> list[Path]:
-    """Train every model (`jobs` at a time, one torch thread each); the first failure raises."""
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(train_model, model, output, work_dir, settings, seed, train_file,
-                               valid_file, checkpoints)
-                   for model, output, work_dir, seed in zip(models, outputs, work_dirs, seeds)]
+    """Train every model (`jobs` at a time, one torch thread each); the first failure raises,
+    once the members already training have ended (their models are kept), and no further member
+    starts. Ctrl-C (KeyboardInterrupt) or SystemExit kill the running trainers at once."""
+    trainers = Trainers()
+
+    def member(*args):
+        if trainers.stopped:  # (a failure or Ctrl-C came first)
+            raise TrainingStopped("the training was stopped before this model's turn")
+        try:
+            return train_model(*args, trainers=trainers)
+        except BaseException:
+            trainers.close()
+            raise
+
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    futures = [pool.submit(member, model, output, work_dir, settings, seed, train_file,
+                           valid_file, checkpoints)
+               for model, output, work_dir, seed in zip(models, outputs, work_dirs, seeds)]
+    try:
         return [future.result() for future in futures]
+    except BaseException as err:
+        for future in futures:
+            future.cancel()
+        if not isinstance(err, Exception):
+            trainers.stop()
+        raise
+    finally:
+        try:
+            pool.shutdown(wait=True)
+        except BaseException:  # (Ctrl-C while a failed training's partners end)
+            trainers.stop()
+            pool.shutdown(wait=True)
+            raise

@@ -1,0 +1,184 @@
+"""mdmonitor learn under faults: a killed or interrupted loop takes its trainers with it, a
+reference that fails on every box stops the loop with its own words, and a bad calibration in
+the config is refused before it is copied into the run."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+import ase.io
+import psutil
+import pytest
+
+import mdmonitor
+from mdmonitor import Committee
+from mdmonitor.learn import ActiveLearning, load_config, training
+from mdmonitor.learn.loop import ActiveLearning as Loop
+from mdmonitor.quality.calibration import Calibration, estimator_identity
+from tests.learn.test_loop import data, write_config  # noqa: F401 (a fixture)
+
+ROOT = Path(__file__).parents[2]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
+       "OMP_NUM_THREADS": "1"}
+TRAINER = "mace.cli.run_train"
+
+
+def write_config_with(directory, data, more: dict, **sections):  # noqa: F811
+    """write_config, and the further sections `more` ({section: {key: value}})."""
+    path = write_config(directory, data, **sections)
+    path.write_text(path.read_text() + "".join(
+        f"[{section}]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in
+                                   values.items()) for section, values in more.items()))
+    return path
+
+
+class StopBeforeTraining(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def labeled_runs(tmp_path_factory, data):  # noqa: F811
+    """runs(members): a run of that many members whose generation 0 has labeled its boxes and
+    is to train (made once per module)."""
+    made = {}
+
+    def stop(self, k, state):
+        raise StopBeforeTraining
+
+    def runs(members: int) -> Path:
+        if members not in made:
+            directory = tmp_path_factory.mktemp("labeled-run")
+            with mock.patch.object(Loop, "_train", stop), pytest.raises(StopBeforeTraining):
+                ActiveLearning(load_config(config_of(directory, data, members)),
+                               progress=False).run()
+            assert json.loads((directory / "run" / "generation-000" / "state.json")
+                              .read_text())["stage"] == "train"
+            made[members] = directory / "run"
+        return made[members]
+
+    return runs
+
+
+def config_of(directory, data, members, epochs=1):  # noqa: F811
+    return write_config(directory, data, training={"epochs": epochs}, models={
+        "committee": mdmonitor.demo_models()["committee"][:members]})
+
+
+def trainers(process: psutil.Process) -> list[psutil.Process]:
+    found = []
+    for child in process.children(recursive=True):
+        try:
+            if any(TRAINER in part for part in child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def alive(processes) -> list[psutil.Process]:
+    living = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                living.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return living
+
+
+def gone_within(processes, seconds: float) -> list[psutil.Process]:
+    """The processes still alive after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while alive(processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive(processes)
+
+
+def learn_until_training(config, tmp_path):
+    """`mdmonitor learn CONFIG` in its own process group, once two trainers run."""
+    log = open(tmp_path / "learn.log", "w")
+    learn = subprocess.Popen([sys.executable, "-m", "mdmonitor.cli", "learn", str(config)],
+                             stdout=log, stderr=subprocess.STDOUT, env=ENV,
+                             start_new_session=True)
+    process = psutil.Process(learn.pid)
+    deadline = time.monotonic() + 60
+    while len(trainers(process)) < 2:
+        assert learn.poll() is None, (tmp_path / "learn.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "no two trainers started within 60 s"
+        time.sleep(0.2)
+    time.sleep(2)  # (mace is reading its data)
+    return learn, trainers(process)
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "SIGINT", "SIGINT to the group"])
+def test_a_killed_or_interrupted_loop_takes_its_trainers_with_it_and_starts_no_other(
+        how, labeled_runs, tmp_path, data):  # noqa: F811
+    # 3 members, the third waiting for one of the two trainers; SIGKILL: 2, for a quick rerun
+    members = 2 if how == "SIGKILL" else 3
+    shutil.copytree(labeled_runs(members), tmp_path / "run")
+    learn, running = learn_until_training(config_of(tmp_path, data, members, epochs=200),
+                                          tmp_path)
+    assert len(running) == 2
+    signum = getattr(signal, how.split()[0])
+    if how.endswith("group"):  # Ctrl-C in the terminal
+        os.killpg(learn.pid, signum)
+    else:
+        os.kill(learn.pid, signum)
+    try:
+        try:
+            learn.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"learn did not stop within 10 s of {how}")
+        assert gone_within(running, 5) == []
+        assert trainers(psutil.Process()) == []
+    finally:  # (no trainer outlives the test, whatever it found)
+        for process in alive(running + trainers(psutil.Process())):
+            process.kill()
+        learn.kill()
+        learn.wait()
+    work = tmp_path / "run" / "generation-000" / "training"
+    if how == "SIGKILL":  # a rerun completes
+        rows = ActiveLearning(load_config(config_of(tmp_path, data, members)),
+                              progress=False).run()
+        assert rows[-1]["generation"] == 0
+        assert len(list((tmp_path / "run" / "generation-001" / "models").glob("*"))) == 2
+    else:
+        assert not (work / "model_2").exists()  # the third member never started
+        assert "interrupted" in (tmp_path / "learn.log").read_text()
+
+
+def test_a_resumed_run_does_not_share_a_work_folder_with_a_trainer_still_alive(
+        tmp_path, monkeypatch):
+    work = tmp_path / "training" / "model_0"
+    work.mkdir(parents=True)
+    (work / "train.log").write_text("the old trainer's log")
+    # a trainer of a killed run (on a system without PR_SET_PDEATHSIG) holding its lock
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(training.lock_file(work))],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        monkeypatch.setattr(training, "LOCK_WAIT", 1.0)
+        with pytest.raises(training.TrainerStillRunning, match=f"pid {holder.pid}"):
+            training.train_model(None, tmp_path / "model_0.model", work, {}, 0,
+                                 tmp_path / "train.extxyz", None)
+        assert (work / "train.log").read_text() == "the old trainer's log"  # left alone
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+HOLDER = """
+import fcntl, os, sys, time
+handle = open(sys.argv[1], "a+")
+fcntl.flock(handle, fcntl.LOCK_EX)
+handle.truncate(0); handle.write(str(os.getpid())); handle.flush()
+print("locked", flush=True)
+time.sleep(60)
+"""
