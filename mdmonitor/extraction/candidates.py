@@ -142,6 +142,14 @@ class CandidateQueue:
         self.log(name, event, box, detail)
         return path
 
+    def requeue(self, name: str, detail: str = "") -> Path:
+        """Move failed box file `name` back to pending/ as it is (one rename), to be labeled
+        again (its info["failure"] makes the labeler count its attempts afresh)."""
+        path = self.path("pending", name)
+        os.replace(self.path("failed", name), path)
+        self.log(name, "requeued", detail=detail)
+        return path
+
     def log(self, name: str, event: str, box: Atoms | None = None, detail: str = "") -> None:
         """Append one line to the manifest."""
         info = box.info if box is not None else {}

@@ -181,6 +181,7 @@ class ActiveLearning:
         queue = directory / "candidates"
         reference, labeling = self.config["reference"], self.config["labeling"]
         if queue.is_dir():
+            self._requeue_reference_failures(k, CandidateQueue(queue))
             pending = CandidateQueue(queue).boxes("pending")  # (none: no cluster started)
             labeler = Labeler(queue, Reference(reference["calculator"], reference["parameters"]),
                               retries=labeling["retries"], timeout=labeling["timeout"],
@@ -191,7 +192,15 @@ class ActiveLearning:
             dataset = labeler.queue.dataset
         else:
             dataset = queue / "labeled.extxyz"
-        labeled = ase.io.read(dataset, index=":") if dataset.is_file() else []
+        labeled = _read_frames(dataset)
+        if not labeled and queue.is_dir():
+            failures = _reference_failures(CandidateQueue(queue))
+            if failures:
+                raise ReferenceFailedOnEveryBox(
+                    f"{self.config.path}: generation {k} labeled no box: reference.calculator "
+                    f"= '{reference['calculator']}' failed on {len(failures)} (in "
+                    f"{queue / 'failed'}), e.g. {next(iter(failures.values()))}; fix [reference] "
+                    "and run again: those boxes are labeled again")
         _write_frames(directory / "labeled.extxyz", labeled)
         state.update(labeled=len(labeled), atoms_labeled=int(sum(len(a) for a in labeled)),
                      seconds_label=round(time.perf_counter() - start, 1))
@@ -259,6 +268,19 @@ class ActiveLearning:
         write_summary(self.root, self.config)
 
     # --- helpers --------------------------------------------------------------------------------
+
+    def _requeue_reference_failures(self, k: int, queue: CandidateQueue) -> None:
+        """Before a generation has any label: move the boxes the reference failed on (a run
+        that stopped with ReferenceFailedOnEveryBox) back to pending, to try the reference
+        again (its settings may have been fixed). Boxes that failed a quality gate stay."""
+        if queue.boxes("done"):
+            return
+        failures = _reference_failures(queue)
+        for name in failures:
+            queue.requeue(name, detail="the reference failed on every box; labeled again")
+        if failures:
+            log(f"generation {k}: {len(failures)} box(es) the reference failed on moved back to "
+                "pending, to be labeled again")
 
     def _labeling_pool(self):
         """This run's pool of [labeling] workers (or this process), started once: a LocalCluster
@@ -356,6 +378,31 @@ def _kept_line(log: Path) -> str:
     return (f"{line}; validation force RMSE {1000 * record['valid_force_rmse_start']:.1f} -> "
             f"{1000 * record['valid_force_rmse_kept']:.1f} meV/A, loss "
             f"{record['valid_loss_start']:.4g} -> {record['valid_loss_kept']:.4g}")
+
+
+class ReferenceFailedOnEveryBox(RuntimeError):
+    """No box of a generation was labeled, and the reference failed on some: its settings are
+    wrong, not the boxes."""
+
+
+def _reference_failures(queue: CandidateQueue) -> dict[str, str]:
+    """The failed boxes of `queue` that the reference failed on (it raised, died, overran its
+    timeout or gave non-finite labels), by name, with the reason (one line)."""
+    failures = {}
+    for path in queue.boxes("failed"):
+        try:
+            info = ase.io.read(path, format="extxyz").info
+        except Exception:  # (a box filed as it was, unreadable: not the reference's doing)
+            continue
+        reason = str(info.get("failure", ""))
+        if "label_attempts" in info or reason.startswith("reference gave"):
+            failures[path.name] = " ".join(reason.split())
+    return failures
+
+
+def _read_frames(path: Path) -> list:
+    """The frames of extxyz file `path` (none if it is missing or empty)."""
+    return ase.io.read(path, index=":") if path.is_file() and path.stat().st_size else []
 
 
 def _write_frames(path: Path, frames: list) -> None:

@@ -182,3 +182,28 @@ handle.truncate(0); handle.write(str(os.getpid())); handle.flush()
 print("locked", flush=True)
 time.sleep(60)
 """
+
+
+def test_a_reference_failing_on_every_box_stops_the_loop_with_its_reason_and_a_fixed_rerun_retries(
+        tmp_path, data, capfd):  # noqa: F811
+    selection = {"strategy": "whole-frame", "boxes": 1}
+    failing = {"calculator": "tests.extraction.references:Raises"}
+    bad = write_config_with(tmp_path, data, {"reference": failing, "labeling": {"retries": 0}},
+                            selection=selection)
+    with pytest.raises(RuntimeError, match="reference.calculator") as stopped:
+        ActiveLearning(load_config(bad), progress=False).run()
+    message = str(stopped.value)
+    assert "\n" not in message
+    assert "tests.extraction.references:Raises" in message
+    assert "SCF did not converge in 100 cycles" in message
+    generation = tmp_path / "run" / "generation-000"
+    assert json.loads((generation / "state.json").read_text())["stage"] == "label"
+    assert len(list((generation / "candidates" / "failed").glob("*.extxyz"))) == 1
+
+    capfd.readouterr()
+    good = write_config_with(tmp_path, data, {"labeling": {"retries": 0}}, selection=selection)
+    rows = ActiveLearning(load_config(good), progress=False).run()
+    assert rows[-1]["generation"] == 0 and rows[-1]["boxes"] == 1
+    assert len(ase.io.read(generation / "labeled.extxyz", index=":")) == 1
+    assert list((generation / "candidates" / "failed").glob("*.extxyz")) == []
+    assert "1 box(es) the reference failed on moved back to pending" in capfd.readouterr().err
