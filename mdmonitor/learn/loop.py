@@ -2,7 +2,8 @@
 generation, in a run directory a person can read and a killed run resumes from.
 
     run/generation-000/  models/ (the models this generation's MD ran with), estimator.npz
-                         (single-model estimators), calibration.json (if any), state.json,
+                         (single-model estimators), calibration.json (if any; generation 0:
+                         models.calibration, its SHA-256 in calibration.source.json), state.json,
                          monitor.csv, md.extxyz, candidates/ (the queue), labeled.extxyz,
                          holdout.extxyz, train.extxyz, valid.extxyz, training/ (mace_run_train
                          work and logs)
@@ -36,7 +37,7 @@ from ..estimators.llpr import LastLayerLPR
 from ..estimators.ltau import LTAU, log_training_errors
 from ..estimators.mace_model import MaceModel
 from ..extraction.candidates import CandidateQueue
-from ..extraction.labeling import Labeler, open_pool
+from ..extraction.labeling import Labeler, file_sha256, open_pool
 from ..extraction.reference import Reference
 from ..extraction.workers import InProcess
 from ..monitor_log import read_log
@@ -120,10 +121,42 @@ class ActiveLearning:
         directory = self.generation(0)
         if self.single and not (directory / "estimator.npz").is_file():
             self._fit_estimator(0, self._trained_on(0), checkpoints=None)
-        calibration = self.config.file("models", "calibration")
-        if calibration is not None and not (directory / "calibration.json").is_file():
-            with replaced_atomically(directory / "calibration.json") as temporary:
-                shutil.copy2(calibration, temporary)
+        self._take_calibration()
+
+    def _take_calibration(self) -> None:
+        """generation-000/calibration.json: `models.calibration`, checked for generation 0's
+        estimator and `md.cutoff` before it is copied. calibration.source.json records the
+        file's SHA-256: until generation 0's MD has run, a changed (or removed) file replaces
+        (or removes) the copy; after, the generation keeps the calibration its MD ran with."""
+        directory = self.generation(0)
+        copy, record = directory / "calibration.json", directory / "calibration.source.json"
+        source, value = self.config.file("models", "calibration"), \
+            self.config["models"]["calibration"]
+        recorded = json.loads(record.read_text())["sha256"] if record.is_file() else None
+        digest = None if source is None else file_sha256(source)
+        if self.state(0)["stage"] != "md":
+            if copy.is_file() and recorded is not None and digest != recorded:
+                log(f"generation 0: models.calibration changed since its MD ran; the run keeps "
+                    f"the calibration the MD ran with ({copy})")
+            return
+        if source is None:
+            if copy.is_file():
+                log("generation 0: no models.calibration any more: removing its copy")
+            copy.unlink(missing_ok=True)
+            record.unlink(missing_ok=True)
+            return
+        if copy.is_file() and digest == recorded:
+            return
+        try:
+            Calibration.load(source).check(self.estimator(0), self.config["md"]["cutoff"])
+        except ValueError as err:
+            raise ValueError(f"{self.config.path}: models.calibration = '{value}' ({source}): "
+                             f"{err}") from None
+        if copy.is_file():
+            log(f"generation 0: models.calibration = '{value}' changed: replacing its copy")
+        with replaced_atomically(copy) as temporary:
+            shutil.copy2(source, temporary)
+        write_atomically(record, json.dumps({"file": str(source), "sha256": digest}))
 
     def _run_generation(self, k: int, state: dict) -> None:
         """Run generation k's stages from the one `state` records; each records the next."""

@@ -207,3 +207,51 @@ def test_a_reference_failing_on_every_box_stops_the_loop_with_its_reason_and_a_f
     assert len(ase.io.read(generation / "labeled.extxyz", index=":")) == 1
     assert list((generation / "candidates" / "failed").glob("*.extxyz")) == []
     assert "1 box(es) the reference failed on moved back to pending" in capfd.readouterr().err
+
+
+def calibration_file(path, estimator, cutoff, n_atoms=10):
+    Calibration(alpha=0.5, cutoff=cutoff, estimator=estimator_identity(estimator), n_frames=2,
+                n_atoms=n_atoms, mean_error=0.05, mean_uncertainty=0.1,
+                fitted="2025-01-01T00:00:00+00:00").save(path)
+    return path
+
+
+def test_a_bad_calibration_is_refused_naming_the_key_and_a_fixed_config_replaces_it(
+        tmp_path, data):  # noqa: F811
+    estimator = Committee.from_mace(data[1])  # (the models generation 0 copies)
+    wrong = calibration_file(tmp_path / "wrong-cutoff.json", estimator, 3.0)
+    md = {"threshold": 1000.0}  # (the MD triggers nothing: the generation ends after it)
+    bad = write_config(tmp_path, data, models={"calibration": str(wrong)}, md=md)
+    with pytest.raises(ValueError, match="models.calibration") as refused:
+        ActiveLearning(load_config(bad), progress=False).run()
+    assert str(wrong) in str(refused.value) and "calibration.json" not in str(refused.value)
+    copy = tmp_path / "run" / "generation-000" / "calibration.json"
+    assert not copy.exists()
+
+    right = calibration_file(tmp_path / "right.json", estimator, 4.0)
+    good = write_config(tmp_path, data, models={"calibration": str(right)}, md=md)
+    loop = ActiveLearning(load_config(good), progress=False)
+    rows = loop.run()
+    assert rows[-1]["generation"] == 0 and rows[-1]["md_steps"] == 20
+    assert loop.calibration(0) == Calibration.load(right)
+
+    # a generation whose MD ran keeps the calibration it ran with
+    other = calibration_file(tmp_path / "other.json", estimator, 4.0, n_atoms=11)
+    changed = write_config(tmp_path, data, models={"calibration": str(other)}, md=md)
+    ActiveLearning(load_config(changed), progress=False).run()
+    assert loop.calibration(0) == Calibration.load(right)
+
+
+def test_a_calibration_copied_before_this_check_is_replaced_while_generation_0_has_not_run(
+        tmp_path, data):  # noqa: F811
+    estimator = Committee.from_mace(data[1])
+    wrong = calibration_file(tmp_path / "wrong-cutoff.json", estimator, 3.0)
+    copy = tmp_path / "run" / "generation-000" / "calibration.json"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(wrong, copy)  # as the loop used to copy it, unchecked
+    right = calibration_file(tmp_path / "right.json", estimator, 4.0)
+    good = write_config(tmp_path, data, models={"calibration": str(right)},
+                        md={"threshold": 1000.0})
+    loop = ActiveLearning(load_config(good), progress=False)
+    loop.run()
+    assert loop.calibration(0) == Calibration.load(right)
