@@ -291,8 +291,10 @@ class ActiveLearning:
         if not calibration.is_file() and len(held_out) >= 2:  # (a fit needs two frames)
             holdout = directory / "holdout-so-far.extxyz"
             _write_frames(holdout, held_out)
-            Calibration.fit(self.estimator(k + 1), holdout,
-                            self.config["md"]["cutoff"]).save(calibration)
+            # (alpha: the monitor's md.threshold stays a raw local uncertainty, and
+            # md.error_threshold is converted by alpha for both engines)
+            Calibration.fit(self.estimator(k + 1), holdout, self.config["md"]["cutoff"],
+                            progress=self.progress, form="alpha").save(calibration)
         if self.config.file("test", "file") is not None:
             state["test"] = test_metrics(self.estimator(k + 1), self.config.file("test", "file"),
                                          self.config["md"]["cutoff"])
