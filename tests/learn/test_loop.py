@@ -230,6 +230,7 @@ def test_a_single_model_generation_refits_its_llpr_and_calibrates_on_held_out_la
     calibration = loop.calibration(1)
     calibration.check(estimator, 4.0)  # fitted for this estimator and the monitor's cutoff
     assert calibration.n_frames == 2 and calibration.alpha > 0
+    assert calibration.form == "alpha"  # the next MD's md.threshold stays a raw uncertainty
     assert loop.calibration(0) is None
 
 
