@@ -12,7 +12,6 @@ from pathlib import Path
 
 import ase.io
 import numpy as np
-import torch
 from ase import units
 from ase.build import fcc100
 from ase.calculators.emt import EMT
@@ -91,10 +90,10 @@ def run_demo(out: Path, uq: str = "committee", steps: int = 300, temperature_K: 
     Boxes (periodic cubes of 10 A, core radius 4 A, at most MAX_BOXES) are cut around atoms
     above `threshold` (default DEMO_THRESHOLDS), their borders relaxed in a background process
     (relax="worker": relaxed inline, each held the MD, and its progress bar, up for 40-100 s on
-    a busy machine) and labeled with EMT. Runs torch on one thread: the models and boxes are
+    a busy machine) and labeled with EMT. Runs torch on the caller's threads, which it leaves
+    alone: `mdmonitor demo` runs on one (`mdmonitor --threads N`): the models and boxes are
     tiny, and with a busy second core two threads made the demo 4x slower (measured).
     """
-    torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
     models = demo_models()
     estimator = (Committee.from_mace(models["committee"]) if uq == "committee"

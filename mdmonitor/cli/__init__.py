@@ -5,6 +5,10 @@ fit-gmm), quality (calibrate, evaluate), labeling (label), selection (select), s
 
 Errors reach the user as one line and exit status 1, Ctrl-C as one line and status 130 (what
 shells report for SIGINT); `mdmonitor --debug COMMAND` or MDMONITOR_DEBUG=1 shows the traceback.
+
+`mdmonitor --threads N COMMAND` (default 1) sets the threads of every command's computations:
+torch's in this process and OMP_NUM_THREADS for it and the processes it starts (LAMMPS, training).
+The command's process is ours; the Python API leaves the caller's thread count alone.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ from . import (
 )
 
 GROUPS = (monitoring, estimators, quality, labeling, selection, sampling, lammps, learning)
+# One torch thread: the models are small; on a busy 2-core machine two threads made the demo 4x
+# slower, and a 200-step committee `md` on torch's default threads took 17 min at load 8.5
+# (29.5 s at load 1.7). LAMMPS gains from ranks, not threads (README, "Where users pay").
+DEFAULT_THREADS = 1
 DEBUG_VARIABLE = "MDMONITOR_DEBUG"
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
@@ -50,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help=f"show the full traceback of an error or Ctrl-C (also: "
                              f"{DEBUG_VARIABLE}=1)")
+    parser.add_argument("--threads", type=monitoring.EVERY, default=DEFAULT_THREADS, metavar="N",
+                        help=f"threads of the computations of any command: torch's, and "
+                             f"OMP_NUM_THREADS of this process and of the LAMMPS and training "
+                             f"runs it starts (default {DEFAULT_THREADS}: the models are small, "
+                             f"and on a busy machine more threads were many times slower; "
+                             f"the Dask workers of `label` take --threads-per-worker)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in GROUPS:
         group.add_commands(commands)
@@ -71,9 +85,21 @@ def describe(err: Exception) -> str:
             f"`mdmonitor --debug ...`)")
 
 
+def use_threads(threads: int, torch_here: bool = True) -> None:
+    """Run this process's computations on `threads` threads: OMP_NUM_THREADS (read by libtorch
+    and OpenMP when they load, and inherited by the processes the command starts) and, with
+    `torch_here`, torch.set_num_threads. Only for the CLI's own process."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if torch_here:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        use_threads(args.threads, torch_here=getattr(args, "torch_here", True))
         return args.run(args)
     except KeyboardInterrupt:
         if debugging(args):

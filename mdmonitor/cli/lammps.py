@@ -36,7 +36,9 @@ def add_commands(commands) -> None:
     options.add_reference_options(run, required=False)
     run.add_argument("--log", default="log.lammps", help="LAMMPS log file (default log.lammps)")
     export.set_defaults(run=_export_lammps)
-    run.set_defaults(run=_lammps)
+    # --threads reaches the plugin's libtorch through OMP_NUM_THREADS: importing torch here,
+    # before LAMMPS, would change which BLAS it binds to (README, "LAMMPS against ASE")
+    run.set_defaults(run=_lammps, torch_here=False)
 
 
 def _export_lammps(args) -> int:

@@ -73,11 +73,13 @@ def run_lammps(atoms: Atoms, estimator, md: dict, selection: dict | None, direct
                  masses=True)
     (work / "in.lmp").write_text(input_script(md, local_threshold(md, calibration), selection,
                                               elements, seed, run_id, directory / "candidates"))
-    command = [sys.executable, "-m", "mdmonitor.cli", "lammps", "in.lmp", "--log", "log.lammps"]
+    threads = rank_threads()
+    command = [sys.executable, "-m", "mdmonitor.cli", "--threads", threads, "lammps", "in.lmp",
+               "--log", "log.lammps"]
     if md["ranks"] > 1:
         command = [shutil.which("mpirun") or "mpirun", "-np", str(md["ranks"]), *command]
     done = subprocess.run(command, cwd=work, capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": threads})
     if done.returncode != 0:
         tail = (done.stdout + done.stderr).splitlines()[-15:]
         raise RuntimeError(f"LAMMPS run in {work} failed (exit {done.returncode}):\n"
@@ -90,6 +92,12 @@ def run_lammps(atoms: Atoms, estimator, md: dict, selection: dict | None, direct
     steps = int(rows[-1]["Step"]) if rows else 0
     boxes = int(float(rows[-1]["f_mon[4]"])) if rows and selection else 0
     return MdOutcome(steps, boxes, steps < md["steps"])
+
+
+def rank_threads() -> str:
+    """Threads of each LAMMPS rank: this process's OMP_NUM_THREADS (`mdmonitor --threads N learn`
+    sets it, default 1), else 1, as mace_run_train's in training.py."""
+    return os.environ.get("OMP_NUM_THREADS", "").strip() or "1"
 
 
 def input_script(md: dict, threshold: float, selection: dict | None, elements: list[str],
