@@ -155,7 +155,8 @@ def open_pool(workers: int | None = None, threads_per_worker: int = 1,
 @dataclass
 class LabelingSummary:
     """What one run of a labeler did; `started` and `ended` (s since the epoch) bound the time
-    from its workers being ready to its last box filed."""
+    from its workers being ready to its last box filed; `startup_seconds` is what starting them
+    took before (a Dask cluster's workers; 0 for a pool it was given, or this process)."""
 
     labeled: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -163,6 +164,7 @@ class LabelingSummary:
     taken_over: dict[str, str] = field(default_factory=dict)  # box: the dead labeler's claim
     started: float = float("nan")
     ended: float = float("nan")
+    startup_seconds: float = 0.0
 
     @property
     def seconds(self) -> float:
@@ -236,10 +238,15 @@ class Labeler:
         with self._filing(self.queue.dataset.name):
             self._catch_up_with_dataset()
         self.claims.forget_finished({p.name for p in self.queue.boxes("pending")})
+        opening = time.time()
         pool = (open_pool(**self.pool_settings, log_file=self.dask_log)
                 if self.pool is None else self.pool)
         self.summary.started = time.time()
+        if self.pool is None:
+            self.summary.startup_seconds = self.summary.started - opening
         running: dict = {}
+        # boxes filed (labeled or failed) against boxes taken: a retried box stays one box
+        filed_before = self._filed()
         bar = tqdm(desc="labeling", unit="box", disable=not progress)
         try:
             while True:
@@ -256,7 +263,6 @@ class Labeler:
                     continue
                 for future in pool.wait(running, timeout=self._wait(running, poll)):
                     self._collect(future, running.pop(future).name)
-                    bar.update()
                 for future in self._overdue(running):
                     pool.abandon(future)
                     name = running.pop(future).name
@@ -265,7 +271,7 @@ class Labeler:
                                                    f"{self.timeout:g} s (its worker was killed)")
                     finally:
                         self.claims.release(name)
-                    bar.update()
+                bar.update(self._filed() - filed_before - bar.n)
         finally:
             self.summary.ended = time.time()
             bar.close()
@@ -274,6 +280,10 @@ class Labeler:
                 self.claims.release(flight.name)
             if pool is not self.pool:
                 pool.close()
+
+    def _filed(self) -> int:
+        """Boxes this labeler has filed in done/ or failed/."""
+        return len(self.summary.labeled) + len(self.summary.failed)
 
     def _submit(self, pool, running: dict) -> int:
         """Claim pending boxes and send them to free slots; the number of boxes left free."""
