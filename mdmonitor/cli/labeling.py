@@ -95,7 +95,7 @@ def _label(args) -> int:
         interrupted = None if args.watch else stop
     summary = labeler.summary
     print(f"labeled {len(summary.labeled)} boxes into {labeler.queue.dataset} in "
-          f"{summary.seconds:.1f} s; "
+          f"{summary.startup_seconds + summary.seconds:.1f} s{_startup(args, summary)}; "
           f"{len(summary.failed)} failed; {len(summary.retried)} retried"
           + ("; stopped watching" if args.watch else ""))
     for name, holder in summary.taken_over.items():
@@ -106,3 +106,13 @@ def _label(args) -> int:
         print("run again to label the boxes still pending", file=sys.stderr)
         raise interrupted
     return EXIT_BOXES_FAILED if summary.failed else 0
+
+
+def _startup(args, summary) -> str:
+    """What of the time was spent starting the Dask workers (or reaching the scheduler)."""
+    if args.workers:
+        return (f" (of which {summary.startup_seconds:.1f} s starting {args.workers} "
+                f"worker{'s' if args.workers > 1 else ''})")
+    if args.scheduler:
+        return f" (of which {summary.startup_seconds:.1f} s reaching the scheduler's workers)"
+    return ""
