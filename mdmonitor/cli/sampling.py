@@ -35,8 +35,8 @@ def add_commands(commands) -> None:
     adversarial.add_argument("--model", help="with --llpr or --gmm: the MACE model, if not "
                                              "where it was fitted")
     adversarial.set_defaults(ltau=None)  # (estimator_from asks for every estimator option)
-    adversarial.add_argument("-n", "--iterations", type=COUNT, default=20,
-                             help="gradient-ascent steps per sample (default 20)")
+    adversarial.add_argument("-n", "--iterations", type=EVERY, default=20,
+                             help="gradient-ascent steps per sample, at least 1 (default 20)")
     adversarial.add_argument("--kT", type=POSITIVE, default=0.03,
                              help="temperature of p in eV per atom (default 0.03, the paper's "
                                   "0.7 kcal/mol/atom)")
