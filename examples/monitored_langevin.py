@@ -2,9 +2,11 @@
 
     .venv/bin/python examples/monitored_langevin.py
 
-Writes monitor.csv; prints the atoms above the threshold whenever a frame crosses it.
+Writes monitor.csv; prints the atoms above the threshold whenever a frame crosses it. The
+Langevin noise is seeded, so a rerun gives the same frames.
 """
 
+import numpy as np
 from ase import units
 from ase.build import fcc100
 from ase.md.langevin import Langevin
@@ -22,7 +24,8 @@ uq = Committee.from_mace(demo_models()["committee"])
 atoms.calc = MonitoredCalculator(uq, cutoff=4.0, threshold=0.03, stop_threshold=0.2,
                                  interval=10, log="monitor.csv", timestep=2 * units.fs,
                                  callbacks=[report])
-dyn = Langevin(atoms, 2 * units.fs, temperature_K=600, friction=0.01 / units.fs, fixcm=False)
+dyn = Langevin(atoms, 2 * units.fs, temperature_K=600, friction=0.01 / units.fs, fixcm=False,
+               rng=np.random.default_rng(0))
 try:
     dyn.run(100)
 except UncertaintyLimitExceeded as stop:
