@@ -50,11 +50,14 @@ def _strategies_in_help(learn) -> None:
 
 
 def _learn(args) -> int:
+    from ..common.freed_memory import keep_freed_memory
     from ..learn import ActiveLearning, load_config
 
+    config = load_config(args.config, generations=args.generations)
+    keep_freed_memory()  # this process is ours: malloc keeps the MD's and the fits' tensors
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        rows = ActiveLearning(load_config(args.config, generations=args.generations)).run()
+        rows = ActiveLearning(config).run()
     finally:
         signal.signal(signal.SIGTERM, previous)
     for row in rows:

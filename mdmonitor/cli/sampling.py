@@ -74,6 +74,7 @@ def add_commands(commands) -> None:
 
 
 def _adversarial(args) -> int:
+    from ..common.freed_memory import keep_freed_memory
     from ..common.structures import load_structures
     from ..extraction.adversarial import AdversarialSampler, queue_sample
     from ..extraction.candidates import CandidateQueue, box_name
@@ -82,6 +83,7 @@ def _adversarial(args) -> int:
     box_name(args.run_id, 0, 0)  # a bad run id is refused before any work
     starts = load_structures(args.structures)
     estimator = estimator_from(args)
+    keep_freed_memory()  # this process is ours: malloc keeps the ascent's tensors
     sampler = AdversarialSampler(estimator, kT=args.kT, step=args.step,
                                  iterations=args.iterations, energy_cap=args.energy_cap,
                                  noise=args.noise, seed=args.seed, training_set=args.training_set)

@@ -1,5 +1,5 @@
 """glibc's malloc keeps freed memory only where mdmonitor says it sets it: after an explicit
-keep_freed_memory() and in `mdmonitor md`, not on import or in a MonitoredCalculator, and never
+keep_freed_memory() and in `mdmonitor md`, `learn` and `adversarial`, not on import or in a MonitoredCalculator, and never
 with MDMONITOR_KEEP_FREED_MEMORY=0. Each case in a fresh process, observed from inside it."""
 
 import os
@@ -68,3 +68,36 @@ def test_md_command_keeps_freed_memory(tmp_path):
     assert "exit: 0" in found["stdout"]
     assert keeps_freed_memory(found)
 
+
+
+def test_adversarial_command_keeps_freed_memory(tmp_path):
+    structure = tmp_path / "start.extxyz"
+    ase.io.write(structure, bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2))
+    found = probe(f"""
+import torch
+torch.set_num_threads(1)
+from mdmonitor import demo_models
+from mdmonitor.cli import main
+print("exit:", main(["adversarial", {str(structure)!r}, "--llpr", demo_models()["llpr"],
+                     "-n", "1", "--queue", {str(tmp_path / "queue")!r}]))
+""")
+    assert "exit: 0" in found["stdout"]
+    assert keeps_freed_memory(found)
+
+
+def test_learn_command_keeps_freed_memory_once_its_config_is_checked(tmp_path):
+    config = tmp_path / "learn.toml"
+    config.write_text("[run]\ngenerations = 1\n[md]\nstart = 'missing.extxyz'\nthreshold = 0.1\n")
+    refused = probe(f"""
+from mdmonitor.cli import main
+print("exit:", main(["learn", {str(config)!r}]))
+""")
+    assert "exit: 0" not in refused["stdout"] and not keeps_freed_memory(refused)
+    ase.io.write(tmp_path / "missing.extxyz", bulk("Cu", "fcc", a=3.61, cubic=True))
+    checked = probe(f"""
+from mdmonitor.learn import loop
+loop.ActiveLearning.run = lambda self: []  # the config is checked; no generation runs
+from mdmonitor.cli import main
+print("exit:", main(["learn", {str(config)!r}]))
+""")
+    assert "exit: 0" in checked["stdout"] and keeps_freed_memory(checked)
