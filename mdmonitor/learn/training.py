@@ -265,7 +265,8 @@ def train_model(model: MaceModel, output: Path, work_dir: Path, settings: dict, 
 def train_models(models: list[MaceModel], outputs: list[Path], work_dirs: list[Path],
                  settings: dict, seeds: list[int], train_file: Path, valid_file: Path | None,
                  checkpoints: bool = False, jobs: int = 1) -> list[Path]:
-    """Train every model (`jobs` at a time, one torch thread each); the first failure raises,
+    """Train every model (`jobs` at a time, each on this process's OMP_NUM_THREADS, 1 unless
+    set, e.g. by `mdmonitor --threads`); the first failure raises,
     once the members already training have ended (their models are kept), and no further member
     starts. Ctrl-C (KeyboardInterrupt) or SystemExit kill the running trainers at once."""
     trainers = Trainers()
