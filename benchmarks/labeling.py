@@ -30,8 +30,8 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from mdmonitor.extraction.candidates import CandidateQueue
 from mdmonitor.extraction.cutting import whole_frame_box
-from mdmonitor.extraction.labeling import Labeler
-from mdmonitor.extraction.reference import Reference
+from mdmonitor.labeling.labeler import Labeler
+from mdmonitor.labeling.reference import Reference
 from results import benchmark_parser, report, table
 
 XTB = Reference("tblite.ase:TBLite", {"method": "GFN2-xTB", "verbosity": 0})

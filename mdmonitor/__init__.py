@@ -13,10 +13,10 @@ _PUBLIC = {
     "aggregate": "aggregation", "Calibration": "quality.calibration",
     "Combined": "estimators.combined", "Committee": "estimators.committee",
     "demo_models": "bundled_models",
-    "Extractor": "extraction.extractor", "Labeler": "extraction.labeling",
+    "Extractor": "extraction.extractor", "Labeler": "labeling.labeler",
     "LastLayerLPR": "estimators.llpr", "LatentGMM": "estimators.gmm", "LTAU": "estimators.ltau",
     "MonitoredCalculator": "monitor", "Trigger": "monitor", "UncertaintyLimitExceeded": "monitor",
-    "Reference": "extraction.reference", "Instability": "stability",
+    "Reference": "labeling.reference", "Instability": "stability",
     "StabilityCriteria": "stability", "keep_freed_memory": "common.freed_memory",
 }
 __all__ = sorted(_PUBLIC)

@@ -21,7 +21,7 @@ from .bundled_models import demo_models
 from .estimators.committee import Committee
 from .estimators.fitted import load_fitted
 from .extraction.extractor import Extractor, relaxation_model
-from .extraction.labeling import Labeler
+from .labeling.labeler import Labeler
 from .md import run_md
 from .monitor import MonitoredCalculator
 from .quality.calibration import uncertainty_unit

@@ -31,7 +31,7 @@ from ase.calculators.emt import EMT
 
 from mdmonitor import Committee, LastLayerLPR, LatentGMM, demo_models
 from mdmonitor.demo import demo_slab
-from mdmonitor.extraction.adversarial import AdversarialSampler
+from mdmonitor.sampling.adversarial import AdversarialSampler
 
 
 def force_error(estimator, atoms) -> float:

@@ -72,8 +72,8 @@ def add_commands(commands) -> None:
 def _label(args) -> int:
     from tqdm.auto import tqdm
 
-    from ..extraction.labeling import Labeler
-    from ..extraction.reference import Reference, parse_parameters
+    from ..labeling.labeler import Labeler
+    from ..labeling.reference import Reference, parse_parameters
     from . import debugging
 
     if not args.queue.is_dir():

@@ -76,9 +76,9 @@ def add_commands(commands) -> None:
 def _adversarial(args) -> int:
     from ..common.freed_memory import keep_freed_memory
     from ..common.structures import load_structures
-    from ..extraction.adversarial import AdversarialSampler, queue_sample
     from ..extraction.candidates import CandidateQueue, box_name
     from ..extraction.extractor import Extractor
+    from ..sampling.adversarial import AdversarialSampler, queue_sample
 
     box_name(args.run_id, 0, 0)  # a bad run id is refused before any work
     starts = load_structures(args.structures)

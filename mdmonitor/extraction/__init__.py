@@ -1,2 +1,2 @@
-"""From an uncertain region to a labeled box: centres, cutting, border relaxation, quality gates,
-the candidate queue and the labeler that runs the reference calculation."""
+"""From an uncertain region to a queued box: centres, cutting, border relaxation, quality gates,
+the candidate queue and the selection of its boxes."""

@@ -13,9 +13,9 @@ from pathlib import Path
 from ..bundled_models import demo_models
 from ..common.settings import non_negative_integer, positive_integer, positive_number
 from ..extraction.host_embedding import HOST_STRUCTURES
-from ..extraction.labeling import DEFAULT_RETRIES
-from ..extraction.reference import reference_calculator
-from ..extraction.workers import check_pool_settings
+from ..labeling.labeler import DEFAULT_RETRIES
+from ..labeling.reference import reference_calculator
+from ..labeling.workers import check_pool_settings
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -37,9 +37,9 @@ from ..estimators.llpr import LastLayerLPR
 from ..estimators.ltau import LTAU, log_training_errors
 from ..estimators.mace_model import MaceModel
 from ..extraction.candidates import CandidateQueue
-from ..extraction.labeling import Labeler, file_sha256, open_pool
-from ..extraction.reference import Reference
-from ..extraction.workers import InProcess
+from ..labeling.labeler import Labeler, file_sha256, open_pool
+from ..labeling.reference import Reference
+from ..labeling.workers import InProcess
 from ..monitor_log import read_log
 from ..quality.calibration import Calibration
 from .config import LearningConfig

@@ -10,11 +10,11 @@ import pytest
 
 from mdmonitor.cli import EXIT_ERROR, main
 from mdmonitor.cli.labeling import EXIT_BOXES_FAILED
-from mdmonitor.extraction import workers
-from tests.extraction.references import position_sum
-from tests.extraction.test_labeling import queue_with_boxes
+from mdmonitor.labeling import workers
+from tests.labeling.references import position_sum
+from tests.labeling.test_labeler import queue_with_boxes
 
-REFERENCES = "tests.extraction.references"
+REFERENCES = "tests.labeling.references"
 
 
 def label(queue, reference, *options):

@@ -3,7 +3,7 @@
 import re
 
 from tests.cli.test_label_command import label
-from tests.extraction.test_labeling import queue_with_boxes
+from tests.labeling.test_labeler import queue_with_boxes
 
 
 def test_label_time_includes_starting_the_workers(tmp_path, capsys):

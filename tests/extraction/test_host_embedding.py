@@ -15,7 +15,7 @@ from mdmonitor.extraction.box_quality import core_deviation
 from mdmonitor.extraction.candidates import CandidateQueue
 from mdmonitor.extraction.extractor import Extractor
 from mdmonitor.extraction.host_embedding import HOST_ATOM, OVERLAP_FACTOR, embed_in_host
-from mdmonitor.extraction.labeling import Labeler
+from mdmonitor.labeling.labeler import Labeler
 from mdmonitor.monitor import Trigger
 
 A = 3.61  # A, fcc Cu (ASE's reference lattice constant)

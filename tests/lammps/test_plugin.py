@@ -17,7 +17,7 @@ from ase.stress import voigt_6_to_full_3x3_stress
 from mdmonitor import MonitoredCalculator, aggregate
 from mdmonitor.extraction.candidates import CandidateQueue
 from mdmonitor.extraction.extractor import Extractor
-from mdmonitor.extraction.labeling import Labeler
+from mdmonitor.labeling.labeler import Labeler
 from mdmonitor.lammps.plugin import build, plugin_path
 from tests.lammps_support import (
     BIN,

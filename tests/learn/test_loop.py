@@ -79,7 +79,7 @@ def write_config(directory, data, **sections):
 
 KILLER = """
 import os, signal, sys
-from mdmonitor.extraction import labeling
+from mdmonitor.labeling import labeler
 from mdmonitor.learn import ActiveLearning, load_config, loop, training
 
 def die():
@@ -90,8 +90,8 @@ if point == "md":  # the MD has run and written its boxes; its stage is not reco
     run_ase = loop.run_ase
     loop.run_ase = lambda *a, **k: (run_ase(*a, **k), die())
 elif point == "label":  # the first box is in the dataset
-    file = labeling.Labeler._file
-    labeling.Labeler._file = lambda self, name, outcome: (file(self, name, outcome), die())
+    file = labeler.Labeler._file
+    labeler.Labeler._file = lambda self, name, outcome: (file(self, name, outcome), die())
 elif point == "train":  # the first model is written, the other one is still training
     train_model = training.train_model
     training.train_model = lambda *a, **k: (train_model(*a, **k), die())

@@ -187,14 +187,14 @@ time.sleep(60)
 def test_a_reference_failing_on_every_box_stops_the_loop_with_its_reason_and_a_fixed_rerun_retries(
         tmp_path, data, capfd):  # noqa: F811
     selection = {"strategy": "whole-frame", "boxes": 1}
-    failing = {"calculator": "tests.extraction.references:Raises"}
+    failing = {"calculator": "tests.labeling.references:Raises"}
     bad = write_config_with(tmp_path, data, {"reference": failing, "labeling": {"retries": 0}},
                             selection=selection)
     with pytest.raises(RuntimeError, match="reference.calculator") as stopped:
         ActiveLearning(load_config(bad), progress=False).run()
     message = str(stopped.value)
     assert "\n" not in message
-    assert "tests.extraction.references:Raises" in message
+    assert "tests.labeling.references:Raises" in message
     assert "SCF did not converge in 100 cycles" in message
     generation = tmp_path / "run" / "generation-000"
     assert json.loads((generation / "state.json").read_text())["stage"] == "label"

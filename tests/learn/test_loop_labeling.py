@@ -83,7 +83,7 @@ def test_a_generation_labeled_on_two_workers_is_the_one_labeled_in_process(tmp_p
 def test_a_loop_killed_while_its_workers_label_is_resumed_without_a_box_labeled_twice(
         tmp_path, data):
     config = config_with(tmp_path, data, {"workers": 2}, reference=(
-        'calculator = "tests.extraction.references:Slow"\nparameters = { seconds = 3.0 }'))
+        'calculator = "tests.labeling.references:Slow"\nparameters = { seconds = 3.0 }'))
     generation = tmp_path / "run" / "generation-000"
     claims = generation / "candidates" / "claims"
     environment = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}"

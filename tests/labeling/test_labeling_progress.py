@@ -4,8 +4,8 @@ import re
 
 from ase.calculators.emt import EMT
 
-from mdmonitor.extraction.labeling import Labeler
-from tests.extraction.test_labeling import queue_with_boxes
+from mdmonitor.labeling.labeler import Labeler
+from tests.labeling.test_labeler import queue_with_boxes
 
 
 def test_progress_total_stays_the_number_of_boxes_when_one_is_retried(tmp_path, capsys):

@@ -9,9 +9,9 @@ from ase.build import fcc100
 from ase.calculators.emt import EMT
 
 from mdmonitor import LTAU, Committee, aggregate
-from mdmonitor.extraction.adversarial import AdversarialSampler, queue_sample
 from mdmonitor.extraction.candidates import CandidateQueue
 from mdmonitor.extraction.extractor import Extractor
+from mdmonitor.sampling.adversarial import AdversarialSampler, queue_sample
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from ase import Atoms
 from ase.build import molecule
 
 from mdmonitor.extraction.candidates import CandidateQueue, box_name
-from mdmonitor.extraction.labeling import Labeler
-from mdmonitor.extraction.reference import Reference
+from mdmonitor.labeling.labeler import Labeler
+from mdmonitor.labeling.reference import Reference
 
 tblite_ase = pytest.importorskip("tblite.ase")
 

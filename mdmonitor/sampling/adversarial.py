@@ -54,9 +54,9 @@ from ..estimators.gmm import LatentGMM
 from ..estimators.llpr import LastLayerLPR
 from ..estimators.mace_model import MaceModel
 from ..estimators.prediction import check_finite
-from .candidates import CandidateQueue, box_name
-from .cutting import whole_frame_box
-from .extractor import Extractor, model_identity
+from ..extraction.candidates import CandidateQueue, box_name
+from ..extraction.cutting import whole_frame_box
+from ..extraction.extractor import Extractor, model_identity
 
 MAX_HALVINGS = 6  # a refused step is tried again at 1/2, 1/4, ... 1/64 of `step`
 ENERGY_KEYS = ("REF_energy", "energy")

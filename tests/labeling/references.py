@@ -1,5 +1,5 @@
 """Reference calculators that misbehave on purpose, importable by Dask workers and by
-`mdmonitor label --reference tests.extraction.references:CLASS`: EMT, except on the box named
+`mdmonitor label --reference tests.labeling.references:CLASS`: EMT, except on the box named
 by `victim` (the sum of its positions, A, to 1e-3), where it does what its name says."""
 
 import os

@@ -14,9 +14,9 @@ from ase import Atoms
 from ase.calculators.emt import EMT
 
 from mdmonitor.extraction.candidates import STAGES, extxyz_text
-from mdmonitor.extraction.dataset import whole_frames_length
-from mdmonitor.extraction.labeling import Labeler, QueueWriteFailed, TornFrameCut
-from tests.extraction.test_labeling import queue_with_boxes
+from mdmonitor.labeling.dataset import whole_frames_length
+from mdmonitor.labeling.labeler import Labeler, QueueWriteFailed, TornFrameCut
+from tests.labeling.test_labeler import queue_with_boxes
 
 
 def dataset_boxes(queue) -> list[str]:
@@ -134,7 +134,7 @@ def test_whole_frames_length_at_every_cut_of_an_append(tmp_path):
 LABELER_KILLED_IN_MID_APPEND = """
 import os, sys, time
 from ase.calculators.emt import EMT
-from mdmonitor.extraction.labeling import Labeler
+from mdmonitor.labeling.labeler import Labeler
 
 write = os.write
 

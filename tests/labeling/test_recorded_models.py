@@ -10,7 +10,7 @@ from ase.calculators.emt import EMT
 
 from mdmonitor import Committee
 from mdmonitor.extraction.extractor import Extractor
-from mdmonitor.extraction.labeling import Labeler
+from mdmonitor.labeling.labeler import Labeler
 from mdmonitor.monitor import Trigger
 from tests.pickled_code import file_sha256, save_code_pickle
 

@@ -15,8 +15,8 @@ from ase.calculators.emt import EMT
 
 from mdmonitor.extraction.candidates import CandidateQueue
 from mdmonitor.extraction.extractor import Extractor
-from mdmonitor.extraction.labeling import Labeler
-from mdmonitor.extraction.reference import parse_parameters, reference_calculator
+from mdmonitor.labeling.labeler import Labeler
+from mdmonitor.labeling.reference import parse_parameters, reference_calculator
 from mdmonitor.monitor import Trigger
 
 

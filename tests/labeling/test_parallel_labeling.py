@@ -15,13 +15,13 @@ import pytest
 from ase.calculators.emt import EMT
 
 from mdmonitor.extraction.candidates import STAGES
-from mdmonitor.extraction.labeling import Labeler
-from mdmonitor.extraction.reference import Reference
-from mdmonitor.extraction.workers import DaskWorkers
-from tests.extraction.references import Dies, position_sum
-from tests.extraction.test_labeling import queue_with_boxes
+from mdmonitor.labeling.labeler import Labeler
+from mdmonitor.labeling.reference import Reference
+from mdmonitor.labeling.workers import DaskWorkers
+from tests.labeling.references import Dies, position_sum
+from tests.labeling.test_labeler import queue_with_boxes
 
-REFERENCES = "tests.extraction.references"
+REFERENCES = "tests.labeling.references"
 
 
 def dataset_boxes(queue) -> list[str]:

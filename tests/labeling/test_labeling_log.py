@@ -5,10 +5,10 @@ QUEUE/labeling.log instead, unless `mdmonitor --debug label` asks for it."""
 import logging
 import subprocess
 
-from mdmonitor.extraction.labeling import Labeler
-from mdmonitor.extraction.reference import Reference
-from tests.extraction.test_labeling import queue_with_boxes
-from tests.extraction.test_parallel_labeling import REFERENCES, label_command, victim_of
+from mdmonitor.labeling.labeler import Labeler
+from mdmonitor.labeling.reference import Reference
+from tests.labeling.test_labeler import queue_with_boxes
+from tests.labeling.test_parallel_labeling import REFERENCES, label_command, victim_of
 
 SCF = "RuntimeError: SCF did not converge in 100 cycles"
 

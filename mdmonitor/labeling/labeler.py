@@ -35,12 +35,12 @@ from distributed.scheduler import KilledWorker
 from tqdm.auto import tqdm
 
 from ..estimators.mace_model import ModelFileChanged
-from .candidates import CandidateQueue, CorruptBox, extxyz_text, read_box
+from ..extraction.candidates import CandidateQueue, CorruptBox, extxyz_text, read_box
+from ..extraction.extractor import limits_of, relax_and_assess
+from ..extraction.relaxation import calculator_from_files
 from .claims import Claims, Holder
 from .dataset import LabeledDataset
-from .extractor import limits_of, relax_and_assess
 from .reference import Reference, ReferenceFailed, non_finite_labels, reference_labels
-from .relaxation import calculator_from_files
 from .workers import InProcess, check_pool_settings, dask_log_to, labeling_pool
 
 DEFAULT_RETRIES = 2
