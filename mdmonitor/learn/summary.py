@@ -49,12 +49,11 @@ def _monitor_figures(monitor_log: Path) -> tuple[float | None, float | None]:
 
 
 def summary_rows(root: Path) -> list[dict]:
-    """The rows of every finished generation under `root`, in order, after a "start" row with
-    the starting models' test figures (when there is a test set)."""
-    rows, total = [], 0
-    if (root / "start.json").is_file():
-        test = json.loads((root / "start.json").read_text())
-        rows.append({"generation": "start", "atoms_labeled_total": 0, **_test_columns(test)})
+    """The rows of every finished generation under `root`, in order, after a "start" row (with
+    the starting models' test figures when there is a test set)."""
+    start = root / "start.json"
+    test = json.loads(start.read_text()) if start.is_file() else {}
+    rows, total = [{"generation": "start", "atoms_labeled_total": 0, **_test_columns(test)}], 0
     for directory in sorted(root.glob("generation-*")):
         state_file = directory / "state.json"
         if not state_file.is_file():
@@ -126,6 +125,10 @@ def _plot(rows: list[dict], path: Path, strategy: str) -> None:
         label = key.replace("test_force_mae_", "").replace("test_force_mae", "all")
         by_generation.plot(retrainings, values, marker="o", label=label)
         by_atoms.plot(atoms, values, marker="o", label=label)
+    if not tested:
+        for axes in (by_generation, by_atoms):
+            axes.text(0.5, 0.5, "no [test] file in the config:\nno test force MAE to draw",
+                      ha="center", va="center", transform=axes.transAxes)
     by_generation.set(xlabel="retrainings (0: the starting models)",
                       ylabel="test force MAE (eV/A)", title=f"selection: {strategy}")
     by_atoms.set(xlabel="reference atoms labeled (total)", ylabel="test force MAE (eV/A)")
