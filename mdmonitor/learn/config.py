@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..bundled_models import demo_models
 from ..common.settings import non_negative_integer, positive_integer, positive_number
+from ..common.structures import load_structures
 from ..extraction.host_embedding import HOST_STRUCTURES
 from ..labeling.labeler import DEFAULT_RETRIES
 from ..labeling.reference import reference_calculator
@@ -261,7 +262,10 @@ def _check(config: LearningConfig) -> None:
         raise ValueError(f"{named('training', 'extra_args')} must be a list of strings")
     if md["start"] is None:
         raise ValueError(f"{named('md', 'start')} is required: a structure file")
-    config.file("md", "start")
+    try:  # (an empty or unreadable start file is a config error, before any compute)
+        load_structures(config.file("md", "start"))
+    except ValueError as err:
+        raise ValueError(f"{named('md', 'start')}: {err}") from None
     config.model_files()
     config.training_set()
     config.validation_set()

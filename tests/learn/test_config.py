@@ -81,6 +81,17 @@ def test_a_missing_start_structure_and_a_missing_threshold_are_named(write):
         load_config(write("").parent / "absent.toml")
 
 
+@pytest.mark.parametrize("content, message", [
+    ("", "holds no structures|cannot read structures"),
+    ("3\nnot a structure\nCu 0 0\n", "cannot read structures"),
+])
+def test_an_empty_or_malformed_start_file_is_a_config_error(write, content, message):
+    start = write("").parent / "start.extxyz"
+    start.write_text(content)
+    with pytest.raises(ValueError, match=f"md.start: .*({message})"):
+        load_config(write(f"[md]\nstart = '{start}'\nthreshold = 0.04\n"))
+
+
 def test_every_key_is_documented_in_the_readme():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     missing = [f"{section}.{key}" for section, keys in SCHEMA.items() for key in keys
