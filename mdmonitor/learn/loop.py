@@ -5,7 +5,8 @@ generation, in a run directory a person can read and a killed run resumes from.
                          (single-model estimators), calibration.json (if any; generation 0:
                          models.calibration, its SHA-256 in calibration.source.json), state.json,
                          monitor.csv, md.extxyz, candidates/ (the queue), labeled.extxyz,
-                         holdout.extxyz, train.extxyz, valid.extxyz, training/ (mace_run_train
+                         holdout.extxyz (holdout-so-far.extxyz: every generation's, for the
+                         calibration), train.extxyz, valid.extxyz, training/ (mace_run_train
                          work and logs)
     run/generation-001/  models/ ... trained in generation 0
     run/summary.csv      one row per generation; run/summary.png
