@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ import torch  # noqa: E402
 from mdmonitor.bundled_models import demo_models  # noqa: E402
 from mdmonitor.common.trusted_pickles import trusted_pickle_loads  # noqa: E402
 from mdmonitor.estimators.mace_model import MaceModel  # noqa: E402
-from mdmonitor.learn.training import train_model  # noqa: E402
+from mdmonitor.learn.training import train_model, validation_by_epoch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from active_learning_study import START, emt_frames, test_set  # noqa: E402
@@ -58,17 +57,6 @@ def settings(**changes) -> dict:
             "energy_weight": 100.0, "forces_weight": 10.0, "stress_weight": 100.0,
             "extra_args": []}
     return {**base, **changes}
-
-
-def epoch_losses(log: Path) -> dict[int, float]:
-    """Validation loss per epoch from mace's log (epoch -1: before training)."""
-    losses = {}
-    for line in log.read_text().splitlines():
-        match = re.search(r"(Initial|Epoch (\d+)): head: \S+, loss=([0-9.eE+-]+)", line)
-        if match:
-            losses[-1 if match.group(1) == "Initial" else int(match.group(2))] = float(
-                match.group(3))
-    return losses
 
 
 def per_epoch_maes(start: Path, checkpoints: Path, test: Path, scratch: Path) -> dict:
@@ -113,7 +101,8 @@ def run(name: str, out: Path, test: Path, train_frames: list, valid_frames: list
     log = work / "training" / "train.log"
     result = {"recipe": recipe, "train_frames": len(train_frames),
               "valid_frames": len(valid_frames or []), "seconds": round(seconds, 1),
-              "valid_loss": epoch_losses(log),
+              "valid_loss": {epoch: figures["loss"] for epoch, figures
+                             in validation_by_epoch(log.read_text()).items()},
               "start": maes(start, test),
               "epochs": per_epoch_maes(start, work / "training" / "checkpoints", test,
                                        work / "epoch.model")}
@@ -159,13 +148,15 @@ def main() -> None:
     new = new_frames(args.new + 2, seed=99)
     labels, held = new[:args.new], new[args.new:]
     if args.replay is not None:
-        bulk_train = [bulk_train[i] for i in np.random.default_rng(3).permutation(len(bulk_train))[:args.replay]]
+        chosen = np.random.default_rng(3).permutation(len(bulk_train))[:args.replay]
+        bulk_train = [bulk_train[i] for i in chosen]
     recipe = settings(epochs=args.epochs, lr=args.lr, extra_args=args.extra,
                       energy_weight=args.energy_weight, forces_weight=args.forces_weight)
     results = {}
     for name in args.recipes:
         if name == "today":
-            results[name] = run(name + args.name, args.out, test, bulk_train + labels, bulk_valid, recipe,
+            results[name] = run(name + args.name, args.out, test, bulk_train + labels,
+                                bulk_valid, recipe,
                                 start)
         elif name == "mixed":
             results[name] = run(name + args.name, args.out, test, bulk_train + labels,

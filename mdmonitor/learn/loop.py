@@ -268,16 +268,17 @@ class ActiveLearning:
             train_models(members, outputs, work, training, seeds, train_file, valid_file,
                          checkpoints=self._needs_checkpoints(), jobs=min(len(members), 2))
         finally:  # the trainer's logs, one after the other, also when one failed
+            logs = [w / "train.log" for w in work if (w / "train.log").is_file()]
+            records = {path.parent: training_record(path) for path in logs}
             write_atomically(directory / "train.log", "".join(
-                f"=== {w.name}: mace_run_train ===\n{_kept_line(w / 'train.log')}\n"
-                f"{(w / 'train.log').read_text()}"
-                for w in work if (w / "train.log").is_file()))
-        state["training"] = [training_record(w / "train.log") for w in work]
+                f"=== {path.parent.name}: mace_run_train ===\n{_kept_line(records[path.parent])}"
+                f"\n{path.read_text()}" for path in logs))
+        state["training"] = [records[w] for w in work]
         state["kept"] = ("the last epoch (every epoch's checkpoint is kept for LTAU)"
                          if self._needs_checkpoints() else
                          "mace's checkpoint of lowest validation loss on valid.extxyz")
         for m, record in enumerate(state["training"]):
-            log(f"generation {k}: model {m}: {_kept_line(work[m] / 'train.log')}")
+            log(f"generation {k}: model {m}: {_kept_line(record)}")
         state["seconds_train"] = round(time.perf_counter() - start, 1)
         self._advance(k, state, "refit")
 
@@ -382,10 +383,11 @@ class ActiveLearning:
 
     def _training_data(self, k: int) -> tuple[list, list, int]:
         """Generation k's training frames (the labels so far less the held-out ones, and a
-        replay of the initial training set: `replay` frames per label, at least 4 batches, drawn
-        anew with the generation's seed, or all of it) and validation frames (the held-out labels so far and
-        as many initial frames, at least two, from the validation set or else drawn from the
-        initial training set and left out of the replay); and the held-out label count."""
+        replay of the initial training set: `replay` frames per label, at least 4 batches,
+        drawn anew with the generation's seed, or all of it) and validation frames (the
+        held-out labels so far and as many initial frames, at least two, from the validation set
+        or else drawn from the initial training set and left out of the replay); and the
+        held-out label count."""
         training = self.config["training"]
         labels, held = self._labels(k, held_out=False), self._held_out(k)
         initial = ase.io.read(self.config.training_set(), index=":")
@@ -403,9 +405,8 @@ class ActiveLearning:
         return [initial[i] for i in sorted(order)] + labels, held + validation, len(held)
 
 
-def _kept_line(log: Path) -> str:
-    """One line on what a training kept, from mace's log."""
-    record = training_record(log)
+def _kept_line(record: dict) -> str:
+    """One line on what a training kept (its `training_record`)."""
     if record["kept_epoch"] is None:
         return "no model kept (the training did not finish)"
     line = f"kept epoch {record['kept_epoch']} of {record['epochs']}"

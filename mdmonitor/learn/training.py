@@ -191,25 +191,31 @@ def trainer_arguments(settings: dict, name: str, seed: int, work_dir: Path, star
     return argv + [str(arg) for arg in settings["extra_args"]]
 
 
-def training_record(log: Path) -> dict:
-    """What one mace_run_train did, read from its log: the validation loss and force RMSE (eV/A)
-    before training and at every epoch, the epoch mace kept (its checkpoint of lowest
-    validation loss, or the last epoch when every epoch's checkpoint is saved) and its figures."""
-    epochs, start = {}, None
-    text = log.read_text(errors="replace")
+def validation_by_epoch(text: str) -> dict[int, dict]:
+    """The validation loss and force RMSE (eV/A) in mace's log `text`, by epoch (-1: before
+    training)."""
+    figures = {}
     for match in VALIDATION_LINE.finditer(text):
-        figures = {"loss": float(match.group(3)), "force_rmse": float(match.group(4)) / 1000}
-        if match.group(1) == "Initial":
-            start = figures
-        else:
-            epochs[int(match.group(2))] = figures
+        epoch = -1 if match.group(1) == "Initial" else int(match.group(2))
+        figures[epoch] = {"loss": float(match.group(3)),
+                          "force_rmse": float(match.group(4)) / 1000}
+    return figures
+
+
+def training_record(log: Path) -> dict:
+    """What one mace_run_train did, read from its log: the number of epochs, the epoch mace kept
+    (its checkpoint of lowest validation loss, or the last epoch when every epoch's checkpoint is
+    saved), and the validation loss and force RMSE (eV/A) before training and at that epoch."""
+    text = log.read_text(errors="replace")
+    figures = validation_by_epoch(text)
     kept = KEPT_LINE.search(text)
     kept_epoch = int(kept.group(1)) if kept else None
-    return {"epochs": len(epochs), "kept_epoch": kept_epoch,
-            "valid_loss_start": start and start["loss"],
-            "valid_force_rmse_start": start and start["force_rmse"],
-            "valid_loss_kept": epochs.get(kept_epoch, {}).get("loss"),
-            "valid_force_rmse_kept": epochs.get(kept_epoch, {}).get("force_rmse")}
+    start, at_kept = figures.get(-1, {}), figures.get(kept_epoch, {})
+    return {"epochs": len([e for e in figures if e >= 0]), "kept_epoch": kept_epoch,
+            "valid_loss_start": start.get("loss"),
+            "valid_force_rmse_start": start.get("force_rmse"),
+            "valid_loss_kept": at_kept.get("loss"),
+            "valid_force_rmse_kept": at_kept.get("force_rmse")}
 
 
 def run_mace_train(argv: list[str], log: Path, what: str, trainers: Trainers | None = None,
