@@ -43,6 +43,7 @@ VALIDATION_LINE = re.compile(r"(Initial|Epoch (\d+)): head: \S+, loss=\s*([-+0-9
 KEPT_LINE = re.compile(r"Loaded Stage one model from epoch (\d+)")
 LOCK_WAIT = 30.0  # s a resumed run waits for a trainer of the killed one to end
 STOP_GRACE = 3.0  # s a trainer is given to end on SIGTERM before SIGKILL
+NEW_WEIGHTS = threading.Lock()  # held while a model with new random weights is built
 
 
 class TrainingFailed(RuntimeError):
@@ -163,8 +164,11 @@ def fresh_copy(model: MaceModel, path: Path, seed: int) -> None:
     config = extract_config_mace_model(model.module)
     if "error" in config:
         raise ValueError(f"cannot train '{model.path}' from scratch: {config['error']}")
-    torch.manual_seed(seed)
-    fresh = type(model.module)(**config).to(next(model.module.parameters()).dtype)
+    # one model at a time (members train from threads): the seed is set on torch's global
+    # generator, forked so that the caller's stream of random numbers is left as it was
+    with NEW_WEIGHTS, torch.random.fork_rng():
+        torch.manual_seed(seed)
+        fresh = type(model.module)(**config).to(next(model.module.parameters()).dtype)
     with replaced_atomically(path) as temporary:
         torch.save(fresh, temporary)
 
