@@ -37,24 +37,16 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import ase.io  # noqa: E402
 import numpy as np  # noqa: E402
 from ase import Atoms, units  # noqa: E402
-from ase.build import molecule  # noqa: E402
-from ase.geometry import get_distances  # noqa: E402
-from scipy.spatial.transform import Rotation  # noqa: E402
+from water import (  # noqa: E402
+    isolated_atom_energies,
+    train_water_model,
+    water_box,
+    xtb_labelled,
+)
 
 HERE = Path(__file__).resolve().parent
-WATER_MASS = 18.015  # g/mol
-AVOGADRO = 6.02214076e23  # 1/mol
-MIN_DISTANCE = 1.8  # A, closest approach of atoms of two different molecules in a packing
-XTB = {"method": "GFN2-xTB", "verbosity": 0}
+XTB = {"method": "GFN2-xTB", "verbosity": 0}  # the labeler's -p parameters
 MEMBERS = (0, 1, 2)  # committee seeds
-MACE_SETTINGS = {  # tiny, as the bundled Cu models (scripts/train_demo_models.py)
-    "model": "ScaleShiftMACE", "r_max": 4.0, "num_channels": 16, "max_L": 1, "max_ell": 2,
-    "correlation": 2, "num_interactions": 2, "MLP_irreps": "16x0e", "num_radial_basis": 8,
-    "radial_MLP": "[16, 16]", "loss": "stress", "energy_weight": 10.0, "forces_weight": 100.0,
-    "stress_weight": 10.0, "batch_size": 2, "valid_batch_size": 4, "lr": 0.01,
-    "ema_decay": 0.99, "energy_key": "REF_energy", "forces_key": "REF_forces",
-    "stress_key": "REF_stress", "compute_stress": True, "default_dtype": "float64",
-    "device": "cpu", "plot": False}
 # friction (1/fs) strong enough to carry off the heat the packing releases as it relaxes (with
 # 0.01/fs the run warmed to 550 K)
 MD = {"temperature_K": 300.0, "timestep_fs": 0.5, "friction": 0.05, "seed": 7}
@@ -90,53 +82,6 @@ class Stopwatch:
         return self._now() - self._begin
 
 
-def water_box(n_molecules: int, density: float, rng: np.random.Generator) -> Atoms:
-    """`n_molecules` randomly placed and oriented waters in a periodic cube of `density` (g/cm3),
-    no two atoms of different molecules closer than MIN_DISTANCE."""
-    length = (n_molecules * WATER_MASS / AVOGADRO / density * 1e24) ** (1 / 3)
-    template = molecule("H2O")
-    template.positions -= template.positions[0]  # the oxygen at the origin
-    box = Atoms(cell=[length] * 3, pbc=True)
-    for _ in range(10000 * n_molecules):
-        if len(box) == 3 * n_molecules:
-            box.wrap()
-            return box
-        water = template.copy()
-        water.positions = Rotation.random(random_state=rng.integers(2**31)).apply(
-            water.positions) + rng.uniform(0, length, 3)
-        if len(box) == 0 or get_distances(water.positions, box.positions, cell=box.cell,
-                                          pbc=True)[1].min() >= MIN_DISTANCE:
-            box += water
-    raise RuntimeError(f"could not pack {n_molecules} waters at {density} g/cm3")
-
-
-def xtb_labelled(atoms: Atoms) -> tuple[Atoms, float]:
-    """A copy of `atoms` with GFN2-xTB labels under REF_energy (eV), REF_forces (eV/A) and
-    REF_stress (eV/A^3), and the seconds the calculation took."""
-    from tblite.ase import TBLite
-
-    start = time.perf_counter()
-    atoms = atoms.copy()
-    atoms.calc = TBLite(**XTB)
-    atoms.info.update(REF_energy=atoms.get_potential_energy(), config_type="packing",
-                      REF_stress=atoms.get_stress(voigt=True))
-    atoms.arrays["REF_forces"] = atoms.get_forces()
-    atoms.calc = None
-    return atoms, time.perf_counter() - start
-
-
-def isolated_atom_energies() -> dict[int, float]:
-    """GFN2-xTB energies (eV) of isolated H and O atoms, the committee's E0s."""
-    from tblite.ase import TBLite
-
-    energies = {}
-    for symbol in ("H", "O"):
-        atom = Atoms(symbol)
-        atom.calc = TBLite(**XTB)
-        energies[int(atom.numbers[0])] = float(atom.get_potential_energy())
-    return energies
-
-
 def make_data(out: Path, n_frames: int, n_molecules: int, seed: int, jobs: int) -> list[float]:
     """Write `n_frames` labelled packings, 5/6 to train.extxyz, 1/6 to valid.extxyz; returns
     the seconds of each GFN2-xTB call."""
@@ -148,6 +93,8 @@ def make_data(out: Path, n_frames: int, n_molecules: int, seed: int, jobs: int) 
         frames.append(atoms)
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
         labelled, seconds = zip(*pool.map(xtb_labelled, frames))
+    for atoms in labelled:
+        atoms.info["config_type"] = "packing"
     n_valid = max(2, n_frames // 6)
     ase.io.write(out / "train.extxyz", labelled[n_valid:], format="extxyz")
     ase.io.write(out / "valid.extxyz", labelled[:n_valid], format="extxyz")
@@ -155,22 +102,10 @@ def make_data(out: Path, n_frames: int, n_molecules: int, seed: int, jobs: int) 
 
 
 def train_member(out: Path, seed: int, e0s: dict[int, float], epochs: int) -> Path:
-    """Train one committee member from scratch with mace_run_train; its log on failure."""
-    from mdmonitor.learn.training import run_mace_train
-
-    work_dir = out / "training" / f"member_{seed}"
-    shutil.rmtree(work_dir, ignore_errors=True)
-    work_dir.mkdir(parents=True)
-    name = f"water_{seed}"
-    argv = [f"--{key}={value}" for key, value in MACE_SETTINGS.items()] + [
-        f"--name={name}", f"--seed={seed}", f"--work_dir={work_dir}", f"--E0s={e0s}",
-        f"--train_file={out / 'train.extxyz'}", f"--valid_file={out / 'valid.extxyz'}",
-        f"--max_num_epochs={epochs}", "--ema", "--pair_repulsion", "--save_cpu"]
-    run_mace_train(argv, work_dir / "train.log", f"member {seed}")
-    model = out / "models" / f"{name}.model"
-    model.parent.mkdir(exist_ok=True)
-    shutil.copy2(work_dir / f"{name}.model", model)
-    return model
+    """Train one committee member from scratch on out/train.extxyz with mace_run_train."""
+    return train_water_model(out / "train.extxyz", out / "valid.extxyz",
+                             out / "training" / f"member_{seed}", out / "models", seed, e0s,
+                             epochs)
 
 
 def member_errors(committee, frames: list[Atoms]) -> list[tuple[float, float]]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
+from ase.data import atomic_numbers
 from ase.calculators.calculator import Calculator
 
 from ..common.settings import (
@@ -117,6 +118,21 @@ def _relax_in_worker(box: Atoms, name: str, queue_root: str, core_radius: float)
     return name
 
 
+def centre_numbers(elements) -> np.ndarray | None:
+    """Atomic numbers of the chemical symbols `elements` (None: every element may be a centre);
+    ValueError for a symbol that is not an element."""
+    if elements is None:
+        return None
+    if isinstance(elements, str) or not len(elements):
+        raise ValueError(f"centre_elements must be a non-empty list of chemical symbols such as "
+                         f"['O'], got {elements!r}")
+    unknown = [e for e in elements if e not in atomic_numbers]
+    if unknown:
+        raise ValueError(f"centre_elements: {', '.join(map(repr, unknown))} is not a chemical "
+                         "symbol")
+    return np.array([atomic_numbers[e] for e in elements])
+
+
 class Extractor:
     """Cuts boxes around uncertain atoms and writes them to a queue directory.
 
@@ -133,7 +149,8 @@ class Extractor:
     environment; foreign_host allows a host of elements the environment lacks. min_distance
     (A): close-contact limit (default: half the sum of covalent radii). Centres: at most
     max_per_frame per frame, no two closer than separation (A, default 2 x core_radius), at
-    most max_boxes per run, and a region is not cut again for `cooldown` steps. relax:
+    most max_boxes per run, a region is not cut again for `cooldown` steps, and with
+    centre_elements (symbols, e.g. ["O"]) only atoms of those elements are centres. relax:
     "inline" (blocks the MD), "worker" (a background process), "label" (left to `mdmonitor
     label`). max_buffer_force (eV/A): relaxed boxes with a larger buffer force fail. run_id names the boxes of one MD run: rerunning it
     with the same settings skips the boxes already queued and gives exactly the boxes of an
@@ -149,7 +166,7 @@ class Extractor:
                  relax: str = "inline", max_buffer_force: float = 5.0, run_id: str = "run",
                  seed: int = 0, relax_with: Calculator | None = None, host=None,
                  host_lattice_constant: float | None = None, host_margin: float | None = None,
-                 foreign_host: bool = False):
+                 foreign_host: bool = False, centre_elements=None):
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
         if relax not in RELAX_MODES:
@@ -193,6 +210,7 @@ class Extractor:
         self.separation = 2 * self.core_radius if separation is None else positive_number(
             "separation", separation, meaning="distance in A")
         self.max_per_frame = max_per_frame
+        self.centre_numbers = centre_numbers(centre_elements)
         self.max_boxes = positive_integer("max_boxes", max_boxes, allow_none=True)
         self.cooldown = CoolDown(cooldown)
         self.relax = relax if strategy == "cube" else None
@@ -276,7 +294,10 @@ class Extractor:
         remaining = (np.inf if self.max_boxes is None
                      else self.max_boxes - self.boxes_before(step))
         limit = int(min(self.max_per_frame, np.ceil(remaining / self.n_samples)))
-        centres = choose_centres(atoms, trigger.indices, self.separation, max(limit, 0),
+        candidates = np.asarray(trigger.indices, dtype=int)
+        if self.centre_numbers is not None:
+            candidates = candidates[np.isin(atoms.numbers[candidates], self.centre_numbers)]
+        centres = choose_centres(atoms, candidates, self.separation, max(limit, 0),
                                  avoid=self.cooldown.active(step))
         written = []
         for centre in centres:

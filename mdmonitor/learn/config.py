@@ -13,6 +13,7 @@ from pathlib import Path
 from ..bundled_models import demo_models
 from ..common.settings import non_negative_integer, positive_integer, positive_number
 from ..common.structures import load_structures
+from ..extraction.extractor import centre_numbers
 from ..extraction.host_embedding import HOST_STRUCTURES
 from ..labeling.labeler import DEFAULT_RETRIES
 from ..labeling.reference import reference_calculator
@@ -29,6 +30,7 @@ TRAINING_MODES = ("finetune", "scratch")
 BOXES = ("cube", "host")  # the Extractor strategies the box selections cut with
 # the selection strategies (mdmonitor.learning.selection) by name
 SELECTIONS = ("uncertainty", "random", "whole-frame", "pr-guided")
+FRAME_SOURCES = ("threshold", "segments")
 
 # section -> key -> (default, meaning); a default of None means "not set"
 SCHEMA = {
@@ -61,13 +63,27 @@ SCHEMA = {
         "interval": (5, "monitor every N steps"),
         "frame_interval": (10, "write md.extxyz every N steps"),
         "cutoff": (4.0, "aggregation radius, A"),
-        "threshold": (None, "local uncertainty that triggers a selection (required)"),
+        "threshold": (None, "local uncertainty that triggers a selection (required, but for "
+                            "selection.frames = \"segments\")"),
         "error_threshold": (None, "the same as an expected local force error (eV/A), used "
                                   "once a generation has a calibration"),
         "stop_threshold": (None, "stop the MD above this local uncertainty (optional)"),
     },
     "selection": {
         "strategy": ("uncertainty", "uncertainty, random, whole-frame or pr-guided"),
+        "frames": ("threshold", "where boxes come from: threshold (cut while the MD runs, when "
+                                "md.threshold is crossed; random: random frames) or segments "
+                                "(after the MD, one box from each of `boxes` equal segments of "
+                                "the first `span` of the trajectory: around the most uncertain "
+                                "centre of the segment, or a random centre of a random frame; "
+                                "Heid et al. 2024, Methods B)"),
+        "span": (0.5, "segments: the fraction of the MD the boxes are drawn from; [test] boxes "
+                      "come from the rest"),
+        "centres": (None, "elements box centres are chosen from, e.g. [\"O\"] (default: any)"),
+        "molecules": (False, "cubes take whole molecules: heavy atoms with their bonded "
+                             "hydrogens"),
+        "box_fraction": (None, "a cube of this fraction of the frame's volume and atoms (with "
+                               "molecules: heavy atoms), instead of box_length (Heid: 0.5)"),
         "boxes": (4, "boxes per generation (whole-frame: frames per generation)"),
         "box": ("cube", "box the box strategies cut: cube (Heid et al., border relaxed) or "
                         "host (the environment in a host crystal, Chong et al. Sec. 4.2)"),
@@ -119,6 +135,9 @@ SCHEMA = {
     },
     "test": {
         "file": (None, "EMT/DFT-labelled frames to report the force MAE and Spearman on"),
+        "boxes": (0, "boxes per generation cut by the selection from the rest of the MD (after "
+                     "selection.span), labeled and kept out of training: a test set grown per "
+                     "generation (needs selection.frames = \"segments\")"),
     },
 }
 
@@ -210,6 +229,7 @@ def _check(config: LearningConfig) -> None:
     _choice(named("md", "engine"), md["engine"], ENGINES)
     _choice(named("selection", "strategy"), selection["strategy"], SELECTIONS)
     _choice(named("selection", "box"), selection["box"], BOXES)
+    _choice(named("selection", "frames"), selection["frames"], FRAME_SOURCES)
     _choice(named("selection", "host"), selection["host"], HOST_STRUCTURES)
     _choice(named("training", "mode"), training["mode"], TRAINING_MODES)
     for key in ("ranks", "steps", "interval", "frame_interval"):
@@ -218,8 +238,11 @@ def _check(config: LearningConfig) -> None:
         positive_integer(named("selection", key), selection[key])
     for key in ("epochs", "batch_size"):
         positive_integer(named("training", key), training[key])
-    for key in ("temperature", "timestep", "friction", "cutoff", "threshold"):
+    for key in ("temperature", "timestep", "friction", "cutoff"):
         positive_number(named("md", key), md[key])
+    segments = selection["frames"] == "segments"
+    positive_number(named("md", "threshold"), md["threshold"], allow_none=segments)
+    _check_boxes(config, named)
     for key in ("error_threshold", "stop_threshold"):
         positive_number(named("md", key), md[key], allow_none=True)
     for key in ("box_length", "core_radius"):
@@ -278,6 +301,49 @@ def _check(config: LearningConfig) -> None:
         raise ValueError(f"{named('models', 'committee')}: a committee needs two or more models")
     reference_calculator(config["reference"]["calculator"], config["reference"]["parameters"])
     _check_labeling(config)
+
+
+def _check_boxes(config: LearningConfig, named) -> None:
+    """The keys that shape and place boxes: frames, span, centres, molecules, box_fraction and
+    test.boxes, and which strategies and engines cut them."""
+    selection, md, test = config["selection"], config["md"], config["test"]
+    segments = selection["frames"] == "segments"
+    if segments and selection["strategy"] not in ("uncertainty", "random"):
+        raise ValueError(f"{named('selection', 'frames')} = 'segments' is a way to choose boxes "
+                         "of the uncertainty and random strategies, not of "
+                         f"{selection['strategy']!r}")
+    if not 0 < selection["span"] <= 1:
+        raise ValueError(f"{named('selection', 'span')} must be in (0, 1], got "
+                         f"{selection['span']!r}")
+    non_negative_integer(named("test", "boxes"), test["boxes"])
+    if test["boxes"] and not segments:
+        raise ValueError(f"{named('test', 'boxes')} = {test['boxes']} cuts test boxes from the "
+                         "segments after selection.span: set selection.frames = 'segments'")
+    if test["boxes"] and selection["span"] == 1:
+        raise ValueError(f"{named('test', 'boxes')} = {test['boxes']} needs the part of the MD "
+                         "after selection.span: set selection.span below 1")
+    if selection["centres"] is not None:
+        try:
+            centre_numbers(selection["centres"])
+        except ValueError as err:
+            raise ValueError(f"{named('selection', 'centres')}: {err}") from None
+    if not isinstance(selection["molecules"], bool):
+        raise ValueError(f"{named('selection', 'molecules')} must be true or false, got "
+                         f"{selection['molecules']!r}")
+    fraction = selection["box_fraction"]
+    if fraction is not None and not (isinstance(fraction, (int, float)) and 0 < fraction < 1):
+        raise ValueError(f"{named('selection', 'box_fraction')} must be in (0, 1), got "
+                         f"{fraction!r}")
+    shaped = [k for k in ("centres", "box_fraction") if selection[k] is not None]
+    shaped += ["molecules"] if selection["molecules"] else []
+    if shaped and selection["box"] != "cube":
+        raise ValueError(f"{named('selection', shaped[0])} shapes cubes: use selection.box = "
+                         "'cube'")
+    if shaped and md["engine"] == "lammps" and not segments \
+            and selection["strategy"] == "uncertainty":
+        raise ValueError(f"{named('selection', shaped[0])}: the LAMMPS fix cuts plain cubes "
+                         "while the MD runs; use selection.frames = 'segments' (boxes cut "
+                         "after the MD) or md.engine = 'ase'")
 
 
 def _check_labeling(config: LearningConfig) -> None:

@@ -53,9 +53,10 @@ def run_ase(atoms: Atoms, estimator, md: dict, directory: Path, seed: int,
     return MdOutcome(md["steps"] if stop is None else stop.step, boxes, stop is not None)
 
 
-def local_threshold(md: dict, calibration) -> float:
+def local_threshold(md: dict, calibration) -> float | None:
     """The local-uncertainty threshold of the monitor, for both engines: the calibrated error
-    threshold once there is a calibration and an error_threshold, else the raw threshold."""
+    threshold once there is a calibration and an error_threshold, else the raw threshold (None:
+    monitored without one, the boxes are chosen after the MD)."""
     if calibration is not None and md["error_threshold"] is not None:
         return calibration.threshold_for(md["error_threshold"])
     return md["threshold"]
@@ -100,7 +101,7 @@ def rank_threads() -> str:
     return os.environ.get("OMP_NUM_THREADS", "").strip() or "1"
 
 
-def input_script(md: dict, threshold: float, selection: dict | None, elements: list[str],
+def input_script(md: dict, threshold: float | None, selection: dict | None, elements: list[str],
                  seed: int, run_id: str, queue: Path) -> str:
     """A LAMMPS input for the generation's MD (metal units: ps, eV, A)."""
     damp = 1e-3 / md["friction"]  # ps: the Langevin damping time is 1 / friction
@@ -120,8 +121,8 @@ def input_script(md: dict, threshold: float, selection: dict | None, elements: l
             f"velocity all create {md['temperature']} {seed + 1} dist gaussian mom yes\n"
             f"fix nve all nve\n"
             f"fix heat all langevin {md['temperature']} {md['temperature']} {damp} {seed + 1}\n"
-            f"fix mon all mdmonitor {md['interval']} cutoff {md['cutoff']} threshold "
-            f"{threshold}{extract}\n{stop}"
+            f"fix mon all mdmonitor {md['interval']} cutoff {md['cutoff']}"
+            f"{'' if threshold is None else f' threshold {threshold}'}{extract}\n{stop}"
             f"thermo {md['interval']}\n"
             "thermo_style custom step temp pe f_mon[1] f_mon[2] f_mon[3] f_mon[4]\n"
             "thermo_modify format float %.10g\n"

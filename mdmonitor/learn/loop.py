@@ -7,7 +7,8 @@ generation, in a run directory a person can read and a killed run resumes from.
                          monitor.csv, md.extxyz, candidates/ (the queue), labeled.extxyz,
                          holdout.extxyz (holdout-so-far.extxyz: every generation's, for the
                          calibration), train.extxyz, valid.extxyz, training/ (mace_run_train
-                         work and logs)
+                         work and logs); with [test] boxes: test-candidates/ (their queue),
+                         test-boxes.extxyz (labeled), test-so-far.extxyz (every generation's)
     run/generation-001/  models/ ... trained in generation 0
     run/summary.csv      one row per generation; run/summary.png
     run/labeling.log     what Dask logged while [labeling] workers labeled (failed calculations)
@@ -191,18 +192,23 @@ class ActiveLearning:
         queue, estimator = directory / "candidates", self.estimator(k)
         selection = self.config["selection"]
         if md["engine"] == "ase":
-            extractor = self.strategy.extractor(queue, selection, run_id, seed)
+            extractor = self.strategy.extractor(queue, selection, run_id, seed, atoms)
             outcome = run_ase(atoms, estimator, md, directory, seed, extractor,
                               self.calibration(k), progress=self.progress)
         else:
-            extracting = selection if self.strategy.name == "uncertainty" else None
+            extracting = selection if self.strategy.cuts_during_md(selection) else None
             outcome = run_lammps(atoms, estimator, md, extracting, directory, seed, run_id,
                                  self.calibration(k))
         boxes = outcome.boxes + self.strategy.after_md(
             directory / "md.extxyz", queue, selection, run_id, seed, estimator,
             training_set=self._trained_on(k))
-        triggered = any(row["n_above_threshold"]  # (None and 0 alike: nothing above)
-                        for row in read_log(directory / "monitor.csv"))
+        if self.config["test"]["boxes"]:
+            state["test_boxes"] = self.strategy.test_boxes(
+                directory / "md.extxyz", directory / "test-candidates", selection, run_id,
+                seed, estimator, self.config["test"]["boxes"])
+        after = selection["frames"] == "segments"  # (boxes chosen after the MD, not triggered)
+        triggered = after or any(row["n_above_threshold"]  # (None and 0 alike: nothing above)
+                                 for row in read_log(directory / "monitor.csv"))
         state.update(md_steps=outcome.steps, md_stopped=outcome.stopped, boxes=boxes,
                      triggered=triggered, seconds_md=round(time.perf_counter() - start, 1))
         if not triggered:
@@ -210,23 +216,29 @@ class ActiveLearning:
                                        "steps")
         self._advance(k, state, "label")
 
+    def _label_queue(self, k: int, queue: Path) -> list:
+        """Label the boxes of `queue` (resuming it) with the reference; its labeled frames."""
+        reference, labeling = self.config["reference"], self.config["labeling"]
+        if not queue.is_dir():
+            return _read_frames(queue / "labeled.extxyz")
+        self._requeue_reference_failures(k, CandidateQueue(queue))
+        pending = CandidateQueue(queue).boxes("pending")  # (none: no cluster started)
+        labeler = Labeler(queue, Reference(reference["calculator"], reference["parameters"]),
+                          retries=labeling["retries"], timeout=labeling["timeout"],
+                          pool=self._labeling_pool() if pending else InProcess(),
+                          dask_log=self.root / "labeling.log",
+                          say=lambda line: log(f"generation {k}: {line}"))
+        labeler.run(progress=self.progress)
+        return _read_frames(labeler.queue.dataset)
+
     def _label(self, k: int, state: dict) -> None:
         directory, start = self.generation(k), time.perf_counter()
-        queue = directory / "candidates"
-        reference, labeling = self.config["reference"], self.config["labeling"]
-        if queue.is_dir():
-            self._requeue_reference_failures(k, CandidateQueue(queue))
-            pending = CandidateQueue(queue).boxes("pending")  # (none: no cluster started)
-            labeler = Labeler(queue, Reference(reference["calculator"], reference["parameters"]),
-                              retries=labeling["retries"], timeout=labeling["timeout"],
-                              pool=self._labeling_pool() if pending else InProcess(),
-                              dask_log=self.root / "labeling.log",
-                              say=lambda line: log(f"generation {k}: {line}"))
-            labeler.run(progress=self.progress)
-            dataset = labeler.queue.dataset
-        else:
-            dataset = queue / "labeled.extxyz"
-        labeled = _read_frames(dataset)
+        queue, reference = directory / "candidates", self.config["reference"]
+        labeled = self._label_queue(k, queue)
+        if self.config["test"]["boxes"]:  # (the grown test set: never trained on)
+            tests = self._label_queue(k, directory / "test-candidates")
+            _write_frames(directory / "test-boxes.extxyz", tests)
+            state["test_boxes_labeled"] = len(tests)
         if not labeled and queue.is_dir():
             failures = _reference_failures(CandidateQueue(queue))
             if failures:
@@ -300,6 +312,12 @@ class ActiveLearning:
         if self.config.file("test", "file") is not None:
             state["test"] = test_metrics(self.estimator(k + 1), self.config.file("test", "file"),
                                          self.config["md"]["cutoff"])
+        grown = self.grown_test_set(k)
+        if grown:
+            _write_frames(directory / "test-so-far.extxyz", grown)
+            state["grown_test"] = {"frames": len(grown), **test_metrics(
+                self.estimator(k + 1), directory / "test-so-far.extxyz",
+                self.config["md"]["cutoff"])}
         state["seconds_refit"] = round(time.perf_counter() - start, 1)
         self._advance(k, state, "done")
         write_summary(self.root, self.config)
@@ -377,6 +395,11 @@ class ActiveLearning:
             labeled = ase.io.read(directory / "labeled.extxyz", index=":")
             frames += [a for i, a in enumerate(labeled) if (i in held) == held_out]
         return frames
+
+    def grown_test_set(self, k: int) -> list:
+        """The test boxes ([test] boxes) of generations 0..k, labeled."""
+        return [frame for j in range(k + 1)
+                for frame in _read_frames(self.generation(j) / "test-boxes.extxyz")]
 
     def _held_out(self, k: int) -> list:
         return self._labels(k, held_out=True)

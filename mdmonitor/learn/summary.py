@@ -19,7 +19,7 @@ COLUMNS = ("generation", "md_steps", "md_stopped", "boxes", "labeled", "atoms_la
            "atoms_labeled_total", "max_local_uncertainty", "mean_local_uncertainty",
            "seconds_md", "seconds_label", "seconds_train", "seconds_refit", "kept_epochs",
            "valid_force_rmse_start", "valid_force_rmse_kept", "test_force_mae",
-           "test_spearman", "stopped_reason")
+           "test_spearman", "grown_test_frames", "grown_test_force_mae", "stopped_reason")
 
 
 def test_metrics(estimator, test_file: Path, cutoff: float) -> dict:
@@ -63,8 +63,9 @@ def summary_rows(root: Path) -> list[dict]:
             continue
         total += state.get("atoms_labeled", 0)
         peak, mean = _monitor_figures(directory / "monitor.csv")
-        test = state.get("test", {})
-        rows.append({"generation": int(directory.name.split("-")[1]),
+        test, grown = state.get("test", {}), state.get("grown_test", {})
+        rows.append({"grown_test_frames": grown.get("frames"),
+                     "grown_test_force_mae": grown.get("force_mae"),"generation": int(directory.name.split("-")[1]),
                      "atoms_labeled_total": total, "max_local_uncertainty": peak,
                      "mean_local_uncertainty": mean, **_test_columns(test),
                      **_training_columns(state.get("training", [])),

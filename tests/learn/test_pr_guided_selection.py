@@ -3,6 +3,7 @@
 import pytest
 
 from mdmonitor import Committee, LastLayerLPR
+from mdmonitor.demo import demo_slab
 from mdmonitor.extraction.candidates import CandidateQueue
 from mdmonitor.learn.config import load_config
 from mdmonitor.learn.selection import STRATEGIES, PRGuidedSelection, pool_size
@@ -10,12 +11,13 @@ from tests.embedded_boxes import embedded_pool
 from tests.learn.test_config import MINIMAL, write  # noqa: F401  (the config-writing fixture)
 
 SELECTION = {"boxes": 2, "box_length": 8.0, "core_radius": 3.0, "max_per_frame": 1,
-             "cooldown": 50, "pool": None, "rigidity_limit": None, "box": "cube"}
+             "cooldown": 50, "pool": None, "rigidity_limit": None, "box": "cube",
+             "frames": "threshold", "centres": None, "molecules": False, "box_fraction": None}
 
 
 def test_the_md_cuts_a_pool_of_three_boxes_per_box_kept_unless_told(tmp_path):
     strategy = STRATEGIES["pr-guided"]()
-    assert strategy.extractor(tmp_path, SELECTION, "gen000", 0).max_boxes == 6
+    assert strategy.extractor(tmp_path, SELECTION, "gen000", 0, demo_slab()).max_boxes == 6
     assert pool_size({**SELECTION, "pool": 5}) == 5
     assert pool_size({"boxes": 4, "pool": None}) == 12
 

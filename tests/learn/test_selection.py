@@ -6,11 +6,17 @@ import pytest
 
 from mdmonitor.demo import demo_slab
 from mdmonitor.extraction.candidates import CandidateQueue
-from mdmonitor.learn.selection import STRATEGIES, RandomSelection, WholeFrameSelection
+from mdmonitor.learn.selection import (
+    STRATEGIES,
+    RandomSelection,
+    WholeFrameSelection,
+    segment_centres,
+)
 from mdmonitor.monitor import Trigger
 
 SELECTION = {"boxes": 2, "box_length": 8.0, "core_radius": 3.0, "max_per_frame": 1,
-             "cooldown": 50, "box": "cube", "host": "fcc", "samples": 1}
+             "cooldown": 50, "box": "cube", "host": "fcc", "samples": 1, "frames": "threshold",
+             "span": 0.5, "centres": None, "molecules": False, "box_fraction": None}
 
 
 @pytest.fixture
@@ -35,15 +41,15 @@ def trajectory(tmp_path):
 
 def test_strategies_are_registered_by_name(tmp_path):
     assert set(STRATEGIES) == {"uncertainty", "random", "whole-frame", "pr-guided"}
-    extractor = STRATEGIES["uncertainty"]().extractor(tmp_path, SELECTION, "gen000", 0)
+    extractor = STRATEGIES["uncertainty"]().extractor(tmp_path, SELECTION, "gen000", 0, demo_slab())
     assert extractor.max_boxes == SELECTION["boxes"] and extractor.strategy == "cube"
-    assert RandomSelection().extractor(tmp_path, SELECTION, "gen000", 0) is None
-    assert WholeFrameSelection().extractor(tmp_path, SELECTION, "gen000", 0) is None
+    assert RandomSelection().extractor(tmp_path, SELECTION, "gen000", 0, demo_slab()) is None
+    assert WholeFrameSelection().extractor(tmp_path, SELECTION, "gen000", 0, demo_slab()) is None
 
 
 def test_box_host_cuts_noisy_copies_of_each_centre_in_a_host_crystal(tmp_path):
     selection = {**SELECTION, "box": "host", "samples": 2, "boxes": 4}
-    extractor = STRATEGIES["uncertainty"]().extractor(tmp_path, selection, "gen000", 0)
+    extractor = STRATEGIES["uncertainty"]().extractor(tmp_path, selection, "gen000", 0, demo_slab())
     atoms = demo_slab()
     local = np.zeros(len(atoms))
     local[90] = 1.0  # an atom of the top surface
@@ -81,3 +87,62 @@ def test_random_boxes_are_seeded_cut_around_random_atoms_and_not_written_twice(
     assert not {b.info["centre_index"] for b in boxes} & {5, 6, 7, 8}  # not the peaks
     assert RandomSelection().after_md(trajectory, queues[0], SELECTION, "gen000", 7,
                                       committee) == 0
+
+
+def segment_trajectory(tmp_path, gold: bool = True):
+    """md.extxyz of 8 monitored frames of a slab whose atoms 0-9 are Au (if `gold`): in frame i,
+    atom 20 (Cu) has local uncertainty 1 + i (the largest of every frame) and atom i has
+    0.1 * (i % 4) + 0.05."""
+    frames = []
+    for i in range(8):
+        atoms = demo_slab()
+        if gold:
+            atoms.numbers[:10] = 79
+        local = np.full(len(atoms), 0.01)
+        local[20] = 1.0 + i
+        local[i] = 0.1 * (i % 4) + 0.05
+        atoms.arrays.update(local_uncertainty=local, atomic_uncertainty=local.copy())
+        atoms.info["step"] = 10 * i
+        frames.append(atoms)
+    path = tmp_path / "md.extxyz"
+    ase.io.write(path, frames, format="extxyz")
+    return ase.io.read(path, ":")
+
+
+def test_segments_give_the_most_uncertain_centre_of_each_segment_of_the_allowed_elements(
+        tmp_path):
+    frames = segment_trajectory(tmp_path)
+    rng = np.random.default_rng(0)
+    # the first half (frames 0-3) in 2 segments: frames 0-1 and 2-3
+    chosen = segment_centres(frames, 2, (0.0, 0.5), rng)
+    assert [(int(f.info["step"]), c) for f, c in chosen] == [(10, 20), (30, 20)]
+    chosen = segment_centres(frames, 2, (0.0, 0.5), rng, elements=["Au"])
+    assert [(int(f.info["step"]), c) for f, c in chosen] == [(10, 1), (30, 3)]
+    # the second half (frames 4-7): Au peaks 0.05, 0.15, 0.25, 0.35 at atoms 4-7
+    chosen = segment_centres(frames, 4, (0.5, 1.0), rng, elements=["Au"])
+    assert [(int(f.info["step"]), c) for f, c in chosen] == [(40, 4), (50, 5), (60, 6), (70, 7)]
+    # random: a random allowed atom of a random frame of each segment, repeatable by seed
+    draws = [segment_centres(frames, 4, (0.0, 1.0), np.random.default_rng(3), ["Au"], False)
+             for _ in range(2)]
+    assert [(int(f.info["step"]), c) for f, c in draws[0]] == \
+        [(int(f.info["step"]), c) for f, c in draws[1]]
+    assert [int(f.info["step"]) // 20 for f, _ in draws[0]] == [0, 1, 2, 3]  # one per segment
+    assert all(f.numbers[c] == 79 for f, c in draws[0])
+
+
+def test_segment_boxes_and_test_boxes_come_from_their_halves_of_the_md(tmp_path, committee):
+    segment_trajectory(tmp_path, gold=False)  # (the bundled models know Cu only)
+    selection = {**SELECTION, "frames": "segments", "centres": ["Cu"], "boxes": 2}
+    queue, tests = tmp_path / "candidates", tmp_path / "test-candidates"
+    strategy = STRATEGIES["uncertainty"]()
+    assert not strategy.cuts_during_md(selection)
+    assert strategy.extractor(tmp_path, selection, "gen000", 0, demo_slab()) is None
+    assert strategy.after_md(tmp_path / "md.extxyz", queue, selection, "gen000", 0,
+                             committee) == 2
+    assert strategy.test_boxes(tmp_path / "md.extxyz", tests, selection, "gen000", 0, committee,
+                               3) == 3
+    steps = {q: sorted(CandidateQueue(q).source_steps("gen000")) for q in (queue, tests)}
+    assert steps[queue] == [10, 30] and max(steps[tests]) >= 40 and min(steps[tests]) >= 40
+    # a rerun (after a restart) writes nothing twice
+    assert strategy.after_md(tmp_path / "md.extxyz", queue, selection, "gen000", 0,
+                             committee) == 0
