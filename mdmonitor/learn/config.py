@@ -47,7 +47,8 @@ SCHEMA = {
                                  "validates on its held-out labels plus as many of these "
                                  "(default: frames drawn from the training set; \"bundled\" "
                                  "for the bundled one)"),
-        "calibration": (None, "calibration JSON of the generation-0 estimator (optional)"),
+        "calibration": (None, "calibration JSON of the generation-0 estimator, any map form "
+                              "(optional)"),
     },
     "md": {
         "start": (None, "start structure file (required); its frames are used in turn, one "
@@ -63,7 +64,8 @@ SCHEMA = {
         "cutoff": (4.0, "aggregation radius, A"),
         "threshold": (None, "local uncertainty that triggers a selection (required)"),
         "error_threshold": (None, "the same as an expected local force error (eV/A), used "
-                                  "once a generation has a calibration"),
+                                  "once a generation has a calibration (any map form: alpha "
+                                  "divides it, the others convert it per element)"),
         "stop_threshold": (None, "stop the MD above this local uncertainty (optional)"),
     },
     "selection": {
