@@ -59,7 +59,8 @@ class UncertaintyLimitExceeded(RuntimeError):
 def _calibrated_limit(name: str, limit, error_limit, calibration):
     """The limit `name` on the monitored quantity, given directly or as error_`name`, an
     expected local force error (eV/A): the local uncertainty error / alpha for an alpha-form
-    calibration; the expected error itself for other forms, which watch it."""
+    calibration; the expected error itself for other forms, which watch it. A
+    ThresholdRangeWarning when the error lies outside the expected errors seen in calibration."""
     if error_limit is None:
         if limit is not None and calibration is not None and calibration.form != "alpha":
             raise ValueError(f"with a calibration of form {calibration.form} the monitor "
@@ -71,8 +72,9 @@ def _calibrated_limit(name: str, limit, error_limit, calibration):
     if calibration is None:
         raise ValueError(f"error_{name} needs a calibration: calibration='alpha.json' from "
                          "`mdmonitor calibrate`")
+    error_limit = positive_number(f"error_{name}", error_limit, meaning="force error in eV/A")
     if calibration.form != "alpha":
-        return positive_number(f"error_{name}", error_limit, meaning="force error in eV/A")
+        return calibration.check_error_threshold(error_limit)
     return calibration.threshold_for(error_limit)
 
 

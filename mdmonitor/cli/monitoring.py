@@ -71,6 +71,21 @@ def add_commands(commands) -> None:
     options.add_monitor_options(md)
     md.add_argument("--stop-threshold", type=POSITIVE, default=None,
                     help="stop the run when any local uncertainty exceeds this")
+    calibrated = md.add_argument_group(
+        "calibrated thresholds", "limits given as expected local force errors (eV/A) through a "
+        "calibration file of `mdmonitor calibrate`, of any map form")
+    calibrated.add_argument("--calibration", type=Path, metavar="FILE",
+                            help="calibration JSON fitted for this estimator and --cutoff")
+    calibrated.add_argument("--error-threshold", type=POSITIVE, default=None, metavar="EV_PER_A",
+                            help="with --calibration, instead of --threshold: the expected local "
+                                 "force error (eV/A) above which a frame counts as triggered; an "
+                                 "alpha map turns it into the local uncertainty error / alpha, "
+                                 "the other maps into a local uncertainty per element (the "
+                                 "monitor compares each atom's expected error with it)")
+    calibrated.add_argument("--error-stop-threshold", type=POSITIVE, default=None,
+                            metavar="EV_PER_A",
+                            help="with --calibration: stop the run when an expected local force "
+                                 "error exceeds this (eV/A)")
     md.add_argument("--temperature", type=NON_NEGATIVE, default=300.0, help="K (default 300)")
     md.add_argument("--steps", type=COUNT, default=1000,
                     help="number of MD steps (default 1000)")
@@ -160,7 +175,25 @@ def _demo(args) -> int:
     return 0
 
 
+def _as_uncertainty(calibration, error: float, atoms) -> str:
+    """The local uncertainty at which the expected error of `calibration` reaches `error`
+    (eV/A) for the elements of `atoms`, in words."""
+    if len(calibration.map.signals) > 1:
+        return (f"the monitor compares each atom's expected error from "
+                f"{', '.join(calibration.map.signals)} ({calibration.form} map) with it")
+    elements = list(dict.fromkeys(atoms.get_chemical_symbols()))
+    limits = calibration.uncertainty_limits(error, elements)
+    return (f"local uncertainty {', '.join(f'{limits[s]:.4g} ({s})' for s in elements)} "
+            f"({calibration.form} map)")
+
+
 def _md(args) -> int:
+    errors = [name for name, value in (("--error-threshold", args.error_threshold),
+                                       ("--error-stop-threshold", args.error_stop_threshold))
+              if value is not None]
+    if errors and args.calibration is None:
+        raise ValueError(f"{' and '.join(errors)} (an expected force error in eV/A) needs "
+                         "--calibration FILE from `mdmonitor calibrate`")
     earlier = [str(path) for path in (args.log, args.trajectory) if path.exists()]
     if earlier and not args.overwrite:
         raise FileExistsError(
@@ -172,8 +205,19 @@ def _md(args) -> int:
     from ..common.structures import load_structures
     from ..md import run_md
     from ..monitor import MonitoredCalculator
+    from ..quality.calibration import Calibration
 
     atoms = load_structures(args.structure)[-1]
+    calibration = None if args.calibration is None else Calibration.load(args.calibration)
+    if calibration is not None and calibration.form != "alpha":
+        raw = [name for name, value in (("--threshold", args.threshold),
+                                        ("--stop-threshold", args.stop_threshold))
+               if value is not None]
+        if raw:
+            raise ValueError(f"with a calibration of form {calibration.form} the monitor "
+                             f"compares expected errors: instead of {' and '.join(raw)} (local "
+                             "uncertainties), give --error-threshold and --error-stop-threshold "
+                             "(eV/A)")
     if args.overwrite:
         args.log.unlink(missing_ok=True)  # (run_md replaces the trajectory)
     extractor = None
@@ -193,7 +237,13 @@ def _md(args) -> int:
                                threshold=args.threshold,
                                stop_threshold=args.stop_threshold, interval=args.interval,
                                log=args.log, timestep=args.timestep * units.fs,
-                               extractor=extractor)
+                               extractor=extractor, calibration=calibration,
+                               error_threshold=args.error_threshold,
+                               error_stop_threshold=args.error_stop_threshold)
+    for name, error in (("--error-threshold", args.error_threshold),
+                        ("--error-stop-threshold", args.error_stop_threshold)):
+        if error is not None:
+            print(f"{name} {error:g} eV/A: {_as_uncertainty(calibration, error, atoms)}")
     keep_freed_memory()  # this process is ours: malloc keeps the force calls' tensors
     try:
         stop = run_md(atoms, calc, steps=args.steps, temperature_K=args.temperature,

@@ -61,6 +61,8 @@ def add_labeled_options(parser: argparse.ArgumentParser) -> None:
                         help="frames labelled with reference forces (DFT, EMT, ...), any file "
                              "ASE reads, e.g. extxyz with a REF_forces or forces column")
     add_estimator_options(parser, combine=True)
+    add_drive_option(parser, "the force errors are then the driving model's, and a calibration "
+                             "holds only for a committee with that driver (as `md --drive`)")
     add_cutoff_option(parser)
     add_forces_key_option(parser)
 

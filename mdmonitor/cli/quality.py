@@ -19,8 +19,11 @@ def add_commands(commands) -> None:
                     "components (eV/A), and a monotone map from the local uncertainty (or, with "
                     "several estimators, all their signals) to the expected error: alpha, a "
                     "factor per element, or a power law per element, chosen by held-out "
-                    "likelihood unless --form says. With the JSON file the monitor takes "
-                    "thresholds as expected force errors: MonitoredCalculator(..., "
+                    "likelihood unless --form says (a richer form only when its held-out NLL is "
+                    "lower by more than 0.02 nats per force component). It warns when the map "
+                    "is constant (the signal does not rank the errors). With the JSON file the "
+                    "monitor takes thresholds as expected force errors: `mdmonitor md "
+                    "--calibration alpha.json --error-threshold 0.1`, or MonitoredCalculator(..., "
                     "calibration='alpha.json', error_threshold=0.1). A few dozen frames like "
                     "those of your simulation suffice; it holds only for this estimator and "
                     "this cutoff.")
@@ -28,7 +31,8 @@ def add_commands(commands) -> None:
     calibrate.add_argument("--form", default="auto", choices=("auto", *FORMS),
                            help="the map: alpha (one factor), element-alpha, power or "
                                 "element-power (a_Z u^b_Z); auto (default) chooses by held-out "
-                                "likelihood")
+                                "likelihood, the simplest form within 0.02 nats per force "
+                                "component of the best")
     calibrate.add_argument("-o", "--output", type=Path, default=Path("alpha.json"),
                            help="output file (default alpha.json)")
 
@@ -61,6 +65,7 @@ def _calibrate(args) -> int:
     from ase.data import chemical_symbols
 
     from ..quality.calibration import Calibration, uncertainty_unit
+    from ..quality.error_maps import describe_choice
 
     estimator = options.estimator_from(args)
     calibration = Calibration.fit(estimator, args.labeled, args.cutoff,
@@ -71,14 +76,19 @@ def _calibrate(args) -> int:
           f"atoms, mean local force error {calibration.mean_error:.4f} eV/A)")
     for form, nll in (calibration.held_out_nll or {}).items():
         print(f"  {form:>13}: held-out NLL {nll:.4f} nats per force component")
+    if calibration.held_out_nll:
+        print(f"  chosen: {describe_choice(calibration.held_out_nll, calibration.form)}")
     print(f"map: {calibration.form} of {', '.join(calibration.map.signals)}")
     for label, term in [("all elements", calibration.map.pooled),
                         *((chemical_symbols[z], t) for z, t in calibration.map.elements.items())]:
         exponents = ", ".join(f"{b:.3g}" for b in term.exponents)
         print(f"  {label:>12}: prefactor {term.prefactor:.4g}, exponents {exponents}")
+    if calibration.constant:
+        print(f"warning: the map is constant for {', '.join(calibration.constant)}: this signal "
+              "does not rank the errors, and an error threshold fires on every atom or on none")
     if calibration.form == "alpha":
         print(f"wrote {args.output}: an expected local force error of 0.1 eV/A is a local "
-              f"uncertainty of {calibration.threshold_for(0.1):.4g}")
+              f"uncertainty of {0.1 / calibration.alpha:.4g}")
     else:
         print(f"wrote {args.output}: the monitor compares the expected error itself with "
               "error_threshold")
@@ -86,7 +96,8 @@ def _calibrate(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from ..quality.evaluation import evaluate
+    from ..quality.error_maps import describe_choice
+    from ..quality.evaluation import constant_map_note, correlation, evaluate
 
     evaluation = evaluate(options.estimator_from(args), args.labeled, cutoff=args.cutoff,
                           calibration_fraction=args.calibration_fraction, seed=args.seed,
@@ -100,17 +111,23 @@ def _evaluate(args) -> int:
               f"{level.test_mae:9.4f} {level.test_mad:9.4f}")
     calibrated = evaluation.calibrated
     print(f"expected error ({calibrated.form} map) on the test frames at {args.cutoff:g} A:")
+    if calibrated.held_out_nll:
+        print(f"  chosen by held-out NLL: "
+              f"{describe_choice(calibrated.held_out_nll, calibrated.form)}")
+    if calibrated.constant:
+        print(f"  {constant_map_note(calibrated.constant)}")
     print(f"{'group':>18} {'atoms':>6} {'Spearman':>9} {'expected/observed':>18}")
     for group in calibrated.groups:
-        print(f"{group.name:>18} {group.atoms:6d} {group.spearman_expected:9.3f} "
+        print(f"{group.name:>18} {group.atoms:6d} {correlation(group.spearman_expected):>9} "
               f"{group.ratio:18.2f}")
     for transfer in evaluation.transfer:
         whole = transfer.groups[0]
-        print(f"left out {transfer.condition}: Spearman {whole.spearman_expected:.3f}, "
+        print(f"left out {transfer.condition}: Spearman {correlation(whole.spearman_expected)}, "
               f"expected/observed {whole.ratio:.2f} (map fitted on the other conditions)")
+    best = evaluation.best_radius
     print("held-out Spearman of the expected error by radius: " + ", ".join(
-        f"{r:g} A {v:.3f}" for r, v in evaluation.radii.items())
-        + f"; best {evaluation.best_radius:g} A")
+        f"{r:g} A {correlation(v)}" for r, v in evaluation.radii.items())
+        + ("; no best radius (no correlation at any)" if best is None else f"; best {best:g} A"))
     for component in evaluation.components:
         print(f"component {component.component} (readout of interaction layer "
               f"{component.component + 1}): median CPR {component.structure_rigidity:.4g} per "

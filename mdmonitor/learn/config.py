@@ -49,7 +49,8 @@ SCHEMA = {
                                  "validates on its held-out labels plus as many of these "
                                  "(default: frames drawn from the training set; \"bundled\" "
                                  "for the bundled one)"),
-        "calibration": (None, "calibration JSON of the generation-0 estimator (optional)"),
+        "calibration": (None, "calibration JSON of the generation-0 estimator, any map form "
+                              "(optional)"),
     },
     "md": {
         "start": (None, "start structure file (required); its frames are used in turn, one "
@@ -66,7 +67,8 @@ SCHEMA = {
         "threshold": (None, "local uncertainty that triggers a selection (required, but for "
                             "selection.frames = \"segments\")"),
         "error_threshold": (None, "the same as an expected local force error (eV/A), used "
-                                  "once a generation has a calibration"),
+                                  "once a generation has a calibration (any map form: alpha "
+                                  "divides it, the others convert it per element)"),
         "stop_threshold": (None, "stop the MD above this local uncertainty (optional)"),
     },
     "selection": {

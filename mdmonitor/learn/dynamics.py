@@ -36,11 +36,9 @@ class MdOutcome:
 def run_ase(atoms: Atoms, estimator, md: dict, directory: Path, seed: int,
             extractor: Extractor | None, calibration=None, progress: bool = True) -> MdOutcome:
     """Langevin MD of `atoms` with ASE (settings: the [md] section)."""
-    calc = MonitoredCalculator(estimator, cutoff=md["cutoff"],
-                               threshold=local_threshold(md, calibration),
-                               stop_threshold=md["stop_threshold"], interval=md["interval"], log=directory / "monitor.csv",
-                               timestep=md["timestep"] * units.fs, extractor=extractor,
-                               calibration=calibration)
+    calc = MonitoredCalculator(estimator, cutoff=md["cutoff"], interval=md["interval"],
+                               log=directory / "monitor.csv", timestep=md["timestep"] * units.fs,
+                               extractor=extractor, **monitor_limits(md, calibration))
     try:
         stop = run_md(atoms, calc, steps=md["steps"], temperature_K=md["temperature"],
                       timestep_fs=md["timestep"], friction=md["friction"],
@@ -53,13 +51,31 @@ def run_ase(atoms: Atoms, estimator, md: dict, directory: Path, seed: int,
     return MdOutcome(md["steps"] if stop is None else stop.step, boxes, stop is not None)
 
 
-def local_threshold(md: dict, calibration) -> float | None:
-    """The local-uncertainty threshold of the monitor, for both engines: the calibrated error
-    threshold once there is a calibration and an error_threshold, else the raw threshold (None:
-    monitored without one, the boxes are chosen after the MD)."""
-    if calibration is not None and md["error_threshold"] is not None:
-        return calibration.threshold_for(md["error_threshold"])
-    return md["threshold"]
+def monitor_limits(md: dict, calibration) -> dict:
+    """The thresholds (and calibration) of the ASE engine's MonitoredCalculator: md.threshold,
+    or, once there is a calibration (any map form) and md.error_threshold, that expected error
+    (eV/A). md.stop_threshold stays a local uncertainty, which a map other than alpha cannot
+    watch beside expected errors: ValueError naming the keys."""
+    if calibration is None or md["error_threshold"] is None:
+        return {"threshold": md["threshold"], "stop_threshold": md["stop_threshold"]}
+    if calibration.form != "alpha" and md["stop_threshold"] is not None:
+        raise ValueError(f"md.stop_threshold is a local uncertainty, but with a calibration of "
+                         f"form {calibration.form} and md.error_threshold the ASE monitor "
+                         "compares expected errors; remove md.stop_threshold, use a calibration "
+                         "of form alpha, or md.engine = 'lammps' (whose fix takes the map as "
+                         "per-type thresholds)")
+    return {"calibration": calibration, "error_threshold": md["error_threshold"],
+            "stop_threshold": md["stop_threshold"]}
+
+
+def lammps_threshold(md: dict, calibration, elements: list[str]) -> str | None:
+    """The `threshold` of `fix mdmonitor` (type order `elements`): md.threshold, or once there
+    is a calibration and md.error_threshold, the local uncertainty at which the map reaches it
+    (one per type unless the form is alpha); None: monitored without one (boxes chosen after
+    the MD)."""
+    if calibration is None or md["error_threshold"] is None:
+        return None if md["threshold"] is None else f"{md['threshold']}"
+    return calibration.lammps_threshold(md["error_threshold"], elements)
 
 
 def run_lammps(atoms: Atoms, estimator, md: dict, selection: dict | None, directory: Path,
@@ -72,8 +88,9 @@ def run_lammps(atoms: Atoms, estimator, md: dict, selection: dict | None, direct
     export(estimator, work / "model.pt")
     ase.io.write(work / "start.data", atoms, format="lammps-data", specorder=elements,
                  masses=True)
-    (work / "in.lmp").write_text(input_script(md, local_threshold(md, calibration), selection,
-                                              elements, seed, run_id, directory / "candidates"))
+    (work / "in.lmp").write_text(input_script(md, lammps_threshold(md, calibration, elements),
+                                              selection, elements, seed, run_id,
+                                              directory / "candidates"))
     threads = rank_threads()
     command = [sys.executable, "-m", "mdmonitor.cli", "--threads", threads, "lammps", "in.lmp",
                "--log", "log.lammps"]
@@ -101,9 +118,10 @@ def rank_threads() -> str:
     return os.environ.get("OMP_NUM_THREADS", "").strip() or "1"
 
 
-def input_script(md: dict, threshold: float | None, selection: dict | None, elements: list[str],
+def input_script(md: dict, threshold: str | None, selection: dict | None, elements: list[str],
                  seed: int, run_id: str, queue: Path) -> str:
-    """A LAMMPS input for the generation's MD (metal units: ps, eV, A)."""
+    """A LAMMPS input for the generation's MD (metal units: ps, eV, A); `threshold` as `fix
+    mdmonitor` takes it (one value, or one per type)."""
     damp = 1e-3 / md["friction"]  # ps: the Langevin damping time is 1 / friction
     extract = ""
     if selection is not None:

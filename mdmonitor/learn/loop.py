@@ -45,7 +45,7 @@ from ..labeling.workers import InProcess
 from ..monitor_log import read_log
 from ..quality.calibration import Calibration
 from .config import LearningConfig
-from .dynamics import run_ase, run_lammps
+from .dynamics import monitor_limits, run_ase, run_lammps
 from .selection import STRATEGIES
 from .summary import test_metrics, write_summary
 from .training import train_models, training_record
@@ -126,8 +126,8 @@ class ActiveLearning:
         self._take_calibration()
 
     def _take_calibration(self) -> None:
-        """generation-000/calibration.json: `models.calibration`, checked for generation 0's
-        estimator and `md.cutoff` before it is copied. calibration.source.json records the
+        """generation-000/calibration.json: `models.calibration` (any map form), checked for
+        generation 0's estimator, `md.cutoff` and the monitor's limits before it is copied. calibration.source.json records the
         file's SHA-256: until generation 0's MD has run, a changed (or removed) file replaces
         (or removes) the copy; after, the generation keeps the calibration its MD ran with."""
         directory = self.generation(0)
@@ -150,7 +150,10 @@ class ActiveLearning:
         if copy.is_file() and digest == recorded:
             return
         try:
-            Calibration.load(source).check(self.estimator(0), self.config["md"]["cutoff"])
+            calibration = Calibration.load(source)
+            calibration.check(self.estimator(0), self.config["md"]["cutoff"])
+            if self.config["md"]["engine"] == "ase":
+                monitor_limits(self.config["md"], calibration)  # (refuses what it cannot watch)
         except ValueError as err:
             raise ValueError(f"{self.config.path}: models.calibration = '{value}' ({source}): "
                              f"{err}") from None

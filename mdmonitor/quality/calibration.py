@@ -17,7 +17,10 @@ threshold e* is the uncertainty threshold e* / alpha. One factor cannot serve a 
 error-to-uncertainty ratio differs between elements; beside alpha a calibration holds a monotone
 map (`error_maps`: alpha, a factor per element, or a power law a_Z u^b_Z, of one signal or of
 several at once with a `Combined` estimator) chosen by held-out likelihood, which gives the
-expected error. A `Calibration` is valid only for the estimator (model files by SHA-256, LLPR
+expected error. The calibration keeps the range of expected errors the map gave each element's
+fitting atoms: an error threshold outside it fires on every atom or on none of frames like those
+(ThresholdRangeWarning), and a map whose range is a point cannot rank (ConstantMapWarning). A
+`Calibration` is valid only for the estimator (model files by SHA-256, LLPR
 matrix) and the cutoff it was fitted with; `Calibration.check` refuses any other. Format 2 adds
 the map; format 1 files (alpha only) are read as the alpha map.
 """
@@ -33,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
-from ase.data import atomic_numbers
+from ase.data import atomic_numbers, chemical_symbols
 from tqdm.auto import tqdm
 
 from ..aggregation import aggregate, checked_cutoff
@@ -43,10 +46,21 @@ from ..common.settings import positive_integer, positive_number
 from ..common.structures import DEFAULT_FORCES_KEYS, load_structures, reference_forces
 from ..estimators.combined import Combined
 from ..estimators.committee import Committee
-from .error_maps import FORMS, ErrorMap, MapSamples, Term, choose_map, fit_map
+from .error_maps import (
+    CONSTANT_SPREAD,
+    FORMS,
+    ErrorMap,
+    MapSamples,
+    Term,
+    choose_map,
+    constant_elements,
+    expected_error_ranges,
+    fit_map,
+)
 
-__all__ = ["Calibration", "FewFramesWarning", "LabeledPrediction", "estimator_identity",
-           "fit_alpha", "predict_labeled", "uncertainty_unit"]
+__all__ = ["Calibration", "ConstantMapWarning", "FewFramesWarning", "LabeledPrediction",
+           "ThresholdRangeWarning", "estimator_identity", "fit_alpha", "predict_labeled",
+           "uncertainty_unit"]
 
 FORMAT = "mdmonitor-calibration"
 FORMAT_VERSION = 2
@@ -62,6 +76,9 @@ MONITOR_COLUMN = "atomic_uncertainty"
 # frame to frame (by 16 % for the bundled committee, 32 % for its LLPR, on cu_valid.extxyz), so
 # alpha fitted on n frames scatters by about that / sqrt(n): 7 % for the LLPR at 20, 19 % at 3.
 RELIABLE_FRAMES = 20
+# The `fix mdmonitor` threshold of an atom type that no local uncertainty reaches (LAMMPS reads
+# no "inf"): a constant map's limit for an error above its constant.
+NEVER_REACHED = 1e300
 ERROR_DEFINITION = ("local mean over neighbours within the cutoff (atom included) of the mean "
                     "absolute Cartesian force-component error e_j = (1/3) sum_k |F_jk - F_jk^ref|, "
                     "eV/A")
@@ -69,6 +86,14 @@ ERROR_DEFINITION = ("local mean over neighbours within the cutoff (atom included
 
 class FewFramesWarning(UserWarning):
     """Calibrated or evaluated on fewer than RELIABLE_FRAMES labelled frames."""
+
+
+class ConstantMapWarning(UserWarning):
+    """The fitted map gives every atom of an element the same expected error."""
+
+
+class ThresholdRangeWarning(UserWarning):
+    """An error threshold outside the expected errors the map gave its fitting atoms."""
 
 
 @dataclass
@@ -241,6 +266,14 @@ def estimator_identity(estimator) -> dict:
     return {"kind": type(estimator).__name__}
 
 
+def _exponents(error_map: ErrorMap) -> str:
+    """The exponents of a map's terms, e.g. "3.4e-20 (all elements), 0.2 (Au)"."""
+    terms = [("all elements", error_map.pooled),
+             *((chemical_symbols[z], term) for z, term in error_map.elements.items())]
+    return ", ".join(f"{'/'.join(f'{b:.2g}' for b in term.exponents)} ({label})"
+                     for label, term in terms)
+
+
 def _model_identity(model) -> dict:
     return {"file": model.name, "sha256": model.sha256(), "head": model.head}
 
@@ -303,7 +336,10 @@ class Calibration:
     was fitted on, at `fitted` (ISO 8601, UTC), from `source` (file name, if any). `error_map`
     (`ErrorMap.to_dict`) gives the expected error; None (a format 1 file) means alpha x u.
     `held_out_nll` holds the held-out likelihood of every form tried when the form was chosen.
-    Build with `Calibration.fit`; store with `save`/`load` (JSON). A field that `fit` could not
+    `expected_error_range` is, per element symbol, the smallest and largest expected error
+    (eV/A) the map gave the fitting atoms, and `constant` lists the elements for which those
+    lie within CONSTANT_SPREAD of each other (None in files written before them). Build with
+    `Calibration.fit`; store with `save`/`load` (JSON). A field that `fit` could not
     have written is refused (ValueError naming it).
     """
 
@@ -318,6 +354,8 @@ class Calibration:
     source: str | None = None
     error_map: dict | None = None
     held_out_nll: dict | None = None
+    expected_error_range: dict | None = None
+    constant: list | None = None
 
     def __post_init__(self) -> None:
         for name in ("alpha", "mean_error", "mean_uncertainty"):
@@ -350,20 +388,40 @@ class Calibration:
                 raise ValueError(f"error_map: the alpha form's factor "
                                  f"{parsed.pooled.prefactor!r} is not alpha {self.alpha!r}")
         object.__setattr__(self, "map", parsed)
+        for symbol, bounds in (self.expected_error_range or {}).items():
+            if not (symbol in atomic_numbers and isinstance(bounds, (list, tuple))
+                    and len(bounds) == 2 and all(isinstance(v, (int, float)) for v in bounds)
+                    and 0 <= bounds[0] <= bounds[1] < math.inf):
+                raise ValueError(f"expected_error_range must map element symbols to [smallest, "
+                                 f"largest] errors in eV/A, got {symbol!r}: {bounds!r}")
+        if self.constant is not None and not all(s in atomic_numbers for s in self.constant):
+            raise ValueError(f"constant must list element symbols, got {self.constant!r}")
 
     @classmethod
     def fit(cls, estimator, structures, cutoff: float, forces_key: str | None = None,
             progress: bool = True, form: str = "auto") -> "Calibration":
-        """Fit alpha and the error map of `form` ("auto": the one of best held-out likelihood,
-        see `error_maps`) for `estimator` at `cutoff` (A, > 0) on labelled `structures` (a file
-        or a list of Atoms; labels as in `reference_forces`)."""
+        """Fit alpha and the error map of `form` ("auto": chosen by held-out likelihood, see
+        `error_maps`) for `estimator` at `cutoff` (A, > 0) on labelled `structures` (a file
+        or a list of Atoms; labels as in `reference_forces`). ConstantMapWarning when the map
+        gives every atom of an element the same expected error."""
         cutoff = checked_cutoff(cutoff, meaning="distance in A (the monitor's aggregation radius)")
         if form != "auto" and form not in FORMS:
             raise ValueError(f"form must be 'auto' or one of {', '.join(FORMS)}, got {form!r}")
         predictions = predict_labeled(estimator, structures, forces_key, progress)
-        return cls.from_predictions(estimator, predictions, cutoff, form,
-                                    str(structures) if isinstance(structures, (str, Path))
-                                    else None)
+        calibration = cls.from_predictions(estimator, predictions, cutoff, form,
+                                           str(structures) if isinstance(structures, (str, Path))
+                                           else None)
+        if calibration.constant:
+            low = calibration.expected_error_range[calibration.constant[0]][0]
+            warnings.warn(
+                f"this signal does not rank the errors; the map is constant: the "
+                f"{calibration.form} map gives every {', '.join(calibration.constant)} atom the "
+                f"same expected error ({low:.4g} eV/A within {CONSTANT_SPREAD:.0%}; "
+                f"exponents {_exponents(calibration.map)}), so an error threshold fires on every "
+                "such atom or on none. Monitor with another signal (`mdmonitor evaluate` "
+                "compares them)",
+                ConstantMapWarning, stacklevel=2)
+        return calibration
 
     @classmethod
     def from_predictions(cls, estimator, predictions: list[LabeledPrediction], cutoff: float,
@@ -380,12 +438,16 @@ class Calibration:
             error_map, scores = choose_map(samples, names)
         else:
             error_map, scores = fit_map(form, samples, names), None
+        ranges = expected_error_ranges(error_map, samples)
         return cls(alpha=fit_alpha(error, uncertainty), cutoff=cutoff,
                    estimator=estimator_identity(estimator), n_frames=len(predictions),
                    n_atoms=len(error), mean_error=float(error.mean()),
                    mean_uncertainty=float(uncertainty.mean()),
                    fitted=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                   source=source, error_map=error_map.to_dict(), held_out_nll=scores)
+                   source=source, error_map=error_map.to_dict(), held_out_nll=scores,
+                   expected_error_range={chemical_symbols[z]: list(bounds)
+                                         for z, bounds in ranges.items()},
+                   constant=[chemical_symbols[z] for z in constant_elements(error_map, samples)])
 
     @property
     def form(self) -> str:
@@ -421,19 +483,55 @@ class Calibration:
             raise ValueError(f"a calibration of form {self.form} has no single uncertainty "
                              "threshold; give thresholds as expected errors (error_threshold) "
                              "or fit one with form 'alpha' (`mdmonitor calibrate --form alpha`)")
+        self.check_error_threshold(error)
         return error / self.alpha
 
     def lammps_threshold(self, error: float, type_elements) -> str:
         """The `threshold` argument of `fix mdmonitor` at which the expected local force error
         is `error` (eV/A), for atom types of the elements `type_elements` (symbols, type 1
         first): error / alpha for the alpha form, else one local-uncertainty limit per type,
-        comma-separated (a one-signal map; several signals exist in ASE only)."""
+        comma-separated (a one-signal map; several signals exist in ASE only). A type no local
+        uncertainty can make reach `error` (a constant map) gets NEVER_REACHED; a
+        ThresholdRangeWarning as `check_error_threshold`."""
+        error = self.check_error_threshold(error, type_elements)
+        limits = self.uncertainty_limits(error, type_elements)
+        if self.form == "alpha":
+            return f"{error / self.alpha:.10g}"
+        return ",".join(f"{min(limits[symbol], NEVER_REACHED):.10g}" for symbol in type_elements)
+
+    def uncertainty_limits(self, error: float, elements) -> dict[str, float]:
+        """Per element symbol of `elements`, the local uncertainty at which the expected local
+        force error reaches `error` (eV/A): error / alpha for the alpha form, else the map's
+        (one signal only; inf where no uncertainty reaches it)."""
         error = positive_number("an error threshold", error, meaning="force error in eV/A")
         if self.form == "alpha":
-            return f"{self.threshold_for(error):.10g}"
-        numbers = [atomic_numbers[symbol] for symbol in type_elements]
-        limits = self.map.uncertainty_limits(error, numbers)
-        return ",".join(f"{limits[z]:.10g}" for z in numbers)
+            return {symbol: error / self.alpha for symbol in elements}
+        limits = self.map.uncertainty_limits(error, [atomic_numbers[s] for s in elements])
+        return {symbol: limits[atomic_numbers[symbol]] for symbol in elements}
+
+    def check_error_threshold(self, error: float, elements=None) -> float:
+        """`error` (eV/A, > 0), with a ThresholdRangeWarning for each of `elements` (symbols;
+        None: every element calibrated) whose calibration atoms' expected errors all lie above
+        it (it fires on every such atom) or all below it (it fired on none: the map is
+        extrapolated there)."""
+        error = positive_number("an error threshold", error, meaning="force error in eV/A")
+        ranges = self.expected_error_range or {}
+        for symbol in dict.fromkeys(ranges if elements is None else elements):
+            if symbol not in ranges:
+                continue
+            low, high = ranges[symbol]
+            span = f"{low:.4g}" if f"{low:.4g}" == f"{high:.4g}" else f"{low:.4g}-{high:.4g}"
+            seen = (f"the {span} eV/A the {self.form} map gave the {symbol} atoms of the "
+                    f"{self.n_frames} calibration frames")
+            if error < low:
+                warnings.warn(f"an error threshold of {error:g} eV/A is below {seen}: it fires "
+                              f"on every {symbol} atom of frames like those", ThresholdRangeWarning,
+                              stacklevel=3)
+            elif error > high:
+                warnings.warn(f"an error threshold of {error:g} eV/A is above {seen}: none of "
+                              f"them reached it, and the map is extrapolated there",
+                              ThresholdRangeWarning, stacklevel=3)
+        return error
 
     def check(self, estimator, cutoff: float) -> None:
         """ValueError unless this calibration was fitted for `estimator` at `cutoff` (A)."""

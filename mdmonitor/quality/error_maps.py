@@ -20,9 +20,15 @@ or one never seen, gets the pooled term.
 
 `choose_map` picks the form by held-out likelihood: FOLDS-fold over frames, every held-out
 atom's three force-error components scored under N(0, sigma_j^2), sigma_j = sqrt(pi/2) E_j, the
-Gaussian whose mean absolute value is E_j (as in `evaluation`). A power map extrapolates beyond
-the largest uncertainty it saw, where a monitor's thresholds sit; an isotonic (step) map would
-stay flat there, which is why it is not offered.
+Gaussian whose mean absolute value is E_j (as in `evaluation`). Of the forms whose held-out NLL
+is within NLL_MARGIN of the lowest it takes the simplest (FORMS is in order of richness): a
+richer form must win clearly, not by the scatter between calibration sets. A power map
+extrapolates beyond the largest uncertainty it saw, where a monitor's thresholds sit; an
+isotonic (step) map would stay flat there, which is why it is not offered.
+
+A map that gives the atoms of an element expected errors within CONSTANT_SPREAD of each other
+(a power law whose exponents were fitted to ~0) cannot tell those atoms apart: its signal does
+not rank the errors there (`constant_elements`).
 """
 
 from __future__ import annotations
@@ -33,15 +39,26 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import lsq_linear
 
-__all__ = ["FORMS", "ErrorMap", "MapSamples", "Term", "choose_map", "fit_map", "held_out_nll"]
+__all__ = ["CONSTANT_SPREAD", "FORMS", "NLL_MARGIN", "ErrorMap", "MapSamples", "Term",
+           "choice_margin", "choose_map", "constant_elements", "describe_choice",
+           "expected_error_ranges", "fit_map", "held_out_nll", "preferred_form"]
 
-FORMS = ("alpha", "element-alpha", "power", "element-power")
+FORMS = ("alpha", "element-alpha", "power", "element-power")  # in order of richness
 MIN_ATOMS = 50          # fewer fitting atoms of an element: it uses the pooled term
 FOLDS = 5
 # log needs positive values: local values below this fraction of the fitting data's median
 # count as this fraction (aggregated uncertainties are positive; a GMM's NLL above its training
 # floor can be 0 for the most typical environments)
 FLOOR_FRACTION = 1e-3
+# nats per force component: a richer form is chosen only when its held-out NLL is lower than a
+# simpler one's by more than this. It is what a sigma 16 % too large on every atom costs
+# (ln s + (1/s^2 - 1)/2 at s = 1.16); the forms' NLLs on issue 25's 8-frame calibration sets
+# differed by at most 0.011, and the lowest one alone flipped between forms from set to set.
+NLL_MARGIN = 0.02
+# an element whose fitting atoms' expected errors lie within this fraction of each other
+# (largest / smallest - 1) gets the same expected error for every atom: the map is constant
+CONSTANT_SPREAD = 0.01
+MAX_LOG = math.log(np.finfo(float).max)  # exp of more overflows
 
 
 @dataclass(frozen=True)
@@ -126,7 +143,9 @@ class ErrorMap:
 
     def uncertainty_limits(self, error: float, numbers) -> dict[int, float]:
         """Per element of `numbers`, the local uncertainty at which the expected error reaches
-        `error` (eV/A): (error / a_Z)^(1/b_Z), for a one-signal map (inf where b_Z = 0)."""
+        `error` (eV/A): (error / a_Z)^(1/b_Z), for a one-signal map. A constant term (b_Z = 0,
+        or so near it that the power leaves the floats) gives inf where error > a_Z (never
+        reached) and the floor where error < a_Z (always exceeded)."""
         if len(self.signals) != 1:
             raise ValueError(f"a map of {len(self.signals)} signals has no single uncertainty "
                              "limit; compare the expected error itself")
@@ -134,8 +153,11 @@ class ErrorMap:
         for number in sorted({int(z) for z in numbers}):
             term = self.term(number)
             b = term.exponents[0]
-            limits[number] = (max((error / term.prefactor) ** (1.0 / b), self.floors[0])
-                              if b > 0 else math.inf)
+            # in logs: with b near 0, (error / a)^(1/b) overflowed
+            log_limit = math.log(error / term.prefactor) / b if b > 0 else math.copysign(
+                math.inf, math.log(error / term.prefactor))
+            limit = math.exp(log_limit) if log_limit < MAX_LOG else math.inf
+            limits[number] = max(limit, self.floors[0])
         return limits
 
     def to_dict(self) -> dict:
@@ -235,12 +257,67 @@ def held_out_nll(form: str, samples: MapSamples, signals: tuple[str, ...],
 
 def choose_map(samples: MapSamples, signals: tuple[str, ...],
                forms=None, seed: int = 0) -> tuple[ErrorMap, dict[str, float]]:
-    """The form of lowest `held_out_nll` among `forms` (all that take len(signals) signals when
-    None), fitted on all samples, and every candidate's held-out NLL."""
+    """The `preferred_form` by `held_out_nll` among `forms` (all that take len(signals) signals
+    when None), fitted on all samples, and every candidate's held-out NLL."""
     if forms is None:
         forms = FORMS if len(signals) == 1 else ("power", "element-power")
     if len(np.unique(samples.frame)) < 2:
         raise ValueError("choosing a map by held-out likelihood needs at least two frames")
     scores = {form: held_out_nll(form, samples, signals, seed=seed) for form in forms}
-    best = min(scores, key=scores.get)
-    return fit_map(best, samples, signals), scores
+    return fit_map(preferred_form(scores), samples, signals), scores
+
+
+def preferred_form(scores: dict[str, float]) -> str:
+    """Of the forms scored (held-out NLL, nats per force component), the simplest (FORMS order)
+    whose NLL is within NLL_MARGIN of the lowest."""
+    lowest = min(scores.values())
+    return next(form for form in FORMS if form in scores and scores[form] <= lowest + NLL_MARGIN)
+
+
+def choice_margin(scores: dict[str, float], chosen: str) -> tuple[str, float] | None:
+    """The form the choice of `chosen` was weighed against and NLL(chosen) - NLL(that form),
+    nats per force component: the lowest richer form when it is lower (a positive difference,
+    at most NLL_MARGIN for `preferred_form`), else the lowest simpler form (negative: by how
+    much `chosen` won), else the lowest richer form (0 or negative). None for one form."""
+    rank = FORMS.index(chosen)
+    richer = {f: v for f, v in scores.items() if FORMS.index(f) > rank}
+    simpler = {f: v for f, v in scores.items() if FORMS.index(f) < rank}
+    lower_richer = richer and min(richer.values()) < scores[chosen]
+    weighed = richer if lower_richer else simpler or richer
+    if not weighed:
+        return None
+    other = min(weighed, key=weighed.get)
+    return other, scores[chosen] - weighed[other]
+
+
+def describe_choice(scores: dict[str, float], chosen: str) -> str:
+    """How clearly the held-out NLLs `scores` chose the form `chosen` (`preferred_form`), in
+    words, e.g. "alpha is kept although power is lower by 0.011, within the 0.02 ..."."""
+    margin = choice_margin(scores, chosen)
+    if margin is None:
+        return f"{chosen}, the only form tried"
+    other, difference = margin
+    if difference > 0:
+        return (f"{chosen} is kept although {other} is lower by {difference:.3f}, within the "
+                f"{NLL_MARGIN:g} by which a richer form must win")
+    if FORMS.index(other) < FORMS.index(chosen):
+        return (f"{chosen} is lower than the simpler {other} by {-difference:.3f}, more than "
+                f"the {NLL_MARGIN:g} by which a richer form must win")
+    return f"{chosen} is the lowest, {-difference:.3f} below {other}"
+
+
+def expected_error_ranges(error_map: ErrorMap, samples: MapSamples) -> dict[int, tuple]:
+    """Per element of `samples`, the smallest and largest expected error (eV/A) the map gives
+    its atoms."""
+    expected = error_map.expected_error(samples.signals, samples.numbers)
+    return {int(z): (float(expected[samples.numbers == z].min()),
+                     float(expected[samples.numbers == z].max()))
+            for z in np.unique(samples.numbers)}
+
+
+def constant_elements(error_map: ErrorMap, samples: MapSamples) -> list[int]:
+    """The elements with two or more atoms in `samples` to which the map gives expected errors
+    within CONSTANT_SPREAD of each other."""
+    ranges = expected_error_ranges(error_map, samples)
+    return [z for z, (low, high) in ranges.items()
+            if np.sum(samples.numbers == z) > 1 and high <= low * (1 + CONSTANT_SPREAD)]

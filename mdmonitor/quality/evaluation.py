@@ -27,7 +27,9 @@ The calibration file's own map (alpha, per element or power law, of one signal o
 `Combined` estimator, several; `error_maps`) is checked the same way at the report's cutoff,
 pooled, per element and per condition (config_type), together with leave-one-condition-out
 (fitted on all conditions but one, checked on that one) and the held-out correlation of the
-calibrated expected error at every radius, to pick the radius (`groups`).
+calibrated expected error at every radius, to pick the radius (`groups`). A map that gives
+every atom of an element the same expected error (a signal that does not rank the errors) has
+no correlation: the report says so, writes null for it in report.json and picks no radius.
 
 For an LLPR the report adds the component-wise prediction rigidity (CPR, seed 000 Sec. 5) of
 every readout of its model: how firmly the training data pin down each interaction layer's
@@ -51,6 +53,7 @@ from .calibration import (
     predict_labeled,
     uncertainty_unit,
 )
+from .error_maps import describe_choice
 from .groups import (
     CalibratedMetrics,
     ConditionTransfer,
@@ -187,8 +190,10 @@ class Evaluation:
 
     @property
     def best_radius(self) -> float | None:
-        """The aggregation radius (A) of the highest held-out calibrated Spearman."""
-        return max(self.radii, key=self.radii.get) if self.radii else None
+        """The aggregation radius (A) of the highest held-out calibrated Spearman; None when no
+        radius has one (NaN: a constant expected error, or too few atoms)."""
+        ranked = {r: v for r, v in self.radii.items() if not math.isnan(v)}
+        return max(ranked, key=ranked.get) if ranked else None
 
     def level(self, cutoff: float | None) -> LevelMetrics:
         """The metrics at `cutoff` (A; 0 = per atom, None = whole structure)."""
@@ -218,11 +223,12 @@ class Evaluation:
         }
 
     def write(self, out: str | Path) -> list[Path]:
-        """Write report.md, report.json and the FIGURES PNGs into directory `out`."""
+        """Write report.md, report.json (an undefined value, NaN, as null) and the FIGURES
+        PNGs into directory `out`."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        summary = self.summary()
-        (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
+        summary = _nan_as_none(self.summary())
+        (out / "report.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
         (out / "report.md").write_text(self.markdown())
         per_atom, local = self.level(0.0), self.level(self.cutoff)
         _plot_error_vs_uncertainty([per_atom, local], self.unit, out / "error_vs_uncertainty.png")
@@ -307,7 +313,11 @@ class Evaluation:
                  f"Map: {self.calibrated.form}, fitted on the calibration frames"
                  + (" and chosen by held-out likelihood (NLL per force component: "
                     + ", ".join(f"{f} {v:.3f}" for f, v in self.calibrated.held_out_nll.items())
-                    + ")" if self.calibrated.held_out_nll else "") + ".", "", *header]
+                    + "); " + describe_choice(self.calibrated.held_out_nll, self.calibrated.form)
+                    if self.calibrated.held_out_nll else "") + ".", ""]
+        if self.calibrated.constant:
+            lines += [constant_map_note(self.calibrated.constant), ""]
+        lines += header
         lines += [_group_row(g) for g in self.calibrated.groups]
         if self.transfer:
             lines += ["", "## Leave one condition out", "",
@@ -320,9 +330,34 @@ class Evaluation:
             lines += ["", "## Held-out Spearman of the calibrated expected error by radius", "",
                       "| radius (A) | " + " | ".join(f"{r:g}" for r in self.radii) + " |",
                       "|---|" + "---|" * len(self.radii),
-                      "| Spearman | " + " | ".join(f"{v:.3f}" for v in self.radii.values())
-                      + " |", "", f"Best radius: {self.best_radius:g} A."]
+                      "| Spearman | " + " | ".join(correlation(v) for v in self.radii.values())
+                      + " |", "", "No best radius: no radius has a correlation."
+                      if self.best_radius is None else f"Best radius: {self.best_radius:g} A."]
         return lines
+
+
+def constant_map_note(elements: list[str]) -> str:
+    """What a map constant for `elements` means, in words."""
+    return (f"The map gives every {', '.join(elements)} atom the same expected error (constant "
+            "map): this signal does not rank the errors there, and its expected error has no "
+            "correlation (n/a, null in report.json).")
+
+
+def correlation(value: float) -> str:
+    """A correlation to 3 decimals, "n/a" when undefined (NaN)."""
+    return "n/a" if math.isnan(value) else f"{value:.3f}"
+
+
+def _nan_as_none(value):
+    """`value` (dicts, lists, numbers) with every NaN or infinite float replaced by None, which
+    JSON writes as null (bare NaN is not JSON)."""
+    if isinstance(value, dict):
+        return {key: _nan_as_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_as_none(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def evaluate(estimator, structures, cutoff: float = 4.0, cutoffs=DEFAULT_CUTOFFS,
@@ -421,7 +456,8 @@ def _gaussian_metrics(predictions, cutoff: float, in_test: np.ndarray,
 
 def _group_row(group) -> str:
     return (f"| {group.name if group.kind != 'all' else 'all'} | {group.atoms} | "
-            f"{group.spearman_uncertainty:.3f} | {group.spearman_expected:.3f} | "
+            f"{correlation(group.spearman_uncertainty)} | "
+            f"{correlation(group.spearman_expected)} | "
             f"{group.mean_error:.4f} | {group.mean_expected_error:.4f} | {group.ratio:.2f} |")
 
 

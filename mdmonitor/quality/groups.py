@@ -68,18 +68,22 @@ class GroupMetrics:
 @dataclass
 class CalibratedMetrics:
     """The error map (`form`, with the held-out NLL of each form tried) fitted on the
-    calibration frames at `cutoff` (A), and its GroupMetrics on the test frames."""
+    calibration frames at `cutoff` (A), and its GroupMetrics on the test frames. `constant`:
+    the elements the map gives one expected error (`Calibration.constant`), whose expected
+    error has no Spearman correlation."""
 
     cutoff: float
     form: str
     held_out_nll: dict | None
     groups: list[GroupMetrics]
+    constant: list[str]
 
     def group(self, kind: str, name: str) -> GroupMetrics:
         return next(g for g in self.groups if g.kind == kind and g.name == name)
 
     def summary(self) -> dict:
         return {"cutoff_A": self.cutoff, "form": self.form, "held_out_nll": self.held_out_nll,
+                "constant_map_elements": self.constant,
                 "groups": [g.summary() for g in self.groups]}
 
 
@@ -135,7 +139,8 @@ def calibrated_metrics(estimator, predictions: list, in_test: np.ndarray, cutoff
     testing = [p for p, test in zip(predictions, in_test) if test]
     calibration, groups = _checked(estimator, fitting, testing, cutoff, form,
                                    [condition_of(p.atoms) for p in testing])
-    return CalibratedMetrics(cutoff, calibration.form, calibration.held_out_nll, groups)
+    return CalibratedMetrics(cutoff, calibration.form, calibration.held_out_nll, groups,
+                             calibration.constant)
 
 
 def leave_one_condition_out(estimator, predictions: list, cutoff: float,

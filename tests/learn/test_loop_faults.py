@@ -21,6 +21,7 @@ from mdmonitor import Committee
 from mdmonitor.learn import ActiveLearning, load_config, training
 from mdmonitor.learn.loop import ActiveLearning as Loop
 from mdmonitor.quality.calibration import Calibration, estimator_identity
+from mdmonitor.quality.error_maps import ErrorMap, Term
 from tests.learn.test_loop import data, write_config  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).parents[2]
@@ -209,11 +210,31 @@ def test_a_reference_failing_on_every_box_stops_the_loop_with_its_reason_and_a_f
     assert "1 box(es) the reference failed on moved back to pending" in capfd.readouterr().err
 
 
-def calibration_file(path, estimator, cutoff, n_atoms=10):
+def calibration_file(path, estimator, cutoff, n_atoms=10, error_map=None):
     Calibration(alpha=0.5, cutoff=cutoff, estimator=estimator_identity(estimator), n_frames=2,
                 n_atoms=n_atoms, mean_error=0.05, mean_uncertainty=0.1,
-                fitted="2025-01-01T00:00:00+00:00").save(path)
+                fitted="2025-01-01T00:00:00+00:00", error_map=error_map).save(path)
     return path
+
+
+def test_a_calibration_of_any_map_form_is_taken_and_its_error_threshold_watched(
+        tmp_path, data):  # noqa: F811
+    # an element-power map: the MD's threshold went through Calibration.threshold_for, which
+    # only the alpha form has, and the run stopped with its ValueError
+    estimator = Committee.from_mace(data[1])
+    error_map = ErrorMap("element-power", ("committee",), (1e-4,), Term(0.5, (1.0,)),
+                         {29: Term(2.0, (0.5,))}).to_dict()
+    power = calibration_file(tmp_path / "power.json", estimator, 4.0, error_map=error_map)
+    md = {"threshold": 1000.0, "error_threshold": 1000.0, "stop_threshold": 2000.0}
+    refused = write_config(tmp_path, data, models={"calibration": str(power)}, md=md)
+    with pytest.raises(ValueError, match="models.calibration.*md.stop_threshold is a local "
+                                         "uncertainty"):
+        ActiveLearning(load_config(refused), progress=False).run()
+    del md["stop_threshold"]
+    config = write_config(tmp_path, data, models={"calibration": str(power)}, md=md)
+    loop = ActiveLearning(load_config(config), progress=False)
+    rows = loop.run()
+    assert rows[-1]["md_steps"] == 20 and loop.calibration(0).form == "element-power"
 
 
 def test_a_bad_calibration_is_refused_naming_the_key_and_a_fixed_config_replaces_it(

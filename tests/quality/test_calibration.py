@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import warnings
 
 import ase.io
 import numpy as np
@@ -9,8 +10,14 @@ import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from mdmonitor import Calibration, Committee, aggregate
-from mdmonitor.quality.calibration import estimator_identity, fit_alpha
-from tests.labeled_frames import cu_frames, emt_labeled, labeled_with_error
+from mdmonitor.quality.calibration import (
+    ConstantMapWarning,
+    ThresholdRangeWarning,
+    estimator_identity,
+    fit_alpha,
+)
+from mdmonitor.quality.error_maps import ErrorMap, Term
+from tests.labeled_frames import cu_frames, emt_labeled, labeled_with_error, unranked_errors
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +118,57 @@ def test_check_refuses_an_llpr_with_another_matrix_and_accepts_a_renamed_model(l
     rescaled = LastLayerLPR(renamed, llpr.hessian, llpr.regularizer, llpr.forces, scale=2.0)
     with pytest.raises(ValueError, match="Gauss-Newton matrix"):
         calibration.check(rescaled, 4.0)
+
+
+# --- maps that cannot rank, thresholds outside what calibration saw ---------------------------------
+
+
+def test_a_map_fitted_to_errors_the_signal_does_not_rank_is_reported_constant(committee,
+                                                                             predictions, fitted):
+    # e_j = 0.0005 / u_j: the least-squares exponent is held at 0 (issue 25: 3.4e-20, silent)
+    frames = unranked_errors(cu_frames(), predictions)
+    with pytest.warns(ConstantMapWarning, match="this signal does not rank the errors; the map "
+                                                "is constant: the power map gives every Cu atom "
+                                                "the same expected error"):
+        constant = Calibration.fit(committee, frames, cutoff=4.0, progress=False, form="power")
+    assert constant.map.pooled.exponents[0] < 1e-9
+    assert constant.constant == ["Cu"]
+    low, high = constant.expected_error_range["Cu"]
+    assert high == pytest.approx(low, rel=1e-9) and low == pytest.approx(constant.mean_error)
+    assert fitted.constant == []  # the alpha map of the EMT errors ranks them
+
+
+def test_thresholds_outside_the_expected_errors_seen_in_calibration_are_warned_about(
+        fitted, predictions):
+    local = np.concatenate([aggregate(atoms, p.atomic_uncertainty, 4.0)
+                            for atoms, p in zip(cu_frames(), predictions)])
+    low, high = fitted.expected_error_range["Cu"]
+    assert (low, high) == pytest.approx((fitted.alpha * local.min(), fitted.alpha * local.max()))
+    with pytest.warns(ThresholdRangeWarning, match=r"below the .* eV/A the alpha map gave the "
+                                                   r"Cu atoms of the 3 calibration frames: it "
+                                                   r"fires on every Cu atom"):
+        fitted.threshold_for(low / 2)
+    with pytest.warns(ThresholdRangeWarning, match="above .* none of them reached it"):
+        assert fitted.lammps_threshold(2 * high, ["Cu"]) == f"{2 * high / fitted.alpha:.10g}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fitted.threshold_for((low + high) / 2) == pytest.approx(
+            (low + high) / 2 / fitted.alpha)
+
+
+def test_lammps_thresholds_of_a_constant_map_are_written_without_overflow(committee):
+    # issue 25: exponent 3.4e-20, lammps_threshold(0.1, ["Cu", "Au"]) raised OverflowError
+    error_map = ErrorMap("power", ("committee",), (1e-4,), Term(0.03, (3.4e-20,)), {})
+    calibration = Calibration(alpha=1.0, cutoff=4.0, estimator=estimator_identity(committee),
+                              n_frames=8, n_atoms=800, mean_error=0.03, mean_uncertainty=0.03,
+                              fitted="now", error_map=error_map.to_dict(),
+                              expected_error_range={"Cu": [0.03, 0.03], "Au": [0.03, 0.03]},
+                              constant=["Cu", "Au"])
+    with pytest.warns(ThresholdRangeWarning, match="above the 0.03 eV/A the power map gave the "
+                                                   "Au atoms"):
+        assert calibration.lammps_threshold(0.1, ["Cu", "Au"]) == "1e+300,1e+300"  # never
+    with pytest.warns(ThresholdRangeWarning, match="fires on every Cu atom"):
+        assert calibration.lammps_threshold(0.01, ["Cu", "Au"]) == "0.0001,0.0001"  # always
 
 
 # --- bad input -----------------------------------------------------------------------------------

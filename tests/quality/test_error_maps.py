@@ -2,6 +2,7 @@
 checks per element and condition and leave-one-condition-out, on cases with known answers."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -10,11 +11,15 @@ from ase.build import bulk
 from mdmonitor import Calibration, Combined, Committee, MonitoredCalculator, aggregate
 from mdmonitor.quality.calibration import LabeledPrediction, estimator_identity
 from mdmonitor.quality.error_maps import (
+    NLL_MARGIN,
     ErrorMap,
     MapSamples,
     Term,
+    choice_margin,
     choose_map,
+    describe_choice,
     fit_map,
+    preferred_form,
 )
 from mdmonitor.quality.groups import calibrated_metrics, leave_one_condition_out
 from tests.labeled_frames import cu_frames, labeled_with_error
@@ -57,6 +62,43 @@ def test_the_held_out_likelihood_prefers_a_per_element_map_when_the_ratios_diffe
     assert chosen.form in ("element-alpha", "element-power")
     assert scores["element-alpha"] < scores["alpha"] - 0.1
     assert chosen.expected_error(u, numbers) == pytest.approx(error, rel=1e-6)
+
+
+def test_auto_keeps_the_simpler_form_unless_a_richer_one_wins_by_the_margin():
+    rng = np.random.default_rng(5)
+    u = 10 ** rng.uniform(-2, -1, 400)
+    scatter = np.exp(rng.normal(0, 0.3, 400))
+    numbers = np.full(400, PD)
+    # error ~ u^1.05: the power law's held-out NLL is lower by about 0.011 nats, the difference
+    # that flipped the lowest form between calibration sets in issue 25: alpha is kept
+    chosen, scores = choose_map(samples(u, 2 * u**1.05 * scatter, numbers), ("committee",))
+    assert 0 < scores["alpha"] - scores["power"] < NLL_MARGIN
+    assert chosen.form == "alpha"
+    other, difference = choice_margin(scores, "alpha")
+    assert other in ("power", "element-power")
+    assert difference == pytest.approx(scores["alpha"] - scores["power"])
+    assert describe_choice(scores, "alpha") == (
+        f"alpha is kept although {other} is lower by {difference:.3f}, within the 0.02 by which "
+        "a richer form must win")
+    # error ~ u^1.3: the power law wins clearly
+    chosen, scores = choose_map(samples(u, 2 * u**1.3 * scatter, numbers), ("committee",))
+    assert scores["alpha"] - scores["power"] > NLL_MARGIN and chosen.form == "power"
+    assert choice_margin(scores, "power") == ("alpha", scores["power"] - scores["alpha"])
+    assert describe_choice(scores, "power") == (
+        f"power is lower than the simpler alpha by {scores['alpha'] - scores['power']:.3f}, "
+        "more than the 0.02 by which a richer form must win")
+
+
+def test_the_preferred_form_is_the_simplest_within_the_margin_of_the_lowest():
+    assert preferred_form({"alpha": 1.0, "element-alpha": 1.0, "power": 0.989,
+                           "element-power": 0.989}) == "alpha"
+    assert preferred_form({"alpha": 1.0, "element-alpha": 0.985, "power": 0.97,
+                           "element-power": 0.975}) == "element-alpha"
+    assert preferred_form({"alpha": 1.0, "element-alpha": 0.99, "power": 0.95,
+                           "element-power": 0.94}) == "power"
+    assert preferred_form({"power": -1.0, "element-power": -1.1}) == "element-power"
+    assert choice_margin({"power": -1.0}, "power") is None
+    assert choice_margin({"alpha": -1.0, "power": -0.9}, "alpha") == ("power", pytest.approx(-0.1))
 
 
 def test_a_power_law_is_recovered_and_prefactors_match_the_mean_error():
@@ -114,6 +156,15 @@ def test_uncertainty_limits_invert_the_map_per_element(two_elements):
     assert limits == pytest.approx({PD: 0.05, AG: 0.02})
 
 
+def test_a_near_constant_term_gives_limits_without_overflow():
+    # issue 25's LLPR map: exponent 3.4e-20, (0.1 / 0.03)^(1 / 3.4e-20) raised OverflowError
+    constant = ErrorMap("power", ("llpr",), (1e-4,), Term(0.03, (3.4e-20,)), {})
+    assert constant.uncertainty_limits(0.1, [PD]) == {PD: math.inf}  # never reached
+    assert constant.uncertainty_limits(0.01, [PD]) == {PD: 1e-4}  # always exceeded: the floor
+    flat = ErrorMap("power", ("llpr",), (1e-4,), Term(0.03, (0.0,)), {})
+    assert flat.uncertainty_limits(0.1, [PD]) == {PD: math.inf}
+
+
 # --- the calibration file ------------------------------------------------------------------------
 
 
@@ -136,11 +187,14 @@ def test_a_per_element_calibration_round_trips_and_old_files_still_read(committe
     assert document["format_version"] == 2 and document["error_map"]["form"] == "element-power"
     again = Calibration.load(path)
     assert again == fitted and again.map == fitted.map
+    assert again.constant == [] and again.expected_error_range["Cu"][0] > 0
     # a format 1 file (alpha only) reads as the alpha map
-    old = {k: v for k, v in document.items() if k not in ("error_map", "held_out_nll")}
+    old = {k: v for k, v in document.items() if k not in ("error_map", "held_out_nll",
+                                                          "expected_error_range", "constant")}
     path.write_text(json.dumps({**old, "format_version": 1}))
     legacy = Calibration.load(path)
-    assert legacy.form == "alpha"
+    assert legacy.form == "alpha" and legacy.constant is None
+    assert legacy.check_error_threshold(1e-9) == 1e-9  # no range seen to warn about
     assert legacy.expected_error([0.01, 0.02]) == pytest.approx([0.01 * legacy.alpha,
                                                                  0.02 * legacy.alpha])
     # a tampered exponent is refused, naming the field

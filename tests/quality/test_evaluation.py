@@ -9,7 +9,7 @@ from scipy import stats
 
 from mdmonitor.quality.evaluation import FIGURES, evaluate
 from mdmonitor.quality.metrics import spearman
-from tests.labeled_frames import cu_frames, emt_labeled, labeled_with_error
+from tests.labeled_frames import cu_frames, emt_labeled, labeled_with_error, unranked_errors
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +117,40 @@ def test_write_produces_the_report_json_and_small_figures(emt_evaluation, tmp_pa
     assert four["spearman"] == pytest.approx(emt_evaluation.level(4.0).spearman)
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "| 4 A |" in markdown and "![" in markdown
+
+
+def test_a_constant_expected_error_has_no_correlation_no_best_radius_and_null_in_json(
+        committee, tmp_path):
+    # issue 25: Spearman nan, "best 1 A" picked from all-NaN values, bare NaN in report.json
+    frames = cu_frames()
+    labeled = unranked_errors(frames, [committee.predict(atoms) for atoms in frames])
+    # (within 2 A the local errors still fall with the local uncertainty: the exponent is 0)
+    evaluation = evaluate(committee, labeled, cutoff=2.0, cutoffs=(0.0, 1.0, 2.0),
+                          progress=False, form="power")
+    assert evaluation.calibrated.constant == ["Cu"]
+    assert evaluation.radii and all(math.isnan(v) for v in evaluation.radii.values())
+    assert evaluation.best_radius is None
+    evaluation.write(tmp_path)
+    report = json.loads((tmp_path / "report.json").read_text(),
+                        parse_constant=lambda name: pytest.fail(f"{name} in report.json"))
+    assert report["best_radius_A"] is None
+    assert set(report["held_out_spearman_by_radius"].values()) == {None}
+    assert report["calibrated"]["constant_map_elements"] == ["Cu"]
+    assert report["calibrated"]["groups"][0]["spearman_expected_error"] is None
+    assert report["levels"][0]["spearman"] < 0  # the raw uncertainty still has its (wrong) rank
+    markdown = (tmp_path / "report.md").read_text()
+    assert "every Cu atom the same expected error (constant map): this signal does not rank " \
+           "the errors" in markdown
+    assert "No best radius" in markdown and "nan" not in markdown.lower()
+
+
+def test_the_best_radius_skips_radii_without_a_correlation(emt_evaluation):
+    radii = dict(emt_evaluation.radii)
+    try:
+        emt_evaluation.radii = {1.0: float("nan"), 2.0: 0.3, 3.0: 0.5, 4.0: float("nan")}
+        assert emt_evaluation.best_radius == 3.0
+    finally:
+        emt_evaluation.radii = radii
 
 
 def test_llpr_is_evaluated_in_its_own_unit(llpr):
