@@ -270,6 +270,9 @@ def export(estimator, path: str | Path) -> Path:
         if estimator.component is not None:
             raise ValueError("the LAMMPS export computes the LPR; a readout's CPR (component "
                              f"{estimator.component}) is monitored in ASE only")
+        if estimator.target != "energy":
+            raise ValueError("the LAMMPS export computes the LPR of the energy; the LLPR's "
+                             "posterior force spread (target 'forces') is monitored in ASE only")
         module, models = LLPRModule(estimator), [estimator.model]
     else:
         raise ValueError(f"cannot export {type(estimator).__name__} to LAMMPS: the export takes "
