@@ -24,10 +24,11 @@ from .prediction import check_output
 
 def posterior_perturbations(cholesky: torch.Tensor, samples: int, seed: int) -> torch.Tensor:
     """(K, D) weight perturbations delta_s = L^-T z_s, z_s ~ N(0, I) (seeded), with
-    L L^T = H + zeta^2 I: samples of N(0, (H + zeta^2 I)^-1), to be scaled by alpha."""
+    L L^T = H + zeta^2 I: samples of N(0, (H + zeta^2 I)^-1), to be scaled by alpha. The first
+    K of a seed are the same for any larger K."""
     generator = torch.Generator().manual_seed(seed)
-    normal = torch.randn(cholesky.shape[0], samples, generator=generator, dtype=cholesky.dtype)
-    return torch.linalg.solve_triangular(cholesky.T, normal, upper=True).T
+    normal = torch.randn(samples, cholesky.shape[0], generator=generator, dtype=cholesky.dtype)
+    return torch.linalg.solve_triangular(cholesky.T, normal.T, upper=True).T
 
 
 def forces_with_feature_derivatives(model: MaceModel, features, atoms,

@@ -42,7 +42,6 @@ from ..common.settings import (
     positive_number,
 )
 from ..common.structures import load_structures
-from .committee import force_uncertainty
 from .files import load_estimator, save_estimator
 from .force_posterior import (
     force_covariance,
@@ -50,7 +49,7 @@ from .force_posterior import (
     posterior_perturbations,
 )
 from .mace_model import MaceModel, as_model
-from .prediction import Prediction
+from .prediction import Prediction, force_uncertainty
 
 FORMAT_VERSION = 2
 MAX_CONDITION = 1e12
