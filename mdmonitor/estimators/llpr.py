@@ -395,10 +395,19 @@ class LastLayerLPR:
         return Prediction(energy=output.energy, forces=output.forces, stress=output.stress,
                           atomic_uncertainty=atomic, extra=extra)
 
-    def predict(self, atoms) -> Prediction:
+    def predict(self, atoms, uncertainty: bool = True) -> Prediction:
         """Model energy, forces, stress, and atomic_uncertainty = scale / sqrt(LPR_j) (or of
         CPR_jk with `component` k), relative to its element's training atoms if so made; for
-        target "forces" the posterior force spread (see the class)."""
+        target "forces" the posterior force spread (see the class).
+
+        uncertainty=False: the force target evaluates the model alone (atomic_uncertainty
+        None), as a monitor asks between monitored steps; the energy LPR costs next to nothing
+        and is always given."""
+        if self.target == "forces" and not uncertainty:
+            _, output = self.model.run(atoms)
+            return Prediction(energy=output.energy, forces=output.forces, stress=output.stress,
+                              atomic_uncertainty=None,
+                              extra={"energies": output.atomic_energies})
         if self.target == "forces":
             return self._predict_forces(atoms)
         _, output = self.model.run(atoms)

@@ -160,9 +160,18 @@ def test_monitor_and_combined_use_the_force_target(llpr, committee, cu_slab):
     cu_slab.get_forces()
     assert calc.results["atomic_uncertainty"].shape == (len(cu_slab),)
     assert calc.results["local_uncertainty"].min() > 0
+    calc = MonitoredCalculator(sampled, cutoff=4.0, interval=2)
+    cu_slab.calc = calc
+    steps = []
+    for step in range(3):
+        cu_slab.positions[0, 0] += 0.01
+        cu_slab.get_forces()
+        steps.append("atomic_uncertainty" in calc.results)
+    assert steps == [True, False, True]  # the samples are computed on monitored steps only
+    assert np.allclose(cu_slab.get_forces(), llpr.predict(cu_slab).forces, atol=1e-10)
     combined = Combined({"llpr-forces": sampled, "committee": committee}).predict(cu_slab)
     assert np.allclose(combined.extra["signals"]["llpr-forces"],
-                       calc.results["atomic_uncertainty"])
+                       sampled.predict(cu_slab).atomic_uncertainty)
 
 
 def test_fit_llpr_fits_alpha_on_validation_forces_like_the_committee(models, tmp_path, capsys):
