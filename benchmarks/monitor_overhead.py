@@ -2,10 +2,10 @@
 
 Times, as medians over rounds that interleave the cases, each call on new positions: a plain
 single-model MACECalculator force call (the baseline), a MonitoredCalculator call with each
-estimator of the same model (last-layer LPR, LTAU, latent GMM), with the 4-member committee,
-the committee driven by its member 0 and monitored every 10th call (the mean over 10
-consecutive calls: one with the whole committee, nine with member 0 alone), and aggregation +
-triggering alone. Prints absolute times and ratios to the baseline measured in the same run,
+estimator of the same model (last-layer LPR, its posterior force spread from 4 samples, LTAU,
+latent GMM), with the 4-member committee, the committee driven by its member 0 and the force
+LLPR, each monitored every 10th call (the mean over 10 consecutive calls: one with the
+uncertainty, nine with the model alone), and aggregation + triggering alone. Prints absolute times and ratios to the baseline measured in the same run,
 and torch's thread count of every row (one thread).
 
     .venv/bin/python benchmarks/monitor_overhead.py [--quick] [--json PATH] [--repeats 30]
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from mace.calculators import MACECalculator
 
-from mdmonitor import Committee, MonitoredCalculator, aggregate, demo_models
+from mdmonitor import Committee, LastLayerLPR, MonitoredCalculator, aggregate, demo_models
 from mdmonitor.common.trusted_pickles import trusted_pickle_loads
 from mdmonitor.demo import demo_slab
 from mdmonitor.estimators.fitted import load_fitted
@@ -31,6 +31,8 @@ from results import benchmark_parser, report, table
 CUTOFF = 4.0  # A
 LARGE_REPEAT = (5, 5, 1)
 DRIVEN_INTERVAL = 10  # the driven committee's monitor interval: one full call in ten
+FORCE_SAMPLES = 4  # posterior samples of the force LLPR (fit-llpr --target forces default)
+FORCE_LLPR = f"force LLPR ({FORCE_SAMPLES} posterior samples)"
 
 
 def median_time(call, atoms, repeats: int, seed: int = 0) -> float:
@@ -99,6 +101,10 @@ def measure(atoms, atomic: dict, plain, estimators: dict, driven, repeats: int) 
                   force_call(MonitoredCalculator(driven, cutoff=CUTOFF,
                                                  threshold=thresholds["4-member committee"],
                                                  interval=DRIVEN_INTERVAL)), DRIVEN_INTERVAL))
+    cases.append((f"{FORCE_LLPR}, monitored every {DRIVEN_INTERVAL}th call (mean per call)",
+                  force_call(MonitoredCalculator(estimators[FORCE_LLPR], cutoff=CUTOFF,
+                                                 threshold=thresholds[FORCE_LLPR],
+                                                 interval=DRIVEN_INTERVAL)), DRIVEN_INTERVAL))
     cases.append(("aggregation + triggering alone", aggregation_and_trigger, 1))
     seconds = interleaved_times(cases, atoms, repeats)
     return [[label, s * 1e3, s / seconds[0], torch.get_num_threads()]
@@ -119,6 +125,10 @@ def main(argv=None) -> None:
                                default_dtype="float64")
     estimators = {name: load_fitted(kind, models[kind]) for name, kind in
                   (("last-layer LPR", "llpr"), ("LTAU", "ltau"), ("latent GMM", "gmm"))}
+    energy = estimators["last-layer LPR"]
+    estimators[FORCE_LLPR] = LastLayerLPR(energy.model, energy.hessian, energy.regularizer,
+                                          energy.forces, target="forces",
+                                          samples=FORCE_SAMPLES)
     estimators["4-member committee"] = Committee.from_mace(models["committee"])
     driven = Committee.from_mace(models["committee"], driver=0)
     slab = demo_slab()
@@ -142,7 +152,8 @@ def main(argv=None) -> None:
             "every monitored call",
             "the driven committee: member 0's energy and forces on every call, the 4 members "
             f"on every {DRIVEN_INTERVAL}th (where it is monitored); its row is the mean over "
-            f"{DRIVEN_INTERVAL} consecutive calls, timed as one block per round",
+            f"{DRIVEN_INTERVAL} consecutive calls, timed as one block per round; likewise the "
+            "force LLPR, whose samples cost one backward pass of the model each",
             "torch on 1 thread; each call on new, rattled positions (0.05 A), after one "
             "warm-up call; rounds interleave the cases"],
            __file__, argv, args.json)

@@ -30,6 +30,23 @@ def add_commands(commands) -> None:
                      help="uncertainty relative to the mean 1/LPR of the training atoms of "
                           "each atom's element: for models of several elements, so that "
                           "composition alone does not make an atom look uncertain")
+    target = fit.add_argument_group(
+        "force uncertainty", "--target forces: the spread of each atom's force (eV/A) under the "
+                             "last-layer posterior, the committee's measure from one model")
+    target.add_argument("--target", choices=("energy", "forces"), default="energy",
+                        help="energy: scale / sqrt(LPR) of the atomic energies (default); "
+                             "forces: the posterior spread of the forces")
+    target.add_argument("--samples", type=int, default=4,
+                        help="with --target forces: K last-layer weight vectors drawn from the "
+                             "posterior, a last-layer committee costing about K extra "
+                             "backward passes per monitored step (default 4); 0 for the "
+                             "exact variance (one backward pass per last-layer feature)")
+    target.add_argument("--seed", type=int, default=0, help="seed of the K weight vectors")
+    target.add_argument("--validation", type=Path, default=None,
+                        help="with --target forces: labelled frames (reference forces) on "
+                             "which alpha is fitted as the committee's, mean |force error| = "
+                             "alpha x mean spread over all atoms; it replaces --scale")
+    options.add_forces_key_option(target)
 
     log = commands.add_parser(
         "log-errors", help="per-atom training force errors at every epoch, for LTAU",
@@ -90,13 +107,37 @@ def add_commands(commands) -> None:
 def _fit_llpr(args) -> int:
     from ..estimators.llpr import LastLayerLPR
 
+    forces_target = args.target == "forces"
+    if not forces_target and (args.validation is not None or args.forces_key is not None):
+        raise ValueError("--validation and --forces-key fit alpha of --target forces")
     estimator = LastLayerLPR.fit(args.model, args.structures, forces=not args.no_forces,
                                  regularizer=args.regularizer, force_weight=args.force_weight,
-                                 scale=args.scale, element_relative=args.element_relative)
+                                 scale=args.scale, element_relative=args.element_relative,
+                                 target=args.target,
+                                 samples=args.samples if forces_target else 0, seed=args.seed)
+    fitted = ""
+    if args.validation is not None:
+        estimator.scale = posterior_alpha(estimator, args.validation, args.forces_key)
+        fitted = f", alpha {estimator.scale:.4g} eV fitted on {args.validation}"
     estimator.save(args.output)
     print(f"wrote {args.output}: {estimator.features.dim} last-layer features, "
-          f"{estimator.n_structures} structures, regularizer {estimator.regularizer:.3g}")
+          f"{estimator.n_structures} structures, regularizer {estimator.regularizer:.3g}"
+          f"{fitted}")
     return 0
+
+
+def posterior_alpha(estimator, validation: Path, forces_key: str | None) -> float:
+    """alpha (eV) of the force LLPR's posterior, fitted on labelled frames like the committee's
+    calibration (seed 002 Eq. 3): sum_j e_j / sum_j s_j over all atoms, e_j the mean absolute
+    force error over x, y, z and s_j the spread at alpha = 1."""
+    import numpy as np
+
+    from ..quality.calibration import fit_alpha, predict_labeled
+
+    estimator.scale = 1.0
+    predictions = predict_labeled(estimator, validation, forces_key)
+    return fit_alpha(np.concatenate([p.atomic_error for p in predictions]),
+                     np.concatenate([p.atomic_uncertainty for p in predictions]))
 
 
 def _log_errors(args) -> int:

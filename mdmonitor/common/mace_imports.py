@@ -20,8 +20,9 @@ with trusted_pickle_loads(), redirect_stdout(io.StringIO()):
     from e3nn import o3
     from e3nn.util import jit
     from mace import data as mace_data
+    from mace.modules.utils import compute_forces_virials
     from mace.tools import torch_geometric, torch_tools, utils
 
 compile_mode = jit.compile_mode
 
-__all__ = ["compile_mode", "jit", "mace_data", "o3", "torch_geometric", "torch_tools", "utils"]
+__all__ = ["compile_mode", "compute_forces_virials", "jit", "mace_data", "o3", "torch_geometric", "torch_tools", "utils"]

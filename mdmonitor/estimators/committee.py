@@ -15,12 +15,7 @@ import numpy as np
 from ase.calculators.calculator import PropertyNotImplementedError
 
 from .mace_model import MaceModel, MaceOutput
-from .prediction import Prediction, check_output
-
-
-def force_uncertainty(member_forces: np.ndarray) -> np.ndarray:
-    """(M, N, 3) member forces (eV/A) -> (N,) s_j = 1/3 sum_k std_l(F^l_jk), unbiased (eV/A)."""
-    return member_forces.std(axis=0, ddof=1).mean(axis=1)
+from .prediction import Prediction, check_output, force_uncertainty
 
 
 class Committee:

@@ -14,7 +14,9 @@ For MACE the additive components are the readouts of the interaction layers: the
 sum of every readout's contribution, and g_C is F_* (or f_j) restricted to the weights of
 readout C, zero outside its block.
 
-The per-atom uncertainty is scale / sqrt(LPR_j) (GPR variance = mu / LPR, seed 001 Eq. 17).
+The per-atom uncertainty (target "energy") is scale / sqrt(LPR_j) (GPR variance = mu / LPR,
+seed 001 Eq. 17). With target "forces" it is the spread of atom j's force under the posterior
+w ~ N(w*, scale^2 (H + zeta^2 I)^-1), exact or sampled (`force_posterior`), in eV/A.
 Element-relative, it is scale x sqrt((1/LPR_j) / <1/LPR>_Z), <1/LPR>_Z the mean over the training
 atoms of atom j's element: the features of different elements live on different scales, so the
 raw LPR of a two-element model ranks the atoms of one element (often the minority) above the
@@ -41,12 +43,20 @@ from ..common.settings import (
 )
 from ..common.structures import load_structures
 from .files import load_estimator, save_estimator
+from .force_posterior import (
+    force_covariance,
+    forces_with_feature_derivatives,
+    posterior_perturbations,
+)
 from .mace_model import MaceModel, as_model
-from .prediction import Prediction
+from .prediction import Prediction, force_uncertainty
 
 FORMAT_VERSION = 2
 MAX_CONDITION = 1e12
 SETTINGS = ("regularizer", "forces", "force_weight", "scale", "n_structures")  # one value each
+# the force target's settings, absent from files of the energy target (one value each)
+FORCE_SETTINGS = {"target": "energy", "samples": 0, "seed": 0}
+TARGETS = ("energy", "forces")
 
 
 class LastLayerFeatures:
@@ -146,17 +156,36 @@ class LastLayerLPR:
     """Single-model uncertainty from the last-layer local prediction rigidity (LPR).
 
     Build with `LastLayerLPR.fit(model, structures)` or `LastLayerLPR.load("llpr.npz")`.
-    `predict(atoms)` gives the model's energy, forces and stress with
+    `predict(atoms)` gives the model's energy, forces and stress with, for target "energy",
     atomic_uncertainty = scale / sqrt(LPR_j) (unit of `scale`, eV for a calibrated scale;
-    dimensionless for the default scale 1). ValueError names a setting out of range (regularizer
-    and scale > 0, force_weight >= 0) or a Gauss-Newton matrix that is not finite and symmetric.
+    dimensionless for the default scale 1).
+
+    target "forces": atomic_uncertainty is the spread of atom j's force under the last-layer
+    posterior N(w*, scale^2 (H + zeta^2 I)^-1) (`force_posterior`), with the committee's formula
+    s_j = (1/3) sum_k std(F_jk) (eV/A for scale = alpha in eV; `scale` 1 gives it per eV of
+    alpha). samples = 0: exact, std(F_jk) = sqrt(var F_jk), D backward passes per call; K > 0:
+    the unbiased standard deviation of K force sets from K weight vectors drawn once (`seed`),
+    K backward passes, like a last-layer committee of K members.
+
+    ValueError names a setting out of range (regularizer and scale > 0, force_weight >= 0,
+    samples 0 or >= 2) or a Gauss-Newton matrix that is not finite and symmetric.
     """
 
     kind = "llpr"
 
     def __init__(self, model: MaceModel | str | Path, hessian: np.ndarray, regularizer: float,
                  forces: bool, force_weight: float = 1.0, scale: float = 1.0,
-                 n_structures: int = 0, element_reference: dict[int, float] | None = None):
+                 n_structures: int = 0, element_reference: dict[int, float] | None = None,
+                 target: str = "energy", samples: int = 0, seed: int = 0):
+        if target not in TARGETS:
+            raise ValueError(f"target must be 'energy' (the LPR of atomic energies) or 'forces' "
+                             f"(the posterior spread of the forces), got {target!r}")
+        self.target = target
+        self.samples = non_negative_integer("samples", samples)
+        if self.samples == 1:
+            raise ValueError("samples must be 0 (exact force variance) or at least 2 (the "
+                             "spread of one force set is undefined)")
+        self.seed = non_negative_integer("seed", seed)
         self.regularizer = positive_number("regularizer", regularizer, meaning="number (eV^2)")
         self.forces = bool(forces)
         self.force_weight = non_negative_number("force_weight", force_weight)
@@ -175,8 +204,19 @@ class LastLayerLPR:
         self._component: int | None = None
         self.element_reference = None
         if element_reference is not None:
+            self._energy_target_only("an element reference")
             self.element_reference = {int(z): positive_number(f"<1/LPR> of element {z}", v)
                                       for z, v in element_reference.items()}
+        self._directions = None
+        if self.target == "forces":  # unit-scale perturbations, or the Jacobian's directions
+            self._directions = (torch.eye(self.features.dim, dtype=self._cholesky.dtype)
+                                if self.samples == 0 else posterior_perturbations(
+                                    self._cholesky, self.samples, self.seed))
+
+    def _energy_target_only(self, what: str) -> None:
+        if self.target != "energy":
+            raise ValueError(f"{what} belongs to the energy LPR (target 'energy'); this LLPR's "
+                             "target is 'forces'")
 
     @property
     def component(self) -> int | None:
@@ -187,6 +227,8 @@ class LastLayerLPR:
     @component.setter
     def component(self, value: int | None) -> None:
         readouts = len(self.features.blocks)
+        if value is not None:
+            self._energy_target_only("a component's rigidity")
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
                                   or not 0 <= value < readouts):
             raise ValueError(f"component must be None or a readout index 0-{readouts - 1} of "
@@ -205,12 +247,13 @@ class LastLayerLPR:
     @classmethod
     def fit(cls, model, structures, forces: bool = True, regularizer: float | None = None,
             force_weight: float = 1.0, scale: float = 1.0, progress: bool = True,
-            element_relative: bool = False) -> "LastLayerLPR":
+            element_relative: bool = False, target: str = "energy", samples: int = 0,
+            seed: int = 0) -> "LastLayerLPR":
         """Accumulate the Gauss-Newton matrix of `model` (path or MaceModel) over `structures`
         (file or list of Atoms; no labels needed), with force terms when `forces`.
         `regularizer` is zeta^2 (eV^2); chosen by `choose_regularizer` when None. With
         `element_relative`, uncertainties are relative to the same structures' atoms of each
-        element (`relative_to_elements`)."""
+        element (`relative_to_elements`). target, samples, seed: see the class."""
         regularizer = positive_number("regularizer", regularizer, allow_none=True,
                                       meaning="number (eV^2)")
         model = as_model(model)
@@ -223,7 +266,7 @@ class LastLayerLPR:
         if regularizer is None:
             regularizer = choose_regularizer(hessian)
         estimator = cls(model, hessian, regularizer, forces, force_weight, scale,
-                        len(structures))
+                        len(structures), target=target, samples=samples, seed=seed)
         if element_relative:
             estimator.relative_to_elements(structures)
         return estimator
@@ -231,6 +274,7 @@ class LastLayerLPR:
     def relative_to_elements(self, structures) -> None:
         """Make the uncertainty element-relative: <1/LPR>_Z is the mean 1/LPR of the atoms of
         each element in `structures` (file or list of Atoms: the training structures)."""
+        self._energy_target_only("element-relative uncertainty")
         totals: dict[int, list[float]] = {}
         for atoms in load_structures(structures):
             inverse = self._inverse_quadratic(self._atomic_features(atoms))
@@ -324,9 +368,48 @@ class LastLayerLPR:
         """Local prediction rigidity LPR_j of every atom of `atoms`, shape (N,)."""
         return 1.0 / self._inverse_quadratic(self._atomic_features(atoms))
 
-    def predict(self, atoms) -> Prediction:
+    def force_covariance(self, atoms) -> np.ndarray:
+        """(N, 3, 3) posterior covariance of every atom's force components, scale^2 g_jk^T
+        (H + zeta^2 I)^-1 g_jl ((eV/A)^2 for scale = alpha in eV), exact."""
+        dim = self.features.dim
+        _, jacobian = forces_with_feature_derivatives(
+            self.model, self.features, atoms, torch.eye(dim, dtype=self._cholesky.dtype))
+        return force_covariance(jacobian, self._cholesky, self.scale)
+
+    def _predict_forces(self, atoms) -> Prediction:
+        """The force target's prediction (see the class)."""
+        output, derivatives = forces_with_feature_derivatives(
+            self.model, self.features, atoms, self._directions)
+        features = self.features.features().detach()
+        extra = {"energies": output.atomic_energies,
+                 "atomic_rigidity": 1.0 / self._inverse_quadratic(features)}
+        if self.samples == 0:
+            variance = np.diagonal(force_covariance(derivatives, self._cholesky, self.scale),
+                                   axis1=1, axis2=2)
+            extra["force_variance"] = variance
+            atomic = np.sqrt(variance).mean(axis=1)
+        else:  # E_s = E + sum_i f_i . delta_s, so F_s = F - G^T delta_s
+            members = output.forces[None] - self.scale * derivatives
+            extra["forces_contributions"] = members
+            atomic = force_uncertainty(members)
+        return Prediction(energy=output.energy, forces=output.forces, stress=output.stress,
+                          atomic_uncertainty=atomic, extra=extra)
+
+    def predict(self, atoms, uncertainty: bool = True) -> Prediction:
         """Model energy, forces, stress, and atomic_uncertainty = scale / sqrt(LPR_j) (or of
-        CPR_jk with `component` k), relative to its element's training atoms if so made."""
+        CPR_jk with `component` k), relative to its element's training atoms if so made; for
+        target "forces" the posterior force spread (see the class).
+
+        uncertainty=False: the force target evaluates the model alone (atomic_uncertainty
+        None), as a monitor asks between monitored steps; the energy LPR costs next to nothing
+        and is always given."""
+        if self.target == "forces" and not uncertainty:
+            _, output = self.model.run(atoms)
+            return Prediction(energy=output.energy, forces=output.forces, stress=output.stress,
+                              atomic_uncertainty=None,
+                              extra={"energies": output.atomic_energies})
+        if self.target == "forces":
+            return self._predict_forces(atoms)
         _, output = self.model.run(atoms)
         features = self.features.features().detach()
         inverse_rigidity = self._inverse_quadratic(features)
@@ -342,16 +425,22 @@ class LastLayerLPR:
 
     @property
     def unit(self) -> str:
-        """Unit of atomic_uncertainty: that of `scale` over sqrt(LPR) (or sqrt(CPR_k))."""
+        """Unit of atomic_uncertainty: that of `scale` over sqrt(LPR) (or sqrt(CPR_k)); eV/A
+        for the force target (per eV of alpha for scale 1)."""
+        if self.target == "forces":
+            return "eV/A" if self.scale != 1 else "eV/A per eV of alpha"
         rigidity = "LPR" if self.component is None else f"CPR_{self.component}"
         if self.element_reference is not None:
             rigidity = f"{rigidity}/<{rigidity}>_element"
         return f"1/sqrt({rigidity})" if self.scale == 1 else f"{self.scale:g}/sqrt({rigidity})"
 
     def state_sha256(self) -> str:
-        """SHA-256 of the Gauss-Newton matrix, regularizer and scale (and element reference)."""
+        """SHA-256 of the Gauss-Newton matrix, regularizer and scale (and element reference, and
+        the force target's samples and seed)."""
         digest = hashlib.sha256(np.ascontiguousarray(self.hessian).tobytes())
         digest.update(np.array([self.regularizer, self.scale]).tobytes())
+        if self.target == "forces":
+            digest.update(f"forces {self.samples} {self.seed}".encode())
         if self.element_reference is not None:
             digest.update(np.array(sorted(self.element_reference.items()), dtype=float).tobytes())
         return digest.hexdigest()
@@ -361,10 +450,12 @@ class LastLayerLPR:
         reference = {} if self.element_reference is None else {
             "reference_numbers": np.array(list(self.element_reference), dtype=int),
             "reference_inverse_rigidity": np.array(list(self.element_reference.values()))}
+        force_target = {} if self.target == "energy" else {
+            "target": self.target, "samples": self.samples, "seed": self.seed}
         save_estimator(path, "llpr", FORMAT_VERSION, self.model, hessian=self.hessian,
                        regularizer=self.regularizer, forces=self.forces,
                        force_weight=self.force_weight, scale=self.scale,
-                       n_structures=self.n_structures, **reference)
+                       n_structures=self.n_structures, **reference, **force_target)
 
     @classmethod
     def load(cls, path: str | Path, model: str | Path | None = None) -> "LastLayerLPR":
@@ -377,7 +468,7 @@ class LastLayerLPR:
         if missing:
             raise ValueError(f"LLPR file '{path}' lacks {', '.join(missing)}; {again}")
         try:
-            for name in SETTINGS:
+            for name in SETTINGS + tuple(n for n in FORCE_SETTINGS if n in stored):
                 if stored[name].size != 1:
                     raise ValueError(f"{name} must be one value, got shape {stored[name].shape}")
             reference = None
@@ -388,7 +479,9 @@ class LastLayerLPR:
                     raise ValueError("reference_numbers and reference_inverse_rigidity must be "
                                      "two 1-D arrays of one length")
                 reference = dict(zip(numbers.tolist(), values.tolist()))
-            return cls(model, stored["hessian"], element_reference=reference,
+            force_target = {name: stored[name].item() if name in stored else default
+                            for name, default in FORCE_SETTINGS.items()}
+            return cls(model, stored["hessian"], element_reference=reference, **force_target,
                        **{name: stored[name].item() for name in SETTINGS})
         except ValueError as err:
             raise ValueError(f"LLPR file '{path}': {err}; {again}") from None

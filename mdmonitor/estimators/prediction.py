@@ -25,6 +25,12 @@ class Prediction:
     extra: dict = field(default_factory=dict)
 
 
+def force_uncertainty(member_forces: np.ndarray) -> np.ndarray:
+    """(M, N, 3) force sets (eV/A) -> (N,) s_j = 1/3 sum_k std_l(F^l_jk), unbiased (eV/A): the
+    spread of a committee's members (seed 002 Eqs. 6-8), or of posterior samples."""
+    return member_forces.std(axis=0, ddof=1).mean(axis=1)
+
+
 def check_finite(name: str, what: str, value) -> None:
     """Raise FloatingPointError naming `what` came out non-finite from `name`."""
     array = np.asarray(value, dtype=float)

@@ -30,10 +30,10 @@ compute_virial), and the per-atom uncertainty:
   (LAMMPS reverse communication) and calls the exported `force_uncertainty` on the local rows.
 
 Committee (Heid et al. 2024, Eqs. 4-8): mean energies, forces and virial over members; the
-uncertainty is `mdmonitor.committee.force_uncertainty`, the unbiased std over members averaged
-over x, y, z (eV/A). A committee with a driver (`Committee(..., driver=...)`) returns the
-driver's energies, forces and virial instead, with the same uncertainty, and exports a second
-method `drive` (same arguments) that evaluates the driver alone and returns "energy",
+uncertainty is `mdmonitor.estimators.prediction.force_uncertainty`, the unbiased std over
+members averaged over x, y, z (eV/A). A committee with a driver (`Committee(..., driver=...)`)
+returns the driver's energies, forces and virial instead, with the same uncertainty, and exports
+a second method `drive` (same arguments) that evaluates the driver alone and returns "energy",
 "atomic_energies", "forces" and "virial": what the pair style calls on steps whose uncertainty
 nobody reads. Its `driver` attribute says what drives ("mean" when the mean does).
 LLPR: the single model's results and scale / sqrt(LPR_j) with
@@ -157,7 +157,7 @@ class CommitteeModule(torch.nn.Module):
     @torch.jit.export
     def force_uncertainty(self, member_forces: torch.Tensor) -> torch.Tensor:
         """(M, N, 3) member forces summed over images -> (N,) unbiased std over members,
-        averaged over x, y, z (eV/A), as mdmonitor.committee.force_uncertainty."""
+        averaged over x, y, z (eV/A), as mdmonitor.estimators.prediction.force_uncertainty."""
         return torch.std(member_forces, dim=[0], unbiased=True).mean(1)
 
     @torch.jit.export
@@ -270,6 +270,9 @@ def export(estimator, path: str | Path) -> Path:
         if estimator.component is not None:
             raise ValueError("the LAMMPS export computes the LPR; a readout's CPR (component "
                              f"{estimator.component}) is monitored in ASE only")
+        if estimator.target != "energy":
+            raise ValueError("the LAMMPS export computes the LPR of the energy; the LLPR's "
+                             "posterior force spread (target 'forces') is monitored in ASE only")
         module, models = LLPRModule(estimator), [estimator.model]
     else:
         raise ValueError(f"cannot export {type(estimator).__name__} to LAMMPS: the export takes "

@@ -25,7 +25,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ENGINES = ("ase", "lammps")
-ESTIMATORS = ("committee", "llpr", "ltau", "gmm")
+ESTIMATORS = ("committee", "llpr", "llpr-forces", "ltau", "gmm")
 TRAINING_MODES = ("finetune", "scratch")
 BOXES = ("cube", "host")  # the Extractor strategies the box selections cut with
 # the selection strategies (mdmonitor.learning.selection) by name
@@ -41,7 +41,8 @@ SCHEMA = {
     },
     "models": {
         "committee": ("bundled", "MACE model files of generation 0 (a list), or \"bundled\""),
-        "estimator": ("committee", "committee, llpr, ltau or gmm (single-model "
+        "estimator": ("committee", "committee, llpr, llpr-forces (the LLPR's posterior force "
+                                   "spread, 4 samples), ltau or gmm (single-model "
                                    "estimators use, and train, the first model only)"),
         "training_set": ("bundled", "extxyz with REF_energy/REF_forces(/REF_stress), or "
                                     "\"bundled\""),

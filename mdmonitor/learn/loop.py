@@ -357,8 +357,9 @@ class ActiveLearning:
         kind, model = self.config["models"]["estimator"], self.models(k)[0]
         output = self.generation(k) / "estimator.npz"
         log(f"generation {k}: fitting the {kind.upper()} estimator")
-        if kind == "llpr":
-            LastLayerLPR.fit(model, structures, progress=self.progress).save(output)
+        if kind in ("llpr", "llpr-forces"):
+            target = {"llpr": {}, "llpr-forces": {"target": "forces", "samples": 4}}[kind]
+            LastLayerLPR.fit(model, structures, progress=self.progress, **target).save(output)
         elif kind == "gmm":
             LatentGMM.fit(model, structures, progress=self.progress).save(output)
         elif checkpoints is None:

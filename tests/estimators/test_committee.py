@@ -10,7 +10,7 @@ from mace.calculators import MACECalculator
 
 from mdmonitor import Committee
 from mdmonitor.common.trusted_pickles import trusted_pickle_loads
-from mdmonitor.estimators.committee import force_uncertainty
+from mdmonitor.estimators.prediction import force_uncertainty
 
 
 def test_committee_from_files_equals_committee_of_mace_calculators(models, committee, cu_bulk):
