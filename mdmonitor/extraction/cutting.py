@@ -139,11 +139,13 @@ def cut_cube(atoms: Atoms, centre: int, core_radius: float, box_length: float | 
     mean density (of heavy atoms, with molecules). With molecules, whole molecules are taken:
     heavy atoms are chosen, each with its bonded hydrogens. A buffer atom (molecule) in close
     contact (see `contact_limit`) with a nearer one across the new cell's faces is left out: it
-    is the same atom twice, come in through opposite faces. Core: the atoms (molecules) within
+    is the same atom twice, come in through opposite faces; with n_atoms, the next nearest takes
+    its place, so that the box holds n_atoms units. Core: the atoms (molecules) within
     core_radius (A) of the centre.
     """
     if box_length is None and n_atoms is None:
         raise ValueError("strategy 'cube' needs box_length (A) or n_atoms")
+    counted = n_atoms is not None  # (the count is kept when a duplicate unit is left out)
     if box_length is None:
         n_source = int((atoms.numbers != 1).sum()) if molecules else len(atoms)
         box_length = (n_atoms * atoms.get_volume() / max(n_source, 1)) ** (1 / 3)
@@ -167,11 +169,18 @@ def cut_cube(atoms: Atoms, centre: int, core_radius: float, box_length: float | 
     if len(units) < n_atoms:
         raise ValueError(f"the frame has only {len(units)} atoms near atom {centre}, fewer than "
                          f"n_atoms = {n_atoms}")
-    chosen_units = units[:n_atoms]
-    members = np.flatnonzero(np.isin(owner, chosen_units))  # (ordered by Euclidean distance)
-    core = np.isin(owner[members], chosen_units[near.distance[chosen_units] <= core_radius])
-    box = _box(atoms, near.take(members), core, box_length, True)
-    return box[_without_duplicates(box, owner[members], contact_limit(min_distance))]
+    for extra in range(len(units) - n_atoms + 1 if counted else 1):
+        chosen_units = units[:n_atoms + extra]
+        members = np.flatnonzero(np.isin(owner, chosen_units))  # (by Euclidean distance)
+        core = np.isin(owner[members], chosen_units[near.distance[chosen_units] <= core_radius])
+        box = _box(atoms, near.take(members), core, box_length, True)
+        keep = _without_duplicates(box, owner[members], contact_limit(min_distance))
+        kept = [u for u in chosen_units if u in set(owner[members][keep])]
+        if len(kept) >= n_atoms or not counted:
+            break
+    if counted:  # the n_atoms nearest units of those not left out as duplicates
+        keep &= np.isin(owner[members], kept[:n_atoms])
+    return box[keep]
 
 
 def _without_duplicates(box: Atoms, owner: np.ndarray, limit) -> np.ndarray:

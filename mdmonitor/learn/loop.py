@@ -316,7 +316,7 @@ class ActiveLearning:
             state["test"] = test_metrics(self.estimator(k + 1), self.config.file("test", "file"),
                                          self.config["md"]["cutoff"])
         grown = self.grown_test_set(k)
-        if grown:
+        if len(grown) >= 2:  # (test_metrics' Spearman needs two frames)
             _write_frames(directory / "test-so-far.extxyz", grown)
             state["grown_test"] = {"frames": len(grown), **test_metrics(
                 self.estimator(k + 1), directory / "test-so-far.extxyz",
