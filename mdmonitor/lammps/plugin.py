@@ -23,6 +23,9 @@ from pathlib import Path
 from ..common.atomic_files import replaced_atomically
 
 PLUGIN_FILE = "mdmonitorplugin.so"
+# the styles, linked to torch, which the plugin file loads after torch (lammps_plugin/plugin.cpp);
+# not named *plugin.so, so that LAMMPS does not load it itself
+STYLES_FILE = "mdmonitor_styles.so"
 SOURCE = Path(__file__).resolve().parents[2] / "lammps_plugin"
 BUILD = Path(__file__).resolve().parents[2] / "build" / "lammps_plugin"
 
@@ -77,9 +80,10 @@ def build(jobs: int = 2, verbose: bool = False) -> Path:
         done = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"plugin build failed: {' '.join(command)}\n{done.stdout or ''}")
-    target = Path(plugin_directory()) / PLUGIN_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with replaced_atomically(target) as temporary:
-        shutil.copy2(BUILD / PLUGIN_FILE, temporary)
-    return target
+    directory = Path(plugin_directory())
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in (STYLES_FILE, PLUGIN_FILE):  # the plugin file last: it needs the styles
+        with replaced_atomically(directory / name) as temporary:
+            shutil.copy2(BUILD / name, temporary)
+    return directory / PLUGIN_FILE
 
