@@ -16,7 +16,7 @@ with the time per step relative to the plain pair style on one rank of the same 
 The bulk cases run `examples/lammps/in.bulk_speed.lmp` (NVE, a 1-step warm-up run, then the
 timed run), the graph sizes from the pair style's log lines of the two-rank run.
 
-Then ASE against LAMMPS for the same estimator and slab (96 and 864 atoms), NVE, one thread
+Then ASE against LAMMPS for the same estimator and slab (96, 864 and 3456 atoms), NVE, one thread
 each, with and without glibc's malloc keeping freed memory (mdmonitor.common.freed_memory):
 steps/s, steps per CPU second, page faults per step and the LAMMPS / ASE ratios, each code and
 model in its own process (this script with --nve-worker), interleaved over --rounds.
@@ -130,8 +130,8 @@ def measure(directory: Path, model: str, steps: int, cases=CASES, repeat: int = 
 
 
 # ASE against LAMMPS: the same estimator on the same slab, NVE, one thread each
-NVE_REPEATS = (1, 3)  # demo slab x r x r x 1: 96 and 864 atoms
-NVE_STEPS = {1: 40, 3: 8}  # timed steps per size (quick: a quarter, at least 3)
+NVE_REPEATS = (1, 3, 6)  # demo slab x r x r x 1: 96, 864 and 3456 atoms
+NVE_STEPS = {1: 40, 3: 8, 6: 3}  # timed steps per size (quick: a quarter, at least 3)
 NVE_WARMUP = 3  # steps before the timed ones
 NVE_TEMPERATURE = 1200.0  # K, initial velocities (as in.speed.lmp)
 CUTOFF = 4.0  # A, MonitoredCalculator's aggregation radius
@@ -359,12 +359,13 @@ def main(argv=None) -> None:
         "fix mdmonitor reads (every 10th); time/step x plain there is against the driven "
         "pair style alone (member 0 only) of the same table"]
     ase_notes = [
-        "ASE against LAMMPS: the demo slab (x 3 x 3 x 1 for 864 atoms), velocities drawn "
-        f"at {NVE_TEMPERATURE:.0f} K, 2 fs steps, {NVE_WARMUP} warm-up steps; ASE: "
-        "VelocityVerlet with mdmonitor's MonitoredCalculator (cutoff 4 A, every step: the "
-        "estimator's predict, stress included, and the local mean), torch.set_num_threads(1); "
-        "LAMMPS: pair_style mdmonitor + fix nve through the lammps Python module, "
-        "OMP_NUM_THREADS=1; each code and model in its own process, the cases interleaved",
+        "ASE against LAMMPS: the demo slab (x 3 x 3 x 1 for 864 atoms, x 6 x 6 x 1 for "
+        f"3456), velocities drawn at {NVE_TEMPERATURE:.0f} K, 2 fs steps, {NVE_WARMUP} warm-up "
+        "steps; ASE: VelocityVerlet with mdmonitor's MonitoredCalculator (cutoff 4 A, every "
+        "step: the estimator's predict, stress included, and the local mean), "
+        "torch.set_num_threads(1); LAMMPS: pair_style mdmonitor + fix nve through the lammps "
+        "Python module, OMP_NUM_THREADS=1; each code and model in its own process, the cases "
+        "interleaved",
         "steps/s: wall clock (LAMMPS: its Loop time); steps per CPU s and page faults/step: "
         "user + system CPU time and minor page faults of the process over the timed run, "
         "per force call (LAMMPS's run does one more, in its setup); CPU time is the figure "

