@@ -77,7 +77,8 @@ def add_commands(commands) -> None:
     for kind in ("llpr", "ltau", "gmm"):
         follow.add_argument(f"--{kind}", metavar="FILE",
                             help=f"the estimator is the {kind.upper()} of this file (from "
-                                 f"`mdmonitor fit-{kind}`), with the model it was fitted for")
+                                 f"`mdmonitor fit-{kind}`), with the model it was fitted for, or "
+                                 "--model")
     options.add_drive_option(follow, "the calibration then holds for `md --drive` alike")
     options.add_cutoff_option(follow)
     follow.add_argument("--form", default="alpha",
