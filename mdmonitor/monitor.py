@@ -10,7 +10,9 @@ a committee with a driver) is asked for the forces only.
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -54,6 +56,21 @@ class UncertaintyLimitExceeded(RuntimeError):
         self.step, self.atom, self.value, self.limit = step, atom, value, limit
         super().__init__(f"{quantity} {value:.4g} at atom {atom} exceeds {limit_name} "
                          f"{limit:.4g} at step {step}: the model has left its trusted domain")
+
+
+class CalibrationRefused(UserWarning):
+    """The calibration file changed on disk, but its new content cannot serve this monitor:
+    the monitor goes on with the calibration it had."""
+
+
+def _file_state(path: Path) -> bytes | None:
+    """The content of `path` (None: missing or unreadable), to see whether it changed: a
+    calibration file is a few kB, read in tens of microseconds, and unlike its mtime (as coarse
+    as the kernel's clock tick) and inode (reused), its bytes always tell."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def _calibrated_limit(name: str, limit, error_limit, calibration):
@@ -111,7 +128,13 @@ class MonitoredCalculator(Calculator):
     An alpha-form calibration turns them into local-uncertainty limits (error / alpha); with any
     other form (per element, power law, several signals) the monitor compares the expected
     error itself with them (triggers, n_above_threshold in the log, the stop), and takes
-    limits only as errors.
+    limits only as errors. A calibration given as a file is followed: when the file changes
+    on disk (e.g. refitted by `mdmonitor label --calibrate` as boxes are labeled), the next
+    monitored step reads it, checks it against this estimator and cutoff and the limits given,
+    and monitors with it from that step on; a new content that cannot serve (unreadable,
+    fitted for another estimator or cutoff, a form the limits do not fit) is refused with a
+    `CalibrationRefused` warning and the old calibration kept. The log's `calibration` column
+    names the calibration of each monitored step by its `digest`.
 
     stability: the `StabilityCriteria` checked on every monitored frame (True: the defaults,
     close contacts below 0.5 x the sum of covalent radii and a temperature above 10 x the
@@ -145,18 +168,16 @@ class MonitoredCalculator(Calculator):
         self.estimator = estimator
         self.skips_uncertainty = "uncertainty" in inspect.signature(estimator.predict).parameters
         self.cutoff = checked_cutoff(cutoff, meaning="number")
+        self.calibration_file = None
         if calibration is not None and not isinstance(calibration, Calibration):
+            self.calibration_file = Path(calibration)
+            self._calibration_state = _file_state(self.calibration_file)  # (before reading)
             calibration = Calibration.load(calibration)
-        if calibration is not None:
-            calibration.check(estimator, self.cutoff)
-        self.calibration = calibration
-        # the monitor compares expected errors, not local uncertainties, with its limits
-        self.watches_error = calibration is not None and calibration.form != "alpha"
-        threshold = _calibrated_limit("threshold", threshold, error_threshold, calibration)
-        stop_threshold = _calibrated_limit("stop_threshold", stop_threshold,
-                                           error_stop_threshold, calibration)
-        self.threshold = positive_number("threshold", threshold, allow_none=True)
-        self.stop_threshold = positive_number("stop_threshold", stop_threshold, allow_none=True)
+        self.limits = {"threshold": threshold, "stop_threshold": stop_threshold,
+                       "error_threshold": error_threshold,
+                       "error_stop_threshold": error_stop_threshold}
+        self.calibration = None
+        self._use(calibration)
         self.timestep = positive_number("timestep", timestep, allow_none=True)
         self.interval = positive_integer("interval", interval)
         self.log = MonitorLog(log) if log is not None else None
@@ -181,6 +202,42 @@ class MonitoredCalculator(Calculator):
         self.on_instability = on_instability
         self.stop_on_instability = bool(stop_on_instability)
         self.step = 0
+
+    def _use(self, calibration: Calibration | None) -> None:
+        """Monitor with `calibration` (None: without), checked against the estimator, the
+        cutoff and the limits asked for; on a ValueError the monitor is left as it was."""
+        if calibration is not None:
+            calibration.check(self.estimator, self.cutoff)
+        limits = self.limits
+        threshold = positive_number("threshold", _calibrated_limit(
+            "threshold", limits["threshold"], limits["error_threshold"], calibration),
+            allow_none=True)
+        stop_threshold = positive_number("stop_threshold", _calibrated_limit(
+            "stop_threshold", limits["stop_threshold"], limits["error_stop_threshold"],
+            calibration), allow_none=True)
+        self.calibration = calibration
+        # the monitor compares expected errors, not local uncertainties, with its limits
+        self.watches_error = calibration is not None and calibration.form != "alpha"
+        self.threshold, self.stop_threshold = threshold, stop_threshold
+
+    def _follow_calibration(self) -> None:
+        """Read the calibration file again if it changed on disk since it was last read, and
+        monitor with it; CalibrationRefused, and the old one kept, if it cannot serve."""
+        if self.calibration_file is None:
+            return
+        state = _file_state(self.calibration_file)
+        if state == self._calibration_state:
+            return
+        self._calibration_state = state  # (a refused content is not read again)
+        try:
+            calibration = Calibration.load(self.calibration_file)
+            if calibration.digest != self.calibration.digest:
+                self._use(calibration)
+        except (OSError, ValueError) as err:
+            warnings.warn(f"calibration file '{self.calibration_file}' changed, but the monitor "
+                          f"cannot use it: {err}; it keeps calibration "
+                          f"{self.calibration.digest} (alpha {self.calibration.alpha:.4g}) until "
+                          "the file changes again", CalibrationRefused, stacklevel=2)
 
     def add_callback(self, callback: Callable[[Trigger], None]) -> None:
         """Call `callback(trigger)` on every monitored frame that crosses `threshold`."""
@@ -231,15 +288,20 @@ class MonitoredCalculator(Calculator):
             self.log.append(step=step, time_fs=instability.time_fs, max_local_uncertainty=None,
                             max_local_atom=None, mean_local_uncertainty=None,
                             max_atomic_uncertainty=None, n_above_threshold=None,
-                            instability=self.results["instability"])
+                            instability=self.results["instability"],
+                            calibration=self._calibration_digest())
         if self.on_instability is not None:
             self.on_instability(instability)
         raise instability
+
+    def _calibration_digest(self) -> str | None:
+        return None if self.calibration is None else self.calibration.digest
 
     def _time_fs(self, step: int) -> float | None:
         return None if self.timestep is None else step * self.timestep / units.fs
 
     def _monitor(self, step: int, atomic: np.ndarray, extra: dict) -> None:
+        self._follow_calibration()
         local = aggregate(self.atoms, atomic, self.cutoff)
         self.results["local_uncertainty"] = local
         watched = local
@@ -263,7 +325,8 @@ class MonitoredCalculator(Calculator):
                             max_local_atom=worst, mean_local_uncertainty=float(local.mean()),
                             max_atomic_uncertainty=float(atomic.max()),
                             n_above_threshold=len(above) if self.threshold else None,
-                            instability=self.results["instability"])
+                            instability=self.results["instability"],
+                            calibration=self._calibration_digest())
         if len(above):
             trigger = Trigger(step, time_fs, self.atoms.copy(), atomic, local,
                               above[np.argsort(-watched[above], kind="stable")])

@@ -2,6 +2,8 @@
 
 `instability` holds the codes of the stability criteria a frame violates (see
 mdmonitor.stability), joined by "+", e.g. "close-contact+hot"; it is empty on a stable frame.
+`calibration` is the `digest` of the calibration the frame was monitored with (empty without
+one): a monitor that follows a calibration file as it is refitted switches at a logged step.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from pathlib import Path
 
 COLUMNS = ("step", "time_fs", "max_local_uncertainty", "max_local_atom",
            "mean_local_uncertainty", "max_atomic_uncertainty", "n_above_threshold",
-           "instability")
-TEXT_COLUMNS = ("instability",)
+           "instability", "calibration")
+TEXT_COLUMNS = ("instability", "calibration")
 
 
 class MonitorLog:
@@ -29,6 +31,9 @@ class MonitorLog:
         if self.path.is_file() and self.path.stat().st_size > 0:
             with open(self.path) as handle:
                 first = handle.readline().strip()
+            if first == ",".join(COLUMNS[:-1]):
+                raise ValueError(f"'{self.path}' is the log of an earlier mdmonitor, without "
+                                 "the calibration column; choose another log file")
             if first != header:
                 raise ValueError(f"'{self.path}' exists but is not an mdmonitor log "
                                  f"(first line '{first[:80]}'); choose another log file")
@@ -42,9 +47,11 @@ class MonitorLog:
         self._handle.write(line + "\n")
         self._handle.flush()
 
-    def append(self, instability: str | None = None, **row) -> None:
-        """Write one row; keys are `COLUMNS` (`instability` may be left out: a stable frame)."""
-        row["instability"] = instability
+    def append(self, instability: str | None = None, calibration: str | None = None,
+               **row) -> None:
+        """Write one row; keys are `COLUMNS` (`instability` may be left out: a stable frame;
+        `calibration` too: none)."""
+        row.update(instability=instability, calibration=calibration)
         self._write(",".join(format_value(row[name]) for name in COLUMNS))
 
     def close(self) -> None:

@@ -117,3 +117,12 @@ def test_cluster_without_cell_has_no_stress(committee):
 def test_bad_settings_are_refused_by_name(committee, kwargs, message):
     with pytest.raises(ValueError, match=message):
         MonitoredCalculator(committee, **kwargs)
+
+
+def test_a_log_of_an_earlier_version_without_the_calibration_column_is_refused(llpr, tmp_path):
+    earlier = tmp_path / "m.csv"
+    earlier.write_text(",".join(COLUMNS[:-1]) + "\n0,,0.1,3,0.05,0.2,0,\n")
+    with pytest.raises(ValueError, match="log of an earlier mdmonitor, without the calibration "
+                                         "column; choose another log file"):
+        MonitoredCalculator(llpr, cutoff=4.0, log=earlier)
+    assert earlier.read_text().count("\n") == 2

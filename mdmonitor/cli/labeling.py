@@ -3,6 +3,7 @@ workers of a Dask cluster."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -62,6 +63,31 @@ def add_commands(commands) -> None:
                        help="keep polling for new boxes (e.g. beside a running MD) until Ctrl-C")
     label.add_argument("--poll", type=POSITIVE, default=2.0,
                        help="seconds between polls with --watch (default 2)")
+    follow = label.add_argument_group(
+        "calibration that follows the run",
+        "refit a calibration file on the labeled boxes after each batch, for a monitor given "
+        "that file (`mdmonitor md --calibration FILE`) to read again at its next monitored step")
+    follow.add_argument("--calibrate", type=Path, metavar="FILE",
+                        help="calibration JSON to (re)write atomically after each batch of "
+                             "labels, once two boxes are labeled")
+    follow.add_argument("--committee", nargs="+", metavar="MODEL",
+                        help="the estimator it is fitted for: a committee of these MACE model "
+                             "files (default: the models recorded in the boxes, which the MD "
+                             "cut them with; each must still have the recorded SHA-256)")
+    for kind in ("llpr", "ltau", "gmm"):
+        follow.add_argument(f"--{kind}", metavar="FILE",
+                            help=f"the estimator is the {kind.upper()} of this file (from "
+                                 f"`mdmonitor fit-{kind}`), with the model it was fitted for, or "
+                                 "--model")
+    options.add_drive_option(follow, "the calibration then holds for `md --drive` alike")
+    options.add_cutoff_option(follow)
+    follow.add_argument("--form", default="alpha",
+                        choices=("alpha", "auto", "element-alpha", "power", "element-power"),
+                        help="the map (default alpha, one factor: steady on few boxes; see "
+                             "`mdmonitor calibrate --help`)")
+    follow.add_argument("--window", type=EVERY, metavar="N",
+                        help="fit on the last N labeled boxes only (default: all so far), so "
+                             "that the map follows a run whose errors drift")
     label.add_argument("--no-progress", action="store_true",
                        help="no progress bar (as beside LAMMPS's output in `mdmonitor lammps "
                             "--label`)")
@@ -80,11 +106,13 @@ def _label(args) -> int:
         raise FileNotFoundError(f"queue directory '{args.queue}' does not exist")
     reference = Reference(args.reference, parse_parameters(args.parameter))
     reference.check()
+    say = lambda line: tqdm.write(line, file=sys.stderr)  # noqa: E731
     labeler = Labeler(args.queue, reference, args.model, workers=args.workers,
                       threads_per_worker=args.threads_per_worker, scheduler=args.scheduler,
                       retries=args.retries, timeout=args.timeout,
                       dask_log=None if debugging(args) else args.queue / DASK_LOG,
-                      say=lambda line: tqdm.write(line, file=sys.stderr))
+                      say=say)
+    labeler.on_labeled = _refitting(args, labeler.queue.dataset, say)
     if args.release_host:
         released = labeler.claims.release_host(args.release_host)
         print(f"released {len(released)} claims of {args.release_host}")
@@ -106,6 +134,45 @@ def _label(args) -> int:
         print("run again to label the boxes still pending", file=sys.stderr)
         raise interrupted
     return EXIT_BOXES_FAILED if summary.failed else 0
+
+
+def _refitting(args, dataset: Path, say):
+    """What refits --calibrate on `dataset` after each batch of labels (None without it): says
+    what it wrote, or why it did not (the labeler goes on, the file as it was)."""
+    given = [kind for kind in options.ESTIMATOR_OPTIONS if getattr(args, kind)]
+    if args.calibrate is None:
+        if given or args.window or args.drive is not None:
+            raise ValueError("--committee, --llpr, --ltau, --gmm, --drive and --window choose "
+                             "how --calibrate FILE is refitted: give --calibrate")
+        return None
+    if len(given) > 1:
+        raise ValueError(f"give one estimator for --calibrate, not "
+                         f"{' and '.join('--' + kind for kind in given)}")
+    from ..labeling.refit import CalibrationRefit
+
+    if given and given[0] != "committee" and args.model and len(args.model) > 1:
+        raise ValueError(f"--{given[0]} has one model: give one --model (or none)")
+    if given:  # (--model of a single-model estimator: the one buffers are relaxed with)
+        estimator = options.estimator_from(argparse.Namespace(
+            **{**vars(args), "model": args.model[0] if args.model else None}))
+    elif args.drive is not None:
+        raise ValueError("--drive needs --committee MODEL ...: the committee it drives")
+    else:
+        estimator = None
+    refit = CalibrationRefit(args.calibrate, estimator, args.cutoff, args.form, args.window)
+
+    def after_batch(names: list[str]) -> None:
+        try:
+            calibration = refit.update(dataset)
+        except (OSError, ValueError) as err:
+            say(f"{args.calibrate} not refitted after {', '.join(names)}: {err}")
+            return
+        if calibration is not None:
+            say(f"{args.calibrate}: calibration {calibration.digest}, {calibration.form} map, "
+                f"alpha {calibration.alpha:.4g} from {calibration.n_frames} boxes "
+                f"(mean local force error {calibration.mean_error:.4f} eV/A)")
+
+    return after_batch
 
 
 def _startup(args, summary) -> str:

@@ -75,7 +75,12 @@ def add_commands(commands) -> None:
         "calibrated thresholds", "limits given as expected local force errors (eV/A) through a "
         "calibration file of `mdmonitor calibrate`, of any map form")
     calibrated.add_argument("--calibration", type=Path, metavar="FILE",
-                            help="calibration JSON fitted for this estimator and --cutoff")
+                            help="calibration JSON fitted for this estimator and --cutoff; "
+                                 "read again at the next monitored step whenever it changes "
+                                 "(e.g. refitted by `mdmonitor label --watch --calibrate FILE` "
+                                 "as the run's boxes are labeled; a new content that does not "
+                                 "fit is refused with a warning), the log's calibration column "
+                                 "naming the one each step used")
     calibrated.add_argument("--error-threshold", type=POSITIVE, default=None, metavar="EV_PER_A",
                             help="with --calibration, instead of --threshold: the expected local "
                                  "force error (eV/A) above which a frame counts as triggered; an "
@@ -237,13 +242,13 @@ def _md(args) -> int:
                                threshold=args.threshold,
                                stop_threshold=args.stop_threshold, interval=args.interval,
                                log=args.log, timestep=args.timestep * units.fs,
-                               extractor=extractor, calibration=calibration,
+                               extractor=extractor, calibration=args.calibration,
                                error_threshold=args.error_threshold,
                                error_stop_threshold=args.error_stop_threshold)
     for name, error in (("--error-threshold", args.error_threshold),
                         ("--error-stop-threshold", args.error_stop_threshold)):
         if error is not None:
-            print(f"{name} {error:g} eV/A: {_as_uncertainty(calibration, error, atoms)}")
+            print(f"{name} {error:g} eV/A: {_as_uncertainty(calc.calibration, error, atoms)}")
     keep_freed_memory()  # this process is ours: malloc keeps the force calls' tensors
     try:
         stop = run_md(atoms, calc, steps=args.steps, temperature_K=args.temperature,

@@ -196,13 +196,15 @@ class Labeler:
     say: called with one line for each retry and each box that fails (box, attempt, reason).
     pool: an open pool (`open_pool`) to label on instead, left open after `run` (one cluster
       for the queues of several labelers in turn, as `mdmonitor learn` labels its generations).
+    on_labeled: called with the names of the boxes labeled since its last call, after each
+      batch of results is filed (e.g. to refit a calibration on the dataset, `refit.py`).
     """
 
     def __init__(self, queue, reference: Reference | Calculator, relax_models=None,
                  reference_name: str = "", *, workers: int | None = None,
                  threads_per_worker: int = 1, scheduler: str | None = None,
                  retries: int = DEFAULT_RETRIES, timeout: float | None = None,
-                 dask_log: str | Path | None = None, say=None, pool=None):
+                 dask_log: str | Path | None = None, say=None, pool=None, on_labeled=None):
         self.queue = queue if isinstance(queue, CandidateQueue) else CandidateQueue(queue)
         self.reference = reference
         self.reference_name = reference_name or (
@@ -223,6 +225,7 @@ class Labeler:
         self.retries, self.timeout = retries, timeout
         self.dask_log = dask_log
         self.say = say or (lambda line: None)
+        self.on_labeled = on_labeled
         self.claims = Claims(self.queue.root)
         self.dataset = LabeledDataset(self.queue.dataset)
         self.summary = LabelingSummary()
@@ -261,8 +264,11 @@ class Labeler:
                         return self.summary
                     time.sleep(poll)
                     continue
+                labeled_before = len(self.summary.labeled)
                 for future in pool.wait(running, timeout=self._wait(running, poll)):
                     self._collect(future, running.pop(future).name)
+                if self.on_labeled is not None and len(self.summary.labeled) > labeled_before:
+                    self.on_labeled(self.summary.labeled[labeled_before:])
                 for future in self._overdue(running):
                     pool.abandon(future)
                     name = running.pop(future).name

@@ -136,6 +136,11 @@ SCHEMA = {
                          "validation and calibration (at least one frame of two or more)"),
         "extra_args": ([], "further mace_run_train arguments, e.g. [\"--ema\"]"),
     },
+    "calibration": {
+        "window": (None, "fit each generation's calibration (alpha, on held-out labels) on the "
+                         "most recent N of them, at least 2 (default: every generation's so "
+                         "far), so that it follows a run whose errors drift"),
+    },
     "test": {
         "file": (None, "EMT/DFT-labelled frames to report the force MAE and Spearman on"),
         "boxes": (0, "boxes per generation cut by the selection from the rest of the MD (after "
@@ -304,6 +309,11 @@ def _check(config: LearningConfig) -> None:
         raise ValueError(f"{named('models', 'committee')}: a committee needs two or more models")
     reference_calculator(config["reference"]["calculator"], config["reference"]["parameters"])
     _check_labeling(config)
+    window = positive_integer(named("calibration", "window"), config["calibration"]["window"],
+                              allow_none=True)
+    if window == 1:
+        raise ValueError(f"{named('calibration', 'window')} must be 2 or more: a calibration is "
+                         "fitted on two frames at least")
 
 
 def _check_boxes(config: LearningConfig, named) -> None:

@@ -103,7 +103,9 @@ def run_lammps(atoms: Atoms, estimator, md: dict, selection: dict | None, direct
         raise RuntimeError(f"LAMMPS run in {work} failed (exit {done.returncode}):\n"
                            + "\n".join(tail))
     rows = thermo_rows(work / "log.lammps")
-    write_monitor_log(rows, directory / "monitor.csv", md)
+    thresholds_from = calibration if md["error_threshold"] is not None else None
+    write_monitor_log(rows, directory / "monitor.csv", md,
+                      None if thresholds_from is None else thresholds_from.digest)
     frames = ase.io.read(work / "md.lammpstrj", index=":", format="lammps-dump-text")
     ase.io.write(directory / "md.extxyz", [trajectory_frame(f) for f in frames],
                  format="extxyz")
@@ -150,14 +152,16 @@ def input_script(md: dict, threshold: str | None, selection: dict | None, elemen
             f"run {md['steps']}\n")
 
 
-def write_monitor_log(rows: list[dict], path: Path, md: dict) -> None:
-    """monitor.csv from LAMMPS thermo rows, in the columns MonitoredCalculator writes."""
+def write_monitor_log(rows: list[dict], path: Path, md: dict,
+                      calibration: str | None = None) -> None:
+    """monitor.csv from LAMMPS thermo rows, in the columns MonitoredCalculator writes;
+    `calibration` the digest of the calibration the fix's threshold came from."""
     log = MonitorLog(path)
     for row in rows:
         log.append(step=int(row["Step"]), time_fs=row["Step"] * md["timestep"],
                    max_local_uncertainty=row["f_mon[1]"], max_local_atom=int(row["f_mon[2]"]) - 1,
                    mean_local_uncertainty=None, max_atomic_uncertainty=None,
-                   n_above_threshold=int(row["f_mon[3]"]))
+                   n_above_threshold=int(row["f_mon[3]"]), calibration=calibration)
     log.close()
 
 

@@ -5,10 +5,11 @@ generation, in a run directory a person can read and a killed run resumes from.
                          (single-model estimators), calibration.json (if any; generation 0:
                          models.calibration, its SHA-256 in calibration.source.json), state.json,
                          monitor.csv, md.extxyz, candidates/ (the queue), labeled.extxyz,
-                         holdout.extxyz (holdout-so-far.extxyz: every generation's, for the
-                         calibration), train.extxyz, valid.extxyz, training/ (mace_run_train
-                         work and logs); with [test] boxes: test-candidates/ (their queue),
-                         test-boxes.extxyz (labeled), test-so-far.extxyz (every generation's)
+                         holdout.extxyz (holdout-so-far.extxyz: every generation's, or the
+                         last calibration.window, for the calibration), train.extxyz,
+                         valid.extxyz, training/ (mace_run_train work and logs); with [test]
+                         boxes: test-candidates/ (their queue), test-boxes.extxyz (labeled),
+                         test-so-far.extxyz (every generation's)
     run/generation-001/  models/ ... trained in generation 0
     run/summary.csv      one row per generation; run/summary.png
     run/labeling.log     what Dask logged while [labeling] workers labeled (failed calculations)
@@ -304,7 +305,8 @@ class ActiveLearning:
             self._fit_estimator(k + 1, self._trained_on(k + 1),
                                 directory / "training" / "model_0" / "checkpoints")
         calibration = following / "calibration.json"
-        held_out = self._held_out(k)
+        held_out, window = self._held_out(k), self.config["calibration"]["window"]
+        held_out = held_out[-window:] if window else held_out
         if not calibration.is_file() and len(held_out) >= 2:  # (a fit needs two frames)
             holdout = directory / "holdout-so-far.extxyz"
             _write_frames(holdout, held_out)

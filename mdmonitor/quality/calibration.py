@@ -27,6 +27,7 @@ the map; format 1 files (alpha only) are read as the alpha map.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import warnings
@@ -79,6 +80,8 @@ RELIABLE_FRAMES = 20
 # The `fix mdmonitor` threshold of an atom type that no local uncertainty reaches (LAMMPS reads
 # no "inf"): a constant map's limit for an error above its constant.
 NEVER_REACHED = 1e300
+# hex digits of `Calibration.digest` (48 bits)
+DIGEST_LENGTH = 12
 ERROR_DEFINITION = ("local mean over neighbours within the cutoff (atom included) of the mean "
                     "absolute Cartesian force-component error e_j = (1/3) sum_k |F_jk - F_jk^ref|, "
                     "eV/A")
@@ -109,6 +112,14 @@ class LabeledPrediction:
     force_error: np.ndarray
     atomic_uncertainty: np.ndarray
     extra: dict
+
+    @classmethod
+    def of(cls, estimator, atoms: Atoms, reference) -> "LabeledPrediction":
+        """`estimator`'s prediction of `atoms`, whose reference forces are `reference` (N, 3)."""
+        prediction = estimator.predict(atoms)
+        return cls(atoms=atoms, force_error=np.asarray(prediction.forces) - reference,
+                   atomic_uncertainty=np.asarray(prediction.atomic_uncertainty, dtype=float),
+                   extra=dict(prediction.extra))
 
     @property
     def atomic_error(self) -> np.ndarray:
@@ -193,14 +204,9 @@ def predict_labeled(estimator, structures, forces_key: str | None = None,
         warnings.warn(f"only {len(frames)} labelled frames: alpha and the correlations between "
                       f"error and uncertainty are unreliable below {RELIABLE_FRAMES} (both vary "
                       "from frame to frame); label more frames", FewFramesWarning, stacklevel=3)
-    predictions = []
-    for atoms, reference in tqdm(list(zip(frames, references)), desc="predicting",
-                                 unit="frame", disable=not progress):
-        prediction = estimator.predict(atoms)
-        predictions.append(LabeledPrediction(
-            atoms=atoms, force_error=np.asarray(prediction.forces) - reference,
-            atomic_uncertainty=np.asarray(prediction.atomic_uncertainty, dtype=float),
-            extra=dict(prediction.extra)))
+    predictions = [LabeledPrediction.of(estimator, atoms, reference) for atoms, reference in
+                   tqdm(list(zip(frames, references)), desc="predicting", unit="frame",
+                        disable=not progress)]
     uncertainty = np.concatenate([p.atomic_uncertainty for p in predictions])
     if np.ptp(uncertainty) == 0:
         raise ValueError(
@@ -340,7 +346,8 @@ class Calibration:
     (eV/A) the map gave the fitting atoms, and `constant` lists the elements for which those
     lie within CONSTANT_SPREAD of each other (None in files written before them). Build with
     `Calibration.fit`; store with `save`/`load` (JSON). A field that `fit` could not
-    have written is refused (ValueError naming it).
+    have written is refused (ValueError naming it). `digest` names the calibration in a few
+    characters (DIGEST_LENGTH hex digits of the SHA-256 of its fields): the monitor logs it.
     """
 
     alpha: float
@@ -388,6 +395,8 @@ class Calibration:
                 raise ValueError(f"error_map: the alpha form's factor "
                                  f"{parsed.pooled.prefactor!r} is not alpha {self.alpha!r}")
         object.__setattr__(self, "map", parsed)
+        fields = json.dumps(asdict(self), sort_keys=True).encode()
+        object.__setattr__(self, "digest", hashlib.sha256(fields).hexdigest()[:DIGEST_LENGTH])
         for symbol, bounds in (self.expected_error_range or {}).items():
             if not (symbol in atomic_numbers and isinstance(bounds, (list, tuple))
                     and len(bounds) == 2 and all(isinstance(v, (int, float)) for v in bounds)

@@ -61,6 +61,8 @@ def test_the_example_config_is_valid():
     ("[reference]\ncalculator = 'ase.calculators.nothing:DFT'\n", "cannot import module"),
     ("[reference]\ncalculator = 'ase.calculators.emt:EMTT'\n", "has no 'EMTT'"),
     ("[run\n", "is not valid TOML"),
+    ("[calibration]\nwindow = 1\n", "calibration.window must be 2 or more"),
+    ("[calibration]\nwindow = 0\n", "calibration.window must be a positive integer"),
 ])
 def test_bad_input_is_refused_before_any_compute_naming_the_key(write, text, message):
     sections = text

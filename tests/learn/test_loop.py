@@ -249,3 +249,33 @@ def test_a_scratch_generation_trains_new_weights_on_every_initial_frame_and_says
     with open(tmp_path / "run" / "summary.csv") as handle:
         row = list(csv.DictReader(handle))[-1]
     assert row["kept_epochs"] == "0 0" and float(row["valid_force_rmse_kept"]) > 0
+
+
+def test_a_calibration_window_fits_the_next_calibration_on_the_latest_held_out_labels(
+        tmp_path, data):
+    from mdmonitor import Calibration, Committee
+    from tests.labeled_frames import cu_frames, emt_labeled
+
+    config = write_config(tmp_path, data)
+    config.write_text(config.read_text() + "[calibration]\nwindow = 2\n")
+    loop = ActiveLearning(load_config(config), progress=False)
+    frames = emt_labeled(cu_frames())
+    for k, (labeled, held) in enumerate([(frames[:2], [0, 1]), (frames[2:], [0])]):
+        loop.generation(k).mkdir(parents=True)
+        ase.io.write(loop.generation(k) / "labeled.extxyz", labeled, format="extxyz")
+        (loop.generation(k) / "split.json").write_text(json.dumps({"holdout": held}))
+    for source, model in zip(data[1], loop.models(2)):  # (generation 1's "trained" models)
+        model.parent.mkdir(parents=True, exist_ok=True)
+        model.write_bytes(Path(source).read_bytes())
+    loop._refit(1, {})
+    calibration = loop.calibration(2)
+    estimator = Committee.from_mace([str(p) for p in loop.models(2)])
+    with pytest.warns(UserWarning, match="only 2 labelled frames"):
+        latest = Calibration.fit(estimator, emt_labeled(cu_frames())[1:], 4.0, progress=False,
+                                 form="alpha")
+    with pytest.warns(UserWarning, match="only 3 labelled frames"):
+        every = Calibration.fit(estimator, emt_labeled(cu_frames()), 4.0, progress=False,
+                                form="alpha")
+    assert calibration.n_frames == 2
+    assert calibration.alpha == pytest.approx(latest.alpha, rel=1e-6)
+    assert abs(calibration.alpha / every.alpha - 1) > 1e-3
