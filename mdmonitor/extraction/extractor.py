@@ -118,18 +118,17 @@ def _relax_in_worker(box: Atoms, name: str, queue_root: str, core_radius: float)
     return name
 
 
-def centre_numbers(elements) -> np.ndarray | None:
+def centre_numbers(elements, name: str = "centre_elements") -> np.ndarray | None:
     """Atomic numbers of the chemical symbols `elements` (None: every element may be a centre);
-    ValueError for a symbol that is not an element."""
+    ValueError naming the setting `name` for a symbol that is not an element."""
     if elements is None:
         return None
     if isinstance(elements, str) or not len(elements):
-        raise ValueError(f"centre_elements must be a non-empty list of chemical symbols such as "
-                         f"['O'], got {elements!r}")
+        raise ValueError(f"{name} must be a non-empty list of chemical symbols such as ['O'], "
+                         f"got {elements!r}")
     unknown = [e for e in elements if e not in atomic_numbers]
     if unknown:
-        raise ValueError(f"centre_elements: {', '.join(map(repr, unknown))} is not a chemical "
-                         "symbol")
+        raise ValueError(f"{name}: {', '.join(map(repr, unknown))} is not a chemical symbol")
     return np.array([atomic_numbers[e] for e in elements])
 
 

@@ -335,11 +335,7 @@ def _check_boxes(config: LearningConfig, named) -> None:
     if test["boxes"] and selection["span"] == 1:
         raise ValueError(f"{named('test', 'boxes')} = {test['boxes']} needs the part of the MD "
                          "after selection.span: set selection.span below 1")
-    if selection["centres"] is not None:
-        try:
-            centre_numbers(selection["centres"])
-        except ValueError as err:
-            raise ValueError(f"{named('selection', 'centres')}: {err}") from None
+    centre_numbers(selection["centres"], named("selection", "centres"))
     if not isinstance(selection["molecules"], bool):
         raise ValueError(f"{named('selection', 'molecules')} must be true or false, got "
                          f"{selection['molecules']!r}")

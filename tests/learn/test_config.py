@@ -63,6 +63,20 @@ def test_the_example_config_is_valid():
     ("[run\n", "is not valid TOML"),
     ("[calibration]\nwindow = 1\n", "calibration.window must be 2 or more"),
     ("[calibration]\nwindow = 0\n", "calibration.window must be a positive integer"),
+    ("[selection]\nframes = 'all'\n", "selection.frames = 'all' is not one of threshold"),
+    ("[selection]\nframes = 'segments'\nstrategy = 'whole-frame'\n",
+     "'segments' is a way to choose boxes of the uncertainty and random"),
+    ("[test]\nboxes = 4\n", "test.boxes = 4 cuts test boxes from the segments"),
+    ("[selection]\nframes = 'segments'\nspan = 1.0\n[test]\nboxes = 2\n",
+     "needs the part of the MD after selection.span"),
+    ("[selection]\nspan = 0\n", r"selection.span must be in \(0, 1\]"),
+    ("[selection]\ncentres = ['Ox']\n", "selection.centres: 'Ox' is not a chemical symbol"),
+    ("[selection]\ncentres = 'O'\n", "selection.centres must be a non-empty list"),
+    ("[selection]\nbox_fraction = 1.5\n", r"selection.box_fraction must be in \(0, 1\)"),
+    ("[selection]\nmolecules = 'yes'\n", "selection.molecules must be true or false"),
+    ("[selection]\nbox = 'host'\nmolecules = true\n", "selection.molecules shapes cubes"),
+    ("[selection]\ncentres = ['Cu']\n[md]\nengine = 'lammps'\n",
+     "the LAMMPS fix cuts plain cubes while the MD runs"),
 ])
 def test_bad_input_is_refused_before_any_compute_naming_the_key(write, text, message):
     sections = text
@@ -72,6 +86,14 @@ def test_bad_input_is_refused_before_any_compute_naming_the_key(write, text, mes
         sections = text.replace("[md]\n", f"[md]\nstart = '{START}'\nthreshold = 0.04\n")
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         load_config(write(sections))
+
+
+def test_segments_need_no_threshold_and_the_lammps_engine_may_shape_their_boxes(write):
+    config = load_config(write(f"[md]\nstart = '{START}'\nengine = 'lammps'\n[selection]\n"
+                               "frames = 'segments'\ncentres = ['Cu']\nmolecules = true\n"
+                               "box_fraction = 0.5\n[test]\nboxes = 3\n"))
+    assert config["md"]["threshold"] is None and config["test"]["boxes"] == 3
+    assert config["selection"]["centres"] == ["Cu"]
 
 
 def test_a_missing_start_structure_and_a_missing_threshold_are_named(write):
