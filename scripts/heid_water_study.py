@@ -17,7 +17,7 @@ Protocol (examples/water_heid/water_heid.toml; the paper's in brackets):
   over both strategies and every cycle, sorted by energy per atom into quartiles [the same, 360
   boxes, panels by potential energy];
 - retraining: fine-tuning every member on all data so far (start structures and every label but
-  the 20 % held out for validation), 15 epochs, forces-weighted loss (the loop's recipe, shown to
+  the 20 % held out for validation), 10 epochs, forces-weighted loss (the loop's recipe, shown to
   learn in the README's "The training recipe") [retraining from scratch]: from scratch needs
   about twice the epochs on the same data, which 2 cores cannot fit in the time below.
 
@@ -241,6 +241,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "study-output" / "heid-water")
     parser.add_argument("--quick", action="store_true", help="the test suite's quick mode")
     parser.add_argument("--cycles", type=int, help="at most this many cycles")
+    parser.add_argument("--minutes", type=float, default=BUDGET_S / 60,
+                        help="wall-time budget of this invocation (default: %(default)s); a "
+                             "rerun resumes the cycles already run")
     args = parser.parse_args()
     scale = QUICK if args.quick else FULL
     out = args.out.resolve()
@@ -252,7 +255,7 @@ def main() -> None:
             "*.model"))
     configs = {s: write_config(out, s, models, scale["overrides"]) for s in STRATEGIES}
     cycles = run_cycles(configs, args.cycles or scale["cycles"], started,
-                        BUDGET_S - (60 if args.quick else 8 * 60))
+                        60 * args.minutes - (60 if args.quick else 8 * 60))
     frames = pooled_test_set(out)
     curves = learning_curves(out, cycles, frames)
     steps, start = load_config(configs["uncertainty"])["md"]["steps"], \
