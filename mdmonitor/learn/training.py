@@ -272,13 +272,21 @@ def train_model(model: MaceModel, output: Path, work_dir: Path, settings: dict, 
     return output
 
 
+def _cause(futures, first: Exception) -> Exception:
+    """The failure that stopped the training: the first member's exception that is not a
+    TrainingStopped (a partner that did not start because of it), else `first`."""
+    failures = [f.exception() for f in futures if f.done() and not f.cancelled()]
+    return next((e for e in failures if e is not None and not isinstance(e, TrainingStopped)),
+                first)
+
+
 def train_models(models: list[MaceModel], outputs: list[Path], work_dirs: list[Path],
                  settings: dict, seeds: list[int], train_file: Path, valid_file: Path | None,
                  checkpoints: bool = False, jobs: int = 1) -> list[Path]:
     """Train every model (`jobs` at a time, each on this process's OMP_NUM_THREADS, 1 unless
-    set, e.g. by `mdmonitor --threads`); the first failure raises,
-    once the members already training have ended (their models are kept), and no further member
-    starts. Ctrl-C (KeyboardInterrupt) or SystemExit kill the running trainers at once."""
+    set, e.g. by `mdmonitor --threads`); the first failure raises (not a partner's
+    TrainingStopped that it caused), once the members already training have ended (their models
+    are kept), and no further member starts. Ctrl-C (KeyboardInterrupt) or SystemExit kill the running trainers at once."""
     trainers = Trainers()
 
     def member(*args):
@@ -301,7 +309,9 @@ def train_models(models: list[MaceModel], outputs: list[Path], work_dirs: list[P
             future.cancel()
         if not isinstance(err, Exception):
             trainers.stop()
-        raise
+            raise
+        pool.shutdown(wait=True)  # (the cause, not a partner stopped because of it)
+        raise _cause(futures, err) from None
     finally:
         try:
             pool.shutdown(wait=True)
