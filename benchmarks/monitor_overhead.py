@@ -3,16 +3,19 @@
 Times, as medians over rounds that interleave the cases, each call on new positions: a plain
 single-model MACECalculator force call (the baseline), a MonitoredCalculator call with each
 estimator of the same model (last-layer LPR, its posterior force spread from 4 samples, LTAU,
-latent GMM), with the 4-member committee, the committee driven by its member 0 and the force
-LLPR, each monitored every 10th call (the mean over 10 consecutive calls: one with the
-uncertainty, nine with the model alone), and aggregation + triggering alone. Prints absolute times and ratios to the baseline measured in the same run,
-and torch's thread count of every row (one thread).
+latent GMM), with the 4-member committee, the committee driven by its member 0, the force
+LLPR and the LLPR, LTAU and GMM, each monitored every 10th call (the mean over 10 consecutive
+calls: one with the uncertainty, nine with the model alone), and aggregation + triggering
+alone. Prints absolute times and ratios to the baseline measured in the same run, and to the
+model alone through mdmonitor's graph code (what the single-model estimators run), and torch's
+thread count of every row (one thread).
 
     .venv/bin/python benchmarks/monitor_overhead.py [--quick] [--json PATH] [--repeats 30]
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -33,6 +36,8 @@ LARGE_REPEAT = (5, 5, 1)
 DRIVEN_INTERVAL = 10  # the driven committee's monitor interval: one full call in ten
 FORCE_SAMPLES = 4  # posterior samples of the force LLPR (fit-llpr --target forces default)
 FORCE_LLPR = f"force LLPR ({FORCE_SAMPLES} posterior samples)"
+# the single-model estimators of the energy and latent space, (row name, bundled kind)
+SINGLE_MODEL = {"last-layer LPR": "llpr", "LTAU": "ltau", "latent GMM": "gmm"}
 
 
 def median_time(call, atoms, repeats: int, seed: int = 0) -> float:
@@ -89,9 +94,12 @@ def measure(atoms, atomic: dict, plain, estimators: dict, driven, repeats: int) 
         local = aggregate(frame, atomic["4-member committee"], CUTOFF)
         np.flatnonzero(local > thresholds["4-member committee"])
 
+    alone = ForceFieldCalculator(driven.models[0])
     cases = [("plain MACE force call (1 model)", force_call(plain), 1),
              ("member 0 alone through mdmonitor's graph code, unmonitored",
-              force_call(ForceFieldCalculator(driven.models[0])), 1)]
+              force_call(alone), 1),
+             (f"member 0 alone through mdmonitor's graph code, {DRIVEN_INTERVAL} calls in a "
+              "row (mean per call)", force_call(alone), DRIVEN_INTERVAL)]
     cases += [(f"monitored call, {name}",
                force_call(MonitoredCalculator(estimator, cutoff=CUTOFF,
                                               threshold=thresholds[name])), 1)
@@ -101,14 +109,17 @@ def measure(atoms, atomic: dict, plain, estimators: dict, driven, repeats: int) 
                   force_call(MonitoredCalculator(driven, cutoff=CUTOFF,
                                                  threshold=thresholds["4-member committee"],
                                                  interval=DRIVEN_INTERVAL)), DRIVEN_INTERVAL))
-    cases.append((f"{FORCE_LLPR}, monitored every {DRIVEN_INTERVAL}th call (mean per call)",
-                  force_call(MonitoredCalculator(estimators[FORCE_LLPR], cutoff=CUTOFF,
-                                                 threshold=thresholds[FORCE_LLPR],
-                                                 interval=DRIVEN_INTERVAL)), DRIVEN_INTERVAL))
+    cases += [(f"{name}, monitored every {DRIVEN_INTERVAL}th call (mean per call)",
+               force_call(MonitoredCalculator(estimators[name], cutoff=CUTOFF,
+                                              threshold=thresholds[name],
+                                              interval=DRIVEN_INTERVAL)), DRIVEN_INTERVAL)
+              for name in (FORCE_LLPR, *SINGLE_MODEL)]
     cases.append(("aggregation + triggering alone", aggregation_and_trigger, 1))
     seconds = interleaved_times(cases, atoms, repeats)
-    return [[label, s * 1e3, s / seconds[0], torch.get_num_threads()]
-            for (label, _, _), s in zip(cases, seconds)]
+    # the model alone timed the same way: one call, or blocks of DRIVEN_INTERVAL calls in a row
+    alone_seconds = {1: seconds[1], DRIVEN_INTERVAL: seconds[2]}
+    return [[label, s * 1e3, s / seconds[0], s / alone_seconds[calls], torch.get_num_threads()]
+            for (label, _, calls), s in zip(cases, seconds)]
 
 
 def main(argv=None) -> None:
@@ -119,12 +130,12 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     repeats = args.repeats or (6 if args.quick else 30)
+    load_before = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     models = demo_models()
     with trusted_pickle_loads():  # the bundled model file, a pickle
         plain = MACECalculator(model_paths=models["committee"][0], device="cpu",
                                default_dtype="float64")
-    estimators = {name: load_fitted(kind, models[kind]) for name, kind in
-                  (("last-layer LPR", "llpr"), ("LTAU", "ltau"), ("latent GMM", "gmm"))}
+    estimators = {name: load_fitted(kind, models[kind]) for name, kind in SINGLE_MODEL.items()}
     energy = estimators["last-layer LPR"]
     estimators[FORCE_LLPR] = LastLayerLPR(energy.model, energy.hessian, energy.regularizer,
                                           energy.forces, target="forces",
@@ -140,7 +151,7 @@ def main(argv=None) -> None:
              (f"{len(large)}-atom Cu(100) slab (demo slab x {' x '.join(map(str, LARGE_REPEAT))})",
               large, tiled, max(1, repeats // 5))]
     tables = [table(f"{caption}, median of {n_calls} interleaved round{'s' * (n_calls > 1)}",
-                    ["case", "ms per call", "x plain call", "torch threads"],
+                    ["case", "ms per call", "x plain call", "x model alone", "torch threads"],
                     measure(atoms, values, plain, estimators, driven, n_calls))
               for caption, atoms, values, n_calls in cases]
     report("Monitoring overhead in ASE", tables,
@@ -153,9 +164,17 @@ def main(argv=None) -> None:
             "the driven committee: member 0's energy and forces on every call, the 4 members "
             f"on every {DRIVEN_INTERVAL}th (where it is monitored); its row is the mean over "
             f"{DRIVEN_INTERVAL} consecutive calls, timed as one block per round; likewise the "
-            "force LLPR, whose samples cost one backward pass of the model each",
+            "force LLPR, whose samples cost one backward pass of the model each, and the LLPR, "
+            "LTAU and GMM, which run the model alone on the calls not monitored",
+            "x model alone: against member 0 alone through mdmonitor's graph code (the model "
+            "call the single-model estimators make) timed the same way: single calls against "
+            f"the second row, the rows of {DRIVEN_INTERVAL} calls in a row against the third "
+            "(so that calls in a row, with the caches of one calculator, count neither for nor "
+            "against)",
             "torch on 1 thread; each call on new, rattled positions (0.05 A), after one "
-            "warm-up call; rounds interleave the cases"],
+            "warm-up call; rounds interleave the cases",
+            f"load average (1 / 5 / 15 min) before: {load_before}, after: "
+            f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}"],
            __file__, argv, args.json)
 
 

@@ -14,8 +14,8 @@
    mdmonitor_core's cube_cut.h and candidate_queue.h).
    With source pair, the fix asks the pair style for the uncertainty (its "uncertainty_flag"
    trigger) before the force call of every N-th step and of the setup, so that a committee
-   exported with a driver evaluates its members on those steps only; it refuses values the pair
-   did not compute at the current step. */
+   exported with a driver evaluates its members, and an LLPR its last-layer LPR, on those steps
+   only; it refuses values the pair did not compute at the current step. */
 
 #ifndef LMP_FIX_MDMONITOR_H
 #define LMP_FIX_MDMONITOR_H

@@ -37,7 +37,7 @@ using namespace LAMMPS_NS;
 
 PairMDMonitor::PairMDMonitor(LAMMPS *lmp) :
     Pair(lmp), r_max(0.0), num_interactions(0), num_members(0), driven(false),
-    uncertainty_flag(0), uncertainty_step(-1), ghost_setting(GHOSTS_AUTO), with_ghosts(false),
+    on_request(false), uncertainty_flag(0), uncertainty_step(-1), ghost_setting(GHOSTS_AUTO), with_ghosts(false),
     nmax(0), uncertainty(nullptr), member_forces(nullptr)
 {
   single_enable = 0;
@@ -122,14 +122,21 @@ void PairMDMonitor::settings(int narg, char **arg)
   num_members = model.attr("num_members").toInt();
   const std::string driver = model.hasattr("driver") ? model.attr("driver").toStringRef() : "";
   driven = !driver.empty() && driver != "mean";
+  // files exported before the attribute: only a driven committee has a `drive` method
+  on_request = model.hasattr("uncertainty_on_request")
+      ? model.attr("uncertainty_on_request").toBool() : driven;
+  std::string paid;
+  if (driven)
+    paid = "; dynamics driven by " + driver + ", members evaluated only on steps whose "
+           "uncertainty a fix reads";
+  else if (on_request)
+    paid = "; uncertainty computed only on steps a fix reads it";
   if (comm->me == 0)
     utils::logmesg(lmp, "pair_style mdmonitor: {} estimator from {}, {} member(s), elements {}, "
                    "r_max {} A, {} interactions, uncertainty in {}{}\n",
                    model.attr("estimator").toStringRef(), model_file, num_members,
                    utils::join_words(elements, " "), r_max, num_interactions,
-                   model.attr("uncertainty_unit").toStringRef(),
-                   driven ? "; dynamics driven by " + driver + ", members evaluated only on "
-                            "steps whose uncertainty a fix reads" : "");
+                   model.attr("uncertainty_unit").toStringRef(), paid);
 }
 
 /* pair_coeff * * Element1 Element2 ... (one element of the model per atom type) */
@@ -407,8 +414,9 @@ void PairMDMonitor::compute(int eflag, int vflag)
   torch::jit::GraphOptimizerEnabledGuard unoptimized(false);
   std::vector<torch::jit::IValue> inputs{positions, edge_index, shifts, cell, species,
                                          (int64_t) nlocal, (bool) vflag_global};
-  // a driven committee evaluates its members only on the steps whose uncertainty is read
-  const bool with_uncertainty = !driven || uncertainty_flag;
+  // a driven committee evaluates its members, the LLPR its last-layer features, only on the
+  // steps whose uncertainty is read; the other steps run `drive`, the model of the dynamics
+  const bool with_uncertainty = !on_request || uncertainty_flag;
   const auto out = (with_uncertainty ? model.forward(inputs)
                                      : model.get_method("drive")(inputs)).toGenericDict();
   if (update->ntimestep == update->firststep && update->setupflag && out.contains("graph_sizes"))

@@ -10,7 +10,9 @@
    energies, forces and virial on every step and evaluates its members only on the steps whose
    uncertainty is asked for through the trigger extract("uncertainty_flag") (int, set to 1
    before the force call, as fix mdmonitor does on its N-th steps and fix pair with trigger 1);
-   on the other steps the per-atom uncertainty is NaN. extract("uncertainty_step") (bigint) is
+   an LLPR likewise computes its last-layer features and LPR only then (files whose
+   "uncertainty_on_request" is true; see mdmonitor/lammps/export.py). On the other steps the
+   per-atom uncertainty is NaN. extract("uncertainty_step") (bigint) is
    the step the uncertainty was last computed at (-1: never). */
 
 #ifndef LMP_PAIR_MDMONITOR_H
@@ -51,6 +53,7 @@ class PairMDMonitor : public Pair {
   int num_interactions;                 // message-passing layers
   int num_members;                      // committee members (1 for LLPR)
   bool driven;                          // committee with a driver: members only when asked
+  bool on_request;                      // uncertainty only when asked (`drive` otherwise)
   int uncertainty_flag;                 // trigger: the uncertainty is read after this step
   bigint uncertainty_step;              // step of the values in `uncertainty` (-1: none)
   int ghost_setting;                    // ghosts keyword

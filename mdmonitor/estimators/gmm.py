@@ -28,7 +28,7 @@ from ..common.structures import load_structures
 from .files import load_estimator, save_estimator
 from .latent import LatentModel
 from .mace_model import MaceModel, as_model
-from .prediction import Prediction
+from .prediction import Prediction, model_alone
 
 FORMAT_VERSION = 1
 MIXTURE_ARRAYS = ("weights", "means", "precisions_cholesky")
@@ -139,8 +139,12 @@ class LatentGMM:
         """The lowest training NLL (nats) of the element of each atom: atomic_uncertainty's zero."""
         return np.array([self.floors[int(z)] for z in numbers])
 
-    def predict(self, atoms) -> Prediction:
-        """Model energy, forces, stress, and atomic_uncertainty = NLL above the training floor."""
+    def predict(self, atoms, uncertainty: bool = True) -> Prediction:
+        """Model energy, forces, stress, and atomic_uncertainty = NLL above the training floor;
+        with uncertainty=False the model's results alone (atomic_uncertainty None, extra only
+        "energies"), for the steps a monitor does not read."""
+        if not uncertainty:
+            return model_alone(self.model, atoms)
         output, descriptors = self.latent.predict(atoms)
         nll = self.latent_nll(atoms.numbers, torch.as_tensor(descriptors)).numpy()
         floor = self.floor(atoms.numbers)

@@ -49,7 +49,7 @@ from .force_posterior import (
     posterior_perturbations,
 )
 from .mace_model import MaceModel, as_model
-from .prediction import Prediction, force_uncertainty
+from .prediction import Prediction, force_uncertainty, model_alone
 
 FORMAT_VERSION = 2
 MAX_CONDITION = 1e12
@@ -166,6 +166,9 @@ class LastLayerLPR:
     alpha). samples = 0: exact, std(F_jk) = sqrt(var F_jk), D backward passes per call; K > 0:
     the unbiased standard deviation of K force sets from K weight vectors drawn once (`seed`),
     K backward passes, like a last-layer committee of K members.
+
+    `predict(atoms, uncertainty=False)` runs the model alone, for the steps a monitor does not
+    read (either target).
 
     ValueError names a setting out of range (regularizer and scale > 0, force_weight >= 0,
     samples 0 or >= 2) or a Gauss-Newton matrix that is not finite and symmetric.
@@ -400,14 +403,11 @@ class LastLayerLPR:
         CPR_jk with `component` k), relative to its element's training atoms if so made; for
         target "forces" the posterior force spread (see the class).
 
-        uncertainty=False: the force target evaluates the model alone (atomic_uncertainty
-        None), as a monitor asks between monitored steps; the energy LPR costs next to nothing
-        and is always given."""
-        if self.target == "forces" and not uncertainty:
-            _, output = self.model.run(atoms)
-            return Prediction(energy=output.energy, forces=output.forces, stress=output.stress,
-                              atomic_uncertainty=None,
-                              extra={"energies": output.atomic_energies})
+        uncertainty=False: the model alone (atomic_uncertainty None, extra only "energies"),
+        as a monitor asks between monitored steps: no last-layer features, no triangular
+        solve, no backward pass of the force target."""
+        if not uncertainty:
+            return model_alone(self.model, atoms)
         if self.target == "forces":
             return self._predict_forces(atoms)
         _, output = self.model.run(atoms)

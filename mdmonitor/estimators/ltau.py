@@ -40,7 +40,7 @@ from ..common.structures import DEFAULT_FORCES_KEYS, load_structures, reference_
 from .files import load_estimator, read_npz, save_estimator, write_npz
 from .latent import LatentModel
 from .mace_model import MaceModel, as_model
-from .prediction import Prediction
+from .prediction import Prediction, model_alone
 
 FORMAT_VERSION = 1
 HNSW_ABOVE = 100_000  # training atoms of one element beyond which the search is approximate
@@ -163,6 +163,8 @@ class LTAU:
     `predict(atoms)` gives the model's energy, forces and stress with atomic_uncertainty = the
     expected force error (eV/A), and in `extra` "latent_distance" (distance to the nearest
     training atom of the same element) and "out_of_domain" (that distance beyond the cutoff).
+    `predict(atoms, uncertainty=False)` runs the model alone (no nearest-neighbour search), for
+    the steps a monitor does not read.
     """
 
     kind = "ltau"
@@ -244,8 +246,12 @@ class LTAU:
             pdf[rows] = counts.reshape(len(rows), n_bins) / which.shape[1]
         return pdf
 
-    def predict(self, atoms) -> Prediction:
-        """Model energy, forces, stress, and atomic_uncertainty = expected force error (eV/A)."""
+    def predict(self, atoms, uncertainty: bool = True) -> Prediction:
+        """Model energy, forces, stress, and atomic_uncertainty = expected force error (eV/A);
+        with uncertainty=False the model's results alone (atomic_uncertainty None, extra only
+        "energies")."""
+        if not uncertainty:
+            return model_alone(self.model, atoms)
         output, descriptors = self.latent.predict(atoms)
         expected, distance = np.empty(len(atoms)), np.empty(len(atoms))
         outside = np.empty(len(atoms), dtype=bool)

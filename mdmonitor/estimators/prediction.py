@@ -25,6 +25,15 @@ class Prediction:
     extra: dict = field(default_factory=dict)
 
 
+def model_alone(model, atoms) -> Prediction:
+    """A single-model estimator's prediction without its uncertainty: `model`'s (a MaceModel)
+    energy, forces, stress and atomic energies ("energies") of `atoms`, checked finite, with
+    atomic_uncertainty None; what it returns on the steps a monitor does not read."""
+    _, output = model.run(atoms)
+    return Prediction(energy=output.energy, forces=output.forces, stress=output.stress,
+                      atomic_uncertainty=None, extra={"energies": output.atomic_energies})
+
+
 def force_uncertainty(member_forces: np.ndarray) -> np.ndarray:
     """(M, N, 3) force sets (eV/A) -> (N,) s_j = 1/3 sum_k std_l(F^l_jk), unbiased (eV/A): the
     spread of a committee's members (seed 002 Eqs. 6-8), or of posterior samples."""

@@ -37,7 +37,13 @@ a second method `drive` (same arguments) that evaluates the driver alone and ret
 "atomic_energies", "forces" and "virial": what the pair style calls on steps whose uncertainty
 nobody reads. Its `driver` attribute says what drives ("mean" when the mean does).
 LLPR: the single model's results and scale / sqrt(LPR_j) with
-LPR_j = 1 / (f_j^T (H + zeta^2 I)^-1 f_j), f_j the last-layer features of `mdmonitor.llpr`.
+LPR_j = 1 / (f_j^T (H + zeta^2 I)^-1 f_j), f_j the last-layer features of `mdmonitor.llpr`; its
+`drive` is the model alone (no last-layer features, no triangular solve).
+
+`uncertainty_on_request` (bool): True when `drive` gives the dynamics of every step and
+`forward` only adds the uncertainty (a driven committee, the LLPR), so the pair style calls
+`forward` only on the steps whose uncertainty a fix reads. Files without it (exported before)
+are read as a driven committee when `driver` names one, else as computing it on every step.
 """
 
 from __future__ import annotations
@@ -124,6 +130,7 @@ class CommitteeModule(torch.nn.Module):
                              if isinstance(driver, MaceModel) else int(driver))
         set_metadata(self, committee.models[0], "committee", len(committee.models), "eV/A")
         self.driver = "mean" if driver is None else committee.driven_by
+        self.uncertainty_on_request = driver is not None
 
     def forward(self, positions: torch.Tensor, edge_index: torch.Tensor,
                 unit_shifts: torch.Tensor, cell: torch.Tensor, species: torch.Tensor,
@@ -223,12 +230,28 @@ class LLPRModule(torch.nn.Module):
         self.register_buffer("species_factor", torch.tensor(
             [reference.get(z, 1.0) ** -0.5 for z in model.elements], dtype=torch.float64))
         set_metadata(self, model, "llpr", 1, estimator.unit)
+        self.uncertainty_on_request = True
 
     def forward(self, positions: torch.Tensor, edge_index: torch.Tensor,
                 unit_shifts: torch.Tensor, cell: torch.Tensor, species: torch.Tensor,
                 n_local: int, compute_virial: bool) -> Dict[str, torch.Tensor]:
         energies, forces, virial, node_feats, graph_sizes = self.member(
             positions, edge_index, unit_shifts, cell, species, n_local, compute_virial)
+        result = driven(energies, forces, virial, compute_virial, graph_sizes)
+        result["atomic_uncertainty"] = self.uncertainty(node_feats, species)
+        return result
+
+    @torch.jit.export
+    def drive(self, positions: torch.Tensor, edge_index: torch.Tensor,
+              unit_shifts: torch.Tensor, cell: torch.Tensor, species: torch.Tensor,
+              n_local: int, compute_virial: bool) -> Dict[str, torch.Tensor]:
+        """The model alone: its energy, atomic energies, forces and virial (no uncertainty)."""
+        energies, forces, virial, _, graph_sizes = self.member(
+            positions, edge_index, unit_shifts, cell, species, n_local, compute_virial)
+        return driven(energies, forces, virial, compute_virial, graph_sizes)
+
+    def uncertainty(self, node_feats: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """scale / sqrt(LPR_j) of the local atoms from their node features (n_local, width)."""
         inputs: List[torch.Tensor] = []
         for index, readout in enumerate(self.member.model.readouts):
             bounds = self.feature_bounds[index]
@@ -238,13 +261,8 @@ class LLPRModule(torch.nn.Module):
             inputs.append(x)
         features = torch.cat(inputs, dim=1) @ self.feature_map
         solved = torch.linalg.solve_triangular(self.cholesky, features.T, upper=False)
-        result = {"energy": energies.sum().view(1), "atomic_energies": energies,
-                  "forces": forces, "graph_sizes": graph_sizes,
-                  "atomic_uncertainty": self.scale * torch.sqrt((solved * solved).sum(0))
-                  * self.species_factor[species[:solved.shape[1]]]}
-        if compute_virial:
-            result["virial"] = virial
-        return result
+        return (self.scale * torch.sqrt((solved * solved).sum(0))
+                * self.species_factor[species[:solved.shape[1]]])
 
 
 def set_metadata(module: torch.nn.Module, model: MaceModel, estimator: str, members: int,
