@@ -117,6 +117,12 @@ def run_cycles(configs: dict[str, Path], cycles: int, started: float, budget: fl
     return cycles
 
 
+def earlier_minutes(out: Path) -> float:
+    """Wall minutes of the earlier invocations of a resumed study (OUT/cycle-minutes.json)."""
+    path = out / "cycle-minutes.json"
+    return json.loads(path.read_text())["minutes"] if path.is_file() else 0.0
+
+
 def pooled_test_set(out: Path) -> list:
     """Every test box of both strategies, with the strategy and cycle it came from."""
     frames = []
@@ -254,8 +260,13 @@ def main() -> None:
         out / "start" / "models").is_dir() else sorted((out / "start" / "models").glob(
             "*.model"))
     configs = {s: write_config(out, s, models, scale["overrides"]) for s in STRATEGIES}
-    cycles = run_cycles(configs, args.cycles or scale["cycles"], started,
-                        60 * args.minutes - (60 if args.quick else 8 * 60))
+    earlier = earlier_minutes(out)
+    try:
+        cycles = run_cycles(configs, args.cycles or scale["cycles"], started,
+                            60 * args.minutes - (60 if args.quick else 8 * 60))
+    finally:  # (goal 4 counts every invocation's cycles, also one that was stopped)
+        write_atomically(out / "cycle-minutes.json", json.dumps(
+            {"minutes": earlier + (time.perf_counter() - started) / 60}))
     frames = pooled_test_set(out)
     curves = learning_curves(out, cycles, frames)
     steps, start = load_config(configs["uncertainty"])["md"]["steps"], \
@@ -264,7 +275,7 @@ def main() -> None:
     stability = {s: {"first": first, "final": production_stability(sorted(
         (out / s / f"generation-{cycles:03d}" / "models").glob("*.model")), start, steps, 1)}
         for s in STRATEGIES}
-    minutes = (time.perf_counter() - started) / 60
+    minutes = (time.perf_counter() - started) / 60 + earlier
     report = {"cycles": cycles, "test_boxes": len(frames), "minutes": round(minutes, 1),
               "curves_eV_per_A": curves, "stability": stability,
               "goals": goals(curves, cycles, stability, minutes) if cycles >= 1 else {}}
