@@ -6,11 +6,9 @@ either way."""
 
 import numpy as np
 import pytest
-from ase import units
-from ase.md.velocitydistribution import thermalize_momenta
-from ase.md.verlet import VelocityVerlet
 
 from mdmonitor import MonitoredCalculator
+from tests.test_monitor_drive import nve
 
 INTERVAL = 3
 STEPS = 7
@@ -24,19 +22,6 @@ EXTRAS = {"llpr": ("atomic_rigidity", "rigidity"),
 def single(request):
     """(name, bundled estimator of that kind)."""
     return request.param, request.getfixturevalue(request.param)
-
-
-def nve(atoms, calc, steps: int) -> list:
-    """Velocity Verlet of `atoms` with `calc`: per step (positions, forces, results)."""
-    atoms = atoms.copy()
-    thermalize_momenta(atoms, 600, rng=np.random.default_rng(1))
-    atoms.calc = calc
-    frames = []
-    dyn = VelocityVerlet(atoms, 1.0 * units.fs)
-    dyn.attach(lambda: frames.append((atoms.positions.copy(), atoms.get_forces().copy(),
-                                      dict(calc.results))))
-    dyn.run(steps)
-    return frames
 
 
 def count_uncertainty_work(monkeypatch, name: str, estimator) -> dict:
@@ -80,7 +65,7 @@ def test_monitored_steps_and_forces_match_monitoring_every_step(single, cu_slab)
     name, estimator = single
     every = nve(cu_slab, MonitoredCalculator(estimator, cutoff=4.0), STEPS)
     sparse = nve(cu_slab, MonitoredCalculator(estimator, cutoff=4.0, interval=INTERVAL), STEPS)
-    for step, ((x, forces, full), (x_sparse, forces_sparse, results)) in enumerate(
+    for step, ((x, forces, _, full), (x_sparse, forces_sparse, _, results)) in enumerate(
             zip(every, sparse, strict=True)):
         # the same model call either way: the same forces, so the same trajectory, bit for bit
         np.testing.assert_array_equal(x_sparse, x)
