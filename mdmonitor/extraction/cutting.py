@@ -175,7 +175,7 @@ def cut_cube(atoms: Atoms, centre: int, core_radius: float, box_length: float | 
         core = np.isin(owner[members], chosen_units[near.distance[chosen_units] <= core_radius])
         box = _box(atoms, near.take(members), core, box_length, True)
         keep = _without_duplicates(box, owner[members], contact_limit(min_distance))
-        kept = [u for u in chosen_units if u in set(owner[members][keep])]
+        kept = chosen_units[np.isin(chosen_units, owner[members][keep])]
         if len(kept) >= n_atoms or not counted:
             break
     if counted:  # the n_atoms nearest units of those not left out as duplicates

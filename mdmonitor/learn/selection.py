@@ -61,6 +61,13 @@ def monitored_frames(trajectory: Path) -> list:
             if "local_uncertainty" in f.arrays]
 
 
+def centres_of(atoms: Atoms, allowed: np.ndarray | None) -> np.ndarray:
+    """Indices of the atoms of `atoms` that may be centres: of the atomic numbers `allowed`
+    (None: every atom)."""
+    return (np.arange(len(atoms)) if allowed is None
+            else np.flatnonzero(np.isin(atoms.numbers, allowed)))
+
+
 def segment_centres(frames: list, count: int, part: tuple[float, float], rng,
                     elements=None, most_uncertain: bool = True) -> list[tuple[Atoms, int]]:
     """One (frame, centre atom) from each of `count` equal segments of the frames within `part`
@@ -72,8 +79,7 @@ def segment_centres(frames: list, count: int, part: tuple[float, float], rng,
     for segment in np.array_split(np.arange(len(frames)), count):
         if not len(segment):
             continue
-        eligible = [np.flatnonzero(np.isin(frames[i].numbers, allowed)) if allowed is not None
-                    else np.arange(len(frames[i])) for i in segment]
+        eligible = [centres_of(frames[i], allowed) for i in segment]
         if most_uncertain:
             peaks = [frames[i].arrays["local_uncertainty"][e].max() if len(e) else -np.inf
                      for i, e in zip(segment, eligible)]
@@ -198,8 +204,7 @@ class RandomSelection(Selection):
         written = 0
         for index in chosen:
             frame = frames[index]
-            eligible = (np.arange(len(frame)) if allowed is None
-                        else np.flatnonzero(np.isin(frame.numbers, allowed)))
+            eligible = centres_of(frame, allowed)
             atom = int(rng.choice(eligible))
             local = frame.arrays["local_uncertainty"]
             written += len(extractor(Trigger(int(frame.info["step"]), None, frame,
