@@ -1,6 +1,7 @@
 """Labeling on Dask workers and by several labelers at once: every box ends in the dataset
 exactly once or in failed/ with its reason, whatever dies, raises, hangs or gives NaN."""
 
+import contextlib
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ from ase.calculators.emt import EMT
 from mdmonitor.extraction.candidates import STAGES
 from mdmonitor.labeling.labeler import Labeler
 from mdmonitor.labeling.reference import Reference
-from mdmonitor.labeling.workers import DaskWorkers
+from mdmonitor.labeling.workers import DaskWorkers, kill_this_process
 from tests.labeling.references import Dies, position_sum
 from tests.labeling.test_labeler import queue_with_boxes
 
@@ -209,6 +210,27 @@ def test_a_worker_whose_nanny_gave_up_is_replaced():
         [nanny] = pool.cluster.workers.values()
         pool.cluster.sync(nanny.close)
         assert nanny.status.name == "closed"
+        pool.wait_for_slots()
+        assert pool.slots == 1 and list(pool.cluster.workers.values()) != [nanny]
+    finally:
+        pool.close()
+
+
+def test_a_worker_whose_restart_failed_is_replaced():
+    """A nanny whose restart fails after its worker died stays open with no worker."""
+    pool = DaskWorkers(workers=1)
+    try:
+        [nanny] = pool.cluster.workers.values()
+
+        async def fails():
+            raise OSError("no restart (as on a loaded machine)")
+
+        nanny.instantiate = fails
+        with contextlib.suppress(Exception):  # (the worker dies before it can answer)
+            pool.client.run(kill_this_process)
+        while pool.client.nthreads():  # (until the scheduler has lost the worker)
+            time.sleep(0.1)
+        pool.restart_grace = 2.0
         pool.wait_for_slots()
         assert pool.slots == 1 and list(pool.cluster.workers.values()) != [nanny]
     finally:
