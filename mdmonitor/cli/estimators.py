@@ -106,6 +106,7 @@ def add_commands(commands) -> None:
 
 def _fit_llpr(args) -> int:
     from ..estimators.llpr import LastLayerLPR
+    from ..quality.calibration import posterior_alpha
 
     forces_target = args.target == "forces"
     if not forces_target and (args.validation is not None or args.forces_key is not None):
@@ -124,20 +125,6 @@ def _fit_llpr(args) -> int:
           f"{estimator.n_structures} structures, regularizer {estimator.regularizer:.3g}"
           f"{fitted}")
     return 0
-
-
-def posterior_alpha(estimator, validation: Path, forces_key: str | None) -> float:
-    """alpha (eV) of the force LLPR's posterior, fitted on labelled frames like the committee's
-    calibration (seed 002 Eq. 3): sum_j e_j / sum_j s_j over all atoms, e_j the mean absolute
-    force error over x, y, z and s_j the spread at alpha = 1."""
-    import numpy as np
-
-    from ..quality.calibration import fit_alpha, predict_labeled
-
-    estimator.scale = 1.0
-    predictions = predict_labeled(estimator, validation, forces_key)
-    return fit_alpha(np.concatenate([p.atomic_error for p in predictions]),
-                     np.concatenate([p.atomic_uncertainty for p in predictions]))
 
 
 def _log_errors(args) -> int:

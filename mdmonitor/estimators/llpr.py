@@ -299,6 +299,16 @@ class LastLayerLPR:
                              "was made element-relative on structures without them")
         return inverse_rigidity / np.array([self.element_reference[int(z)] for z in numbers])
 
+    def with_target(self, target: str, samples: int = 0, seed: int = 0) -> "LastLayerLPR":
+        """The same posterior (model, Gauss-Newton matrix, regularizer, scale) read for another
+        `target`, e.g. an energy LLPR file's posterior carried to the forces without fitting H
+        again. The element reference belongs to the energy target and is kept only there; the
+        model object is shared."""
+        reference = self.element_reference if target == "energy" else None
+        return type(self)(self.model, self.hessian, self.regularizer, self.forces,
+                          self.force_weight, self.scale, self.n_structures, reference,
+                          target=target, samples=samples, seed=seed)
+
     def update(self, structures, progress: bool = False) -> None:
         """Add `structures` to the training set's Gauss-Newton matrix (regularizer unchanged)."""
         structures = load_structures(structures)

@@ -60,8 +60,8 @@ from .error_maps import (
 )
 
 __all__ = ["Calibration", "ConstantMapWarning", "FewFramesWarning", "LabeledPrediction",
-           "ThresholdRangeWarning", "estimator_identity", "fit_alpha", "predict_labeled",
-           "uncertainty_unit"]
+           "ThresholdRangeWarning", "estimator_identity", "fit_alpha", "posterior_alpha",
+           "predict_labeled", "uncertainty_unit"]
 
 FORMAT = "mdmonitor-calibration"
 FORMAT_VERSION = 2
@@ -245,6 +245,18 @@ def fit_alpha(local_error, local_uncertainty) -> float:
         raise ValueError(f"alpha = sum of errors / sum of uncertainties needs both positive, got "
                          f"{error.sum():g} / {uncertainty.sum():g}")
     return float(error.sum() / uncertainty.sum())
+
+
+def posterior_alpha(estimator, validation, forces_key: str | None = None,
+                    progress: bool = True) -> float:
+    """alpha (eV) of a force LLPR's posterior (`LastLayerLPR` with target "forces"), fitted on
+    labelled frames (file or list of Atoms) like the committee's calibration (seed 002 Eq. 3):
+    sum_j e_j / sum_j s_j over all atoms, e_j the mean absolute force error over x, y, z and
+    s_j the spread at alpha = 1. Sets the estimator's scale to 1 first."""
+    estimator.scale = 1.0
+    predictions = predict_labeled(estimator, validation, forces_key, progress)
+    return fit_alpha(np.concatenate([p.atomic_error for p in predictions]),
+                     np.concatenate([p.atomic_uncertainty for p in predictions]))
 
 
 def estimator_identity(estimator) -> dict:

@@ -27,6 +27,19 @@ def exact(llpr):
     return with_target(llpr, 0)
 
 
+def test_with_target_reads_an_energy_llpr_posterior_for_the_forces(llpr, exact, cu_slab):
+    carried = llpr.with_target("forces")
+    assert (carried.target, carried.samples, carried.regularizer) == ("forces", 0,
+                                                                      llpr.regularizer)
+    assert np.array_equal(carried.hessian, llpr.hessian)
+    back = carried.with_target("energy")
+    assert np.allclose(back.predict(cu_slab).atomic_uncertainty,
+                       llpr.predict(cu_slab).atomic_uncertainty)
+    carried.scale = SCALE
+    assert np.allclose(carried.predict(cu_slab).atomic_uncertainty,
+                       exact.predict(cu_slab).atomic_uncertainty)
+
+
 def test_perturbations_are_samples_of_the_inverse_gauss_newton_matrix(llpr):
     # whitened by L^T they must be standard normal: covariance I within sampling error
     cholesky = llpr._cholesky
