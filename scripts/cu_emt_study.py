@@ -131,20 +131,24 @@ def per_condition(evaluation) -> list[dict]:
 def surface_share(evaluation) -> dict:
     """For each slab condition: of the top TOP_FRACTION local uncertainties (at the evaluation's
     cutoff) of every frame, the share in the outermost atomic layer on each side (the highest
-    and lowest of fcc100's layer tags), pooled over the frames, and the lowest share of a frame.
-    Every frame counts: the ranking of one estimator needs no fitted alpha."""
+    and lowest of fcc100's layer tags), pooled over the frames, and the lowest share of a frame;
+    beside it the same share of the top local errors, where the errors themselves are. Every
+    frame counts: the ranking of one estimator needs no fitted alpha."""
     shares = {}
     for prediction in evaluation.predictions:
         tags = prediction.atoms.get_tags()
         if not tags.any():  # bulk cells: no layers
             continue
-        local = prediction.local(prediction.atomic_uncertainty, evaluation.cutoff)
-        top = np.argsort(local)[::-1][:max(1, round(TOP_FRACTION * len(local)))]
-        outer = np.isin(tags[top], (tags.min(), tags.max()))
+        outer = []
+        for values in (prediction.atomic_uncertainty, prediction.atomic_error):
+            local = prediction.local(values, evaluation.cutoff)
+            top = np.argsort(local)[::-1][:max(1, round(TOP_FRACTION * len(local)))]
+            outer.append(np.isin(tags[top], (tags.min(), tags.max())))
         shares.setdefault(prediction.atoms.info["config_type"], []).append(outer)
-    return {condition: {"share": float(np.concatenate(frames).mean()),
-                        "lowest_frame": float(min(f.mean() for f in frames)),
-                        "frames": len(frames), "top_atoms_per_frame": len(frames[0])}
+    return {condition: {"share": float(np.mean([u for u, _ in frames])),
+                        "lowest_frame": float(min(u.mean() for u, _ in frames)),
+                        "error_share": float(np.mean([e for _, e in frames])),
+                        "frames": len(frames), "top_atoms_per_frame": len(frames[0][0])}
             for condition, frames in shares.items()}
 
 
@@ -258,12 +262,14 @@ def markdown(summary: dict) -> str:
     slabs = list(next(iter(summary["estimators"].values()))["surface_share"])
     lines += ["", f"## Top {TOP_FRACTION:.0%} local uncertainties of each slab frame in the "
               "outermost layer on each side", "",
-              "| estimator | " + " | ".join(f"{c}: share (lowest frame)" for c in slabs) + " |",
+              "| estimator | " + " | ".join(f"{c}: share (lowest frame; top local errors')"
+                                          for c in slabs) + " |",
               "|---|" + "---|" * len(slabs)]
     for name, result in summary["estimators"].items():
         share = result["surface_share"]
         lines.append(f"| {name} | " + " | ".join(
-            f"{share[c]['share']:.2f} ({share[c]['lowest_frame']:.1f})" for c in slabs) + " |")
+            f"{share[c]['share']:.2f} ({share[c]['lowest_frame']:.1f}; "
+            f"{share[c]['error_share']:.2f})" for c in slabs) + " |")
     lines += ["", "Force LLPR, alpha (eV) from the validation forces: " + ", ".join(
         f"{n} {a:.3g}" for n, a in summary["force_llpr_alpha_eV"].items()) + "."]
     lines += [f"- {goal}: {'met' if met else 'missed'}"
