@@ -25,9 +25,9 @@ from distributed.diagnostics.plugin import WorkerPlugin
 # 0.5 GB (measured: 496 MB resident, 305 MB of it its own); the rest is for a box's relaxation
 # model and a light reference. A DFT code needs more: give fewer workers.
 WORKER_MEMORY_BYTES = 2**30
-# Seconds a nanny of our LocalCluster may go without a worker at the scheduler before we start
-# another: a worker that imports torch and MACE joins within 10-30 s even on a loaded machine.
-RESTART_GRACE = 90.0
+# Seconds our LocalCluster may go without a worker before we replace the nannies that have no
+# worker process (a restart spawns it within a second, then imports torch and MACE).
+RESTART_GRACE = 60.0
 
 
 class InProcess:
@@ -145,7 +145,6 @@ class DaskWorkers:
             self.client = Client(self.cluster)
         self.patience = wait_for_workers
         self.restart_grace = RESTART_GRACE
-        self._alone_since: dict = {}  # our nannies with no worker: since when (monotonic s)
         try:
             if preload and scheduler is not None:
                 self.client.register_plugin(Preload(preload), name=f"preload-{preload}")
@@ -157,43 +156,40 @@ class DaskWorkers:
             raise
 
     def wait_for_slots(self) -> None:
-        """Wait until a worker is there (after a restart, or while a batch system starts them)."""
-        deadline = time.monotonic() + self.patience
+        """Wait until a worker is there (after a restart, or while a batch system starts them);
+        a nanny of our LocalCluster that has had no worker process for RESTART_GRACE s is
+        replaced."""
+        start = time.monotonic()
+        deadline, renew = start + self.patience, start + self.restart_grace
         while self.slots == 0:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise RuntimeError(f"no Dask worker joined scheduler "
                                    f"'{self.client.scheduler.address}' within {self.patience:g} s")
+            if self.cluster is not None and now > renew:
+                self._replace_nannies([name for name, nanny in self.cluster.workers.items()
+                                       if nanny.pid is None])  # (no worker process)
+                renew = now + self.restart_grace
             time.sleep(0.2)
 
     @property
     def slots(self) -> int:
         """Calculations the cluster runs at once (its worker threads, as workers come and go)."""
         if self.cluster is not None:
-            self._replace_lost_nannies()
+            self._replace_nannies([name for name, nanny in self.cluster.workers.items()
+                                   if nanny.status in (Status.closed, Status.failed)])
         return sum(self.client.nthreads().values())
 
-    def _replace_lost_nannies(self) -> None:
-        """Start new workers for those of our LocalCluster whose nanny gave up: one that loses
-        a race with the scheduler while its worker dies closes instead of restarting it; one
-        whose restart failed (seen on a loaded machine) stays open with no worker, which we
-        call lost after RESTART_GRACE s."""
-        workers = self.client.scheduler_info()["workers"].values()
-        with_worker = {worker.get("nanny") for worker in workers}
-        now = time.monotonic()
-        lost = []
-        for name, nanny in self.cluster.workers.items():
-            if nanny.status in (Status.closed, Status.failed):
-                lost.append(name)
-            elif nanny.address in with_worker:
-                self._alone_since.pop(name, None)
-            elif now - self._alone_since.setdefault(name, now) > self.restart_grace:
-                lost.append(name)
-        for name in lost:  # the cluster starts a worker for a spec without one
+    def _replace_nannies(self, names) -> None:
+        """Start new workers in place of those of our LocalCluster's nannies `names`: a nanny
+        that loses a race with the scheduler while its worker dies closes instead of restarting
+        it; one whose restart hangs (seen after a worker was killed twice within seconds: its
+        new process never spawned) stays open with no worker."""
+        for name in names:  # the cluster starts a worker for a spec without one
             nanny = self.cluster.workers.pop(name)
-            self._alone_since.pop(name, None)
             if nanny.status not in (Status.closed, Status.failed):
-                self.cluster.sync(nanny.close, reason="mdmonitor-restart-failed")
-        if lost:
+                self.cluster.sync(nanny.close, timeout=5, reason="mdmonitor-no-worker")
+        if names:
             self.cluster.scale(len(self.cluster.worker_spec))
 
     def submit(self, function, *args):
