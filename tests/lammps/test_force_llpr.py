@@ -12,6 +12,7 @@ from mdmonitor import MonitoredCalculator
 from mdmonitor.lammps.export import export
 from mdmonitor.lammps.plugin import build
 from tests.estimators.test_force_posterior import with_target
+from tests.lammps.test_llpr_on_request import EVERY, nve_script
 from tests.lammps.test_plugin import slab
 from tests.lammps_support import (
     evaluate,
@@ -27,7 +28,6 @@ from tests.lammps_support import (
 )
 
 RTOL = 1e-8
-EVERY, STEPS = 2, 4
 SAMPLES = (4, 0)  # K sampled force sets, and exact
 
 
@@ -70,42 +70,34 @@ def test_exported_module_matches_python_with_and_without_ghost_atoms(force_llprs
         assert relative_error(out["forces"], expected.forces) < RTOL
 
 
-def md_script(path, monitored: bool) -> str:
-    fixes = f"""fix mon all mdmonitor {EVERY} cutoff 4.0
-fix unc all pair 1 mdmonitor uncertainty 0
-dump mon all custom {EVERY} mon.dump id x y z f_mon[1] f_mon[2]
-dump_modify mon sort id format float %.17g
-""" if monitored else ""
-    return f"""units metal
-atom_style atomic
-read_data cell.data
-pair_style mdmonitor {path}
-pair_coeff * * Cu
-timestep 0.002
-velocity all create 600 42
-fix nve all nve
-{fixes}dump every all custom 1 atoms.dump id x y z fx fy fz{" f_unc" if monitored else ""}
-dump_modify every sort id format float %.17g
-thermo 1
-thermo_style custom step pe
-thermo_modify format float %.17g
-run {STEPS}
-"""
+def monitored_script(path) -> str:
+    """`nve_script` (fix mdmonitor every EVERY steps, fix pair reading its values every step)
+    with the fix's per-atom values dumped on its steps."""
+    dump = (f"dump mon all custom {EVERY} mon.dump id x y z f_mon[1] f_mon[2]\n"
+            "dump_modify mon sort id format float %.17g\n")
+    return nve_script(path, EVERY).replace("run 6", dump + "run 6")
 
 
-def run(directory, path, ranks: int, monitored: bool):
+def plain_script(path) -> str:
+    """`nve_script` without fix mdmonitor and fix pair: the pair style alone."""
+    lines = nve_script(path, EVERY).replace(" f_unc", "").splitlines()
+    return "\n".join(line for line in lines if not line.startswith(("fix mon ", "fix unc ")))
+
+
+def run(directory, script: str, ranks: int):
     directory.mkdir()
     write_data(slab(), directory / "cell.data")
-    run_lammps(md_script(path, monitored), directory, ranks)
-    monitored_frames = read_dump(directory / "mon.dump") if monitored else None
-    return (read_dump(directory / "atoms.dump"), monitored_frames,
+    run_lammps(script, directory, ranks)
+    monitored = directory / "mon.dump"
+    return (read_dump(directory / "atoms.dump"),
+            read_dump(monitored) if monitored.exists() else None,
             [row["PotEng"] for row in read_thermo(directory)])
 
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory):
     """The plain pair style (the energy LLPR's file, no fix: its model alone on every step)."""
-    return run(tmp_path_factory.mktemp("plain") / "run", exported("llpr"), 1, False)
+    return run(tmp_path_factory.mktemp("plain") / "run", plain_script(exported("llpr")), 1)
 
 
 @pytest.mark.parametrize("samples", SAMPLES)
@@ -114,8 +106,8 @@ def test_lammps_force_llpr_equals_monitored_calculator_on_one_and_two_ranks(
     plain_frames, _, plain_energies = plain
     values = {}
     for ranks in (1, 2):
-        frames, monitored, energies = run(tmp_path / f"ranks-{ranks}", force_exports[samples],
-                                          ranks, True)
+        frames, monitored, energies = run(tmp_path / f"ranks-{ranks}",
+                                          monitored_script(force_exports[samples]), ranks)
         # the trajectory is the plain pair style's: forces and energies unchanged
         assert energies == pytest.approx(plain_energies, rel=1e-12)
         for step, frame in frames.items():
@@ -124,7 +116,7 @@ def test_lammps_force_llpr_equals_monitored_calculator_on_one_and_two_ranks(
                                            rtol=1e-12, atol=1e-12)
             if step % EVERY:  # not monitored: not computed
                 assert np.isnan(frame["f_unc"]).all(), step
-        assert sorted(monitored) == list(range(0, STEPS + 1, EVERY))
+        assert sorted(monitored) == [0, 3, 6]
         atoms = slab()
         for step, frame in monitored.items():
             atoms.positions = np.stack([frame["x"], frame["y"], frame["z"]], axis=1)
