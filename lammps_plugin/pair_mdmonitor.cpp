@@ -9,7 +9,8 @@
      than num_interactions edges from a local atom (only those carry messages that reach a
      local energy; the model prunes further, layer by layer). Forces on ghost atoms go back to
      their owners through LAMMPS's reverse communication (newton_pair on), and so do the
-     committee members' forces before their spread is taken. */
+     module's force rows (a committee's member forces, the force LLPR's feature derivatives or
+     sampled force sets) before the module's force_uncertainty reduces them. */
 
 #include "pair_mdmonitor.h"
 
@@ -36,9 +37,10 @@
 using namespace LAMMPS_NS;
 
 PairMDMonitor::PairMDMonitor(LAMMPS *lmp) :
-    Pair(lmp), r_max(0.0), num_interactions(0), num_members(0), driven(false),
-    on_request(false), uncertainty_flag(0), uncertainty_step(-1), ghost_setting(GHOSTS_AUTO), with_ghosts(false),
-    nmax(0), uncertainty(nullptr), member_forces(nullptr)
+    Pair(lmp), r_max(0.0), num_interactions(0), num_members(0), num_force_rows(0),
+    driven(false), on_request(false), uncertainty_flag(0), uncertainty_step(-1),
+    ghost_setting(GHOSTS_AUTO), with_ghosts(false), nmax(0), uncertainty(nullptr),
+    force_rows(nullptr)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -54,7 +56,7 @@ PairMDMonitor::PairMDMonitor(LAMMPS *lmp) :
 PairMDMonitor::~PairMDMonitor()
 {
   memory->destroy(uncertainty);
-  memory->destroy(member_forces);
+  memory->destroy(force_rows);
   if (allocated) {
     memory->destroy(setflag);
     memory->destroy(cutsq);
@@ -120,6 +122,9 @@ void PairMDMonitor::settings(int narg, char **arg)
   r_max = model.attr("r_max").toDouble();
   num_interactions = model.attr("num_interactions").toInt();
   num_members = model.attr("num_members").toInt();
+  // files exported before the attribute: a committee's member forces are its rows
+  num_force_rows = model.hasattr("num_force_rows") ? model.attr("num_force_rows").toInt()
+                                                   : (num_members > 1 ? num_members : 0);
   const std::string driver = model.hasattr("driver") ? model.attr("driver").toStringRef() : "";
   driven = !driver.empty() && driver != "mean";
   // files exported before the attribute: only a driven committee has a `drive` method
@@ -204,7 +209,7 @@ void PairMDMonitor::init_style()
                comm->nprocs);
   with_ghosts = ghost_setting == GHOSTS_YES || (ghost_setting == GHOSTS_AUTO && comm->nprocs > 1);
   ghostneigh = with_ghosts ? 1 : 0;
-  comm_reverse = (with_ghosts && num_members > 1) ? 3 * num_members : 0;
+  comm_reverse = with_ghosts ? 3 * num_force_rows : 0;
 
   if (with_ghosts) {
     if (!force->newton_pair)
@@ -240,8 +245,8 @@ void PairMDMonitor::grow_peratom()
   memory->destroy(uncertainty);
   memory->create(uncertainty, nmax, "pair:uncertainty");
   if (comm_reverse) {
-    memory->destroy(member_forces);
-    memory->create(member_forces, nmax, comm_reverse, "pair:member_forces");
+    memory->destroy(force_rows);
+    memory->create(force_rows, nmax, comm_reverse, "pair:force_rows");
   }
 }
 
@@ -451,21 +456,23 @@ void PairMDMonitor::compute(int eflag, int vflag)
   if (out.contains("atomic_uncertainty")) {
     atomic = out.at("atomic_uncertainty").toTensor();
   } else {
-    // a member's force on a local atom is complete only with its ghost images' rows added
-    const torch::Tensor members = out.at("member_forces").toTensor();
-    auto member = members.accessor<double, 3>();
+    // a row (a member's force, a feature derivative) on a local atom is complete only with
+    // its ghost images' rows added, as the forces are
+    const torch::Tensor rows =
+        out.at(out.contains("member_forces") ? "member_forces" : "force_rows").toTensor();
+    auto row = rows.accessor<double, 3>();
     const int nall = nlocal + atom->nghost;
     for (int i = 0; i < nall; ++i)
-      for (int c = 0; c < comm_reverse; ++c) member_forces[i][c] = 0.0;
+      for (int c = 0; c < comm_reverse; ++c) force_rows[i][c] = 0.0;
     for (int64_t k = 0; k < n_nodes; ++k)
-      for (int m = 0; m < num_members; ++m)
-        for (int d = 0; d < 3; ++d) member_forces[node_atom[k]][3 * m + d] = member[m][k][d];
+      for (int m = 0; m < num_force_rows; ++m)
+        for (int d = 0; d < 3; ++d) force_rows[node_atom[k]][3 * m + d] = row[m][k][d];
     comm->reverse_comm(this);
-    torch::Tensor summed = torch::empty({num_members, nlocal, 3}, as_double);
+    torch::Tensor summed = torch::empty({num_force_rows, nlocal, 3}, as_double);
     auto sm = summed.accessor<double, 3>();
-    for (int m = 0; m < num_members; ++m)
+    for (int m = 0; m < num_force_rows; ++m)
       for (int i = 0; i < nlocal; ++i)
-        for (int d = 0; d < 3; ++d) sm[m][i][d] = member_forces[i][3 * m + d];
+        for (int d = 0; d < 3; ++d) sm[m][i][d] = force_rows[i][3 * m + d];
     atomic = model.run_method("force_uncertainty", summed).toTensor();
   }
   auto a = atomic.accessor<double, 1>();
@@ -497,7 +504,7 @@ int PairMDMonitor::pack_reverse_comm(int n, int first, double *buf)
 {
   int m = 0;
   for (int i = first; i < first + n; ++i)
-    for (int c = 0; c < comm_reverse; ++c) buf[m++] = member_forces[i][c];
+    for (int c = 0; c < comm_reverse; ++c) buf[m++] = force_rows[i][c];
   return m;
 }
 
@@ -505,7 +512,7 @@ void PairMDMonitor::unpack_reverse_comm(int n, int *list, double *buf)
 {
   int m = 0;
   for (int k = 0; k < n; ++k)
-    for (int c = 0; c < comm_reverse; ++c) member_forces[list[k]][c] += buf[m++];
+    for (int c = 0; c < comm_reverse; ++c) force_rows[list[k]][c] += buf[m++];
 }
 
 double PairMDMonitor::memory_usage()

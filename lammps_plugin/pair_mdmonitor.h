@@ -1,19 +1,22 @@
 /* pair_style mdmonitor FILE [ghosts auto|yes|no]
    Energies, forces and virial from an estimator exported by `mdmonitor export-lammps`
-   (committee mean or single LLPR model), and its per-atom uncertainty, available through
-   extract_peratom("uncertainty") to fix mdmonitor and fix pair; extract("type_elements")
-   (std::vector<std::string>, element of each type, 1-based), extract("model_files") and
-   extract("model_sha256") (std::string, ";"-joined, from the file's mdmonitor.json) to fix
-   mdmonitor's box extraction. Units metal (eV, A). An atom type whose mass is more than 1% off
-   the standard mass of its element gets a warning (elements in the wrong order in pair_coeff).
+   (committee mean or single LLPR model), and its per-atom uncertainty (a committee's force
+   spread, the LLPR's scale / sqrt(LPR) or, for its force target, the posterior force spread),
+   available through extract_peratom("uncertainty") to fix mdmonitor and fix pair;
+   extract("type_elements") (std::vector<std::string>, element of each type, 1-based),
+   extract("model_files") and extract("model_sha256") (std::string, ";"-joined, from the file's
+   mdmonitor.json) to fix mdmonitor's box extraction. Units metal (eV, A). An atom type whose
+   mass is more than 1% off the standard mass of its element gets a warning (elements in the
+   wrong order in pair_coeff).
    A committee exported with a driver (`mdmonitor export-lammps --drive ...`) gives the driver's
    energies, forces and virial on every step and evaluates its members only on the steps whose
    uncertainty is asked for through the trigger extract("uncertainty_flag") (int, set to 1
    before the force call, as fix mdmonitor does on its N-th steps and fix pair with trigger 1);
-   an LLPR likewise computes its last-layer features and LPR only then (files whose
-   "uncertainty_on_request" is true; see mdmonitor/lammps/export.py). On the other steps the
-   per-atom uncertainty is NaN. extract("uncertainty_step") (bigint) is
-   the step the uncertainty was last computed at (-1: never). */
+   an LLPR likewise computes its last-layer features and LPR (or, for the force target, their
+   position derivatives) only then (files whose "uncertainty_on_request" is true; see
+   mdmonitor/lammps/export.py). On the other steps the per-atom uncertainty is NaN.
+   extract("uncertainty_step") (bigint) is the step the uncertainty was last computed at
+   (-1: never). */
 
 #ifndef LMP_PAIR_MDMONITOR_H
 #define LMP_PAIR_MDMONITOR_H
@@ -52,6 +55,7 @@ class PairMDMonitor : public Pair {
   double r_max;                         // model cutoff (A)
   int num_interactions;                 // message-passing layers
   int num_members;                      // committee members (1 for LLPR)
+  int num_force_rows;                   // per-atom 3-vectors reverse-summed before the spread
   bool driven;                          // committee with a driver: members only when asked
   bool on_request;                      // uncertainty only when asked (`drive` otherwise)
   int uncertainty_flag;                 // trigger: the uncertainty is read after this step
@@ -64,7 +68,7 @@ class PairMDMonitor : public Pair {
 
   int nmax;                 // rows of the per-atom arrays
   double *uncertainty;      // per-atom uncertainty of the local atoms
-  double **member_forces;   // committee members' forces, 3 per member, reverse-summed
+  double **force_rows;      // the module's force rows, 3 per row, reverse-summed
 
   // graph of the current step: node k is atom node_atom[k]; edge e goes sender -> receiver
   std::vector<int> node_atom;

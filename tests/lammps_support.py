@@ -66,11 +66,12 @@ def ghost_graph(atoms, local, r_max, reach):
 
 def evaluate(module, atoms, graphs):
     """Run `module` on the graphs of all ranks and combine them as LAMMPS does: energies and
-    virials summed over ranks, forces (and committee member forces) summed onto their owner
-    atoms before the uncertainty is taken. Returns NumPy arrays in the atoms' order."""
+    virials summed over ranks, forces (and the rows of committee member forces or of the force
+    LLPR) summed onto their owner atoms before the uncertainty is taken. Returns NumPy arrays in
+    the atoms' order."""
     n = len(atoms)
     forces, energies, uncertainty = np.zeros((n, 3)), np.zeros(n), np.zeros(n)
-    member_forces = np.zeros((int(module.num_members), n, 3))
+    force_rows = np.zeros((int(module.num_force_rows), n, 3))
     energy, virial = 0.0, np.zeros(6)
     for graph in graphs:
         with torch.jit.optimized_execution(False):  # as the pair style runs it
@@ -86,10 +87,11 @@ def evaluate(module, atoms, graphs):
         if "atomic_uncertainty" in out:
             uncertainty[local] = out["atomic_uncertainty"].numpy()
         else:
-            for member, rows in enumerate(out["member_forces"].numpy()):
-                np.add.at(member_forces[member], owner, rows)
-    if member_forces.any():
-        uncertainty = module.force_uncertainty(torch.tensor(member_forces)).numpy()
+            rows = out["member_forces" if "member_forces" in out else "force_rows"]
+            for row, values in enumerate(rows.numpy()):
+                np.add.at(force_rows[row], owner, values)
+    if force_rows.any():
+        uncertainty = module.force_uncertainty(torch.tensor(force_rows)).numpy()
     return {"energy": energy, "energies": energies, "forces": forces, "virial": virial,
             "atomic_uncertainty": uncertainty}
 

@@ -23,11 +23,13 @@ evaluated (column 0: the atoms embedded and the edges with vectors, then layer b
 `PrunedMACE`), "virial" (6,) = -d energy / d strain in LAMMPS order xx yy zz xy xz yz (only with
 compute_virial), and the per-atom uncertainty:
 
-- "atomic_uncertainty" (n_local,) whenever it is complete: always for the LLPR, and for a
-  committee on a graph without ghost atoms;
-- otherwise (committee with ghost atoms) "member_forces" (n_members, n_all, 3): a member's force
-  on an atom is only known once its ghost rows are summed onto the owner, so the host sums them
-  (LAMMPS reverse communication) and calls the exported `force_uncertainty` on the local rows.
+- "atomic_uncertainty" (n_local,) whenever it is complete: always for the energy LLPR, and for a
+  committee or the force LLPR on a graph without ghost atoms;
+- otherwise (with ghost atoms) the module's `num_force_rows` per-atom 3-vectors, "member_forces"
+  (n_members, n_all, 3) of a committee or "force_rows" (R, n_all, 3) of the force LLPR: like a
+  force, such a row on an atom is only known once its ghost rows are summed onto the owner, so
+  the host sums them (LAMMPS reverse communication) and calls the exported `force_uncertainty`
+  on the local rows.
 
 Committee (Heid et al. 2024, Eqs. 4-8): mean energies, forces and virial over members; the
 uncertainty is `mdmonitor.estimators.prediction.force_uncertainty`, the unbiased std over
@@ -38,12 +40,18 @@ a second method `drive` (same arguments) that evaluates the driver alone and ret
 nobody reads. Its `driver` attribute says what drives ("mean" when the mean does).
 LLPR: the single model's results and scale / sqrt(LPR_j) with
 LPR_j = 1 / (f_j^T (H + zeta^2 I)^-1 f_j), f_j the last-layer features of `mdmonitor.llpr`; its
-`drive` is the model alone (no last-layer features, no triangular solve).
+`drive` is the model alone (no last-layer features, no triangular solve). Force LLPR (target
+"forces", `mdmonitor.estimators.force_posterior`): the rows are the derivatives of the local
+atoms' summed features along stored directions, one backward pass each on the one forward pass;
+exact, the identity (R = D, the Jacobian G), reduced to scale sqrt(g_jk^T (H + zeta^2 I)^-1 g_jk)
+averaged over x, y, z; sampled, the K perturbations `posterior_perturbations` draws from the
+file's seed (R = K, the force sets F - scale G^T delta_s), reduced to the committee's spread.
 
 `uncertainty_on_request` (bool): True when `drive` gives the dynamics of every step and
-`forward` only adds the uncertainty (a driven committee, the LLPR), so the pair style calls
-`forward` only on the steps whose uncertainty a fix reads. Files without it (exported before)
-are read as a driven committee when `driver` names one, else as computing it on every step.
+`forward` only adds the uncertainty (a driven committee, the LLPR of either target), so the
+pair style calls `forward` only on the steps whose uncertainty a fix reads. Files without it
+(exported before) are read as a driven committee when `driver` names one, else as computing it
+on every step; files without `num_force_rows` as summing a committee's member forces.
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -60,6 +68,7 @@ from ase.data import chemical_symbols
 from ..common.atomic_files import replaced_atomically
 from ..common.mace_imports import compile_mode, jit
 from ..estimators.committee import Committee
+from ..estimators.force_posterior import posterior_perturbations
 from ..estimators.llpr import (
     LastLayerLPR,
     energy_scale,
@@ -90,11 +99,29 @@ class GraphModel(torch.nn.Module):
                 unit_shifts: torch.Tensor, cell: torch.Tensor, species: torch.Tensor,
                 n_local: int, compute_virial: bool
                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        energies, node_feats, strain, graph_sizes = self.evaluate(
+            positions, edge_index, unit_shifts, cell, species, n_local, compute_virial)
+        forces, virial = self.forces_and_virial(energies, positions, strain, compute_virial)
+        return energies.detach(), forces, virial, node_feats.detach(), graph_sizes
+
+    def evaluate(self, positions: torch.Tensor, edge_index: torch.Tensor,
+                 unit_shifts: torch.Tensor, cell: torch.Tensor, species: torch.Tensor,
+                 n_local: int, compute_virial: bool
+                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The forward pass alone, its graph kept: local energies and node features (both
+        differentiable in `positions`, which now requires grad), strain, graph sizes."""
         positions.requires_grad_(True)
         node_attrs = torch.nn.functional.one_hot(species, self.num_elements).double()
         energies, node_feats, strain, n_atoms, n_edges = self.model(
             positions, edge_index, unit_shifts, cell, node_attrs, self.head, n_local,
             compute_virial)
+        return energies, node_feats, strain, torch.tensor([n_atoms, n_edges], dtype=torch.long)
+
+    def forces_and_virial(self, energies: torch.Tensor, positions: torch.Tensor,
+                          strain: torch.Tensor, compute_virial: bool
+                          ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """-d energy / d positions (n_all, 3) and the virial (6,) in LAMMPS order (zero without
+        compute_virial), by the backward pass that frees the forward pass's graph."""
         inputs = [positions]
         if compute_virial:
             inputs.append(strain)
@@ -107,8 +134,7 @@ class GraphModel(torch.nn.Module):
             if strain_gradient is not None:
                 w = -strain_gradient
                 virial = torch.stack([w[0, 0], w[1, 1], w[2, 2], w[0, 1], w[0, 2], w[1, 2]])
-        graph_sizes = torch.tensor([n_atoms, n_edges], dtype=torch.long)
-        return energies.detach(), forces, virial, node_feats.detach(), graph_sizes
+        return forces, virial
 
 
 @compile_mode("script")
@@ -131,6 +157,7 @@ class CommitteeModule(torch.nn.Module):
         set_metadata(self, committee.models[0], "committee", len(committee.models), "eV/A")
         self.driver = "mean" if driver is None else committee.driven_by
         self.uncertainty_on_request = driver is not None
+        self.num_force_rows = len(self.members)
 
     def forward(self, positions: torch.Tensor, edge_index: torch.Tensor,
                 unit_shifts: torch.Tensor, cell: torch.Tensor, species: torch.Tensor,
@@ -163,9 +190,8 @@ class CommitteeModule(torch.nn.Module):
 
     @torch.jit.export
     def force_uncertainty(self, member_forces: torch.Tensor) -> torch.Tensor:
-        """(M, N, 3) member forces summed over images -> (N,) unbiased std over members,
-        averaged over x, y, z (eV/A), as mdmonitor.estimators.prediction.force_uncertainty."""
-        return torch.std(member_forces, dim=[0], unbiased=True).mean(1)
+        """(M, N, 3) member forces summed over images -> (N,) their spread (`committee_spread`)."""
+        return committee_spread(member_forces)
 
     @torch.jit.export
     def drive(self, positions: torch.Tensor, edge_index: torch.Tensor,
@@ -198,7 +224,8 @@ def driven(atomic_energies: torch.Tensor, forces: torch.Tensor, virial: torch.Te
 
 @compile_mode("script")
 class LLPRModule(torch.nn.Module):
-    """One MACE model with its last-layer LPR uncertainty (see the module docstring)."""
+    """One MACE model with its last-layer LPR uncertainty, or for target "forces" the posterior
+    spread of its forces (see the module docstring)."""
 
     def __init__(self, estimator: LastLayerLPR):
         super().__init__()
@@ -229,12 +256,27 @@ class LLPRModule(torch.nn.Module):
         reference = estimator.element_reference or {}
         self.register_buffer("species_factor", torch.tensor(
             [reference.get(z, 1.0) ** -0.5 for z in model.elements], dtype=torch.float64))
+        # target "forces": the summed features are differentiated along these rows, the
+        # identity (exact) or the K perturbations of the file's seed (`force_posterior`)
+        self.forces_target = estimator.target == "forces"
+        self.exact = estimator.samples == 0
+        dim = len(hessian)
+        directions = torch.zeros(0, dim, dtype=torch.float64)
+        if self.forces_target:
+            directions = (torch.eye(dim, dtype=torch.float64) if self.exact else
+                          posterior_perturbations(self.cholesky, estimator.samples,
+                                                  estimator.seed))
+        self.register_buffer("directions", directions)
+        self.num_force_rows = len(directions)
         set_metadata(self, model, "llpr", 1, estimator.unit)
         self.uncertainty_on_request = True
 
     def forward(self, positions: torch.Tensor, edge_index: torch.Tensor,
                 unit_shifts: torch.Tensor, cell: torch.Tensor, species: torch.Tensor,
                 n_local: int, compute_virial: bool) -> Dict[str, torch.Tensor]:
+        if self.forces_target:
+            return self.with_force_rows(positions, edge_index, unit_shifts, cell, species,
+                                        n_local, compute_virial)
         energies, forces, virial, node_feats, graph_sizes = self.member(
             positions, edge_index, unit_shifts, cell, species, n_local, compute_virial)
         result = driven(energies, forces, virial, compute_virial, graph_sizes)
@@ -250,8 +292,47 @@ class LLPRModule(torch.nn.Module):
             positions, edge_index, unit_shifts, cell, species, n_local, compute_virial)
         return driven(energies, forces, virial, compute_virial, graph_sizes)
 
-    def uncertainty(self, node_feats: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
-        """scale / sqrt(LPR_j) of the local atoms from their node features (n_local, width)."""
+    def with_force_rows(self, positions: torch.Tensor, edge_index: torch.Tensor,
+                        unit_shifts: torch.Tensor, cell: torch.Tensor, species: torch.Tensor,
+                        n_local: int, compute_virial: bool) -> Dict[str, torch.Tensor]:
+        """The model's results and the force target's rows (R, n_all, 3), R = D exact (the
+        Jacobian G of the local atoms' summed features) or K sampled (the force sets
+        F - scale G^T delta_s): one backward pass per row on the one forward pass, whose graph
+        the forces' backward pass frees last."""
+        energies, node_feats, strain, graph_sizes = self.member.evaluate(
+            positions, edge_index, unit_shifts, cell, species, n_local, compute_virial)
+        summed = self.features(node_feats).sum(0)
+        rows: List[torch.Tensor] = []
+        for row in range(self.directions.shape[0]):
+            direction: List[Optional[torch.Tensor]] = [self.directions[row]]
+            grad = torch.autograd.grad([summed], [positions], direction, retain_graph=True,
+                                       allow_unused=True)[0]
+            rows.append(torch.zeros_like(positions) if grad is None else grad)
+        forces, virial = self.member.forces_and_virial(energies, positions, strain,
+                                                       compute_virial)
+        result = driven(energies.detach(), forces, virial, compute_virial, graph_sizes)
+        derivatives = torch.stack(rows)
+        force_rows = derivatives if self.exact else forces - self.scale * derivatives
+        if positions.shape[0] == n_local:
+            result["atomic_uncertainty"] = self.force_uncertainty(force_rows)
+        else:
+            result["force_rows"] = force_rows
+        return result
+
+    @torch.jit.export
+    def force_uncertainty(self, force_rows: torch.Tensor) -> torch.Tensor:
+        """(R, N, 3) rows summed over images -> (N,) eV/A, as `LastLayerLPR`'s force target:
+        exact, scale sqrt(g_jk^T (H + zeta^2 I)^-1 g_jk) averaged over x, y, z; sampled, the
+        committee's spread of the K force sets."""
+        if not self.exact:
+            return committee_spread(force_rows)
+        whitened = torch.linalg.solve_triangular(
+            self.cholesky, force_rows.reshape(force_rows.shape[0], -1), upper=False)
+        std = self.scale * torch.sqrt((whitened * whitened).sum(0))
+        return std.reshape(force_rows.shape[1], 3).mean(1)
+
+    def features(self, node_feats: torch.Tensor) -> torch.Tensor:
+        """Last-layer features (n_local, D) of the local atoms from their node features."""
         inputs: List[torch.Tensor] = []
         for index, readout in enumerate(self.member.model.readouts):
             bounds = self.feature_bounds[index]
@@ -259,10 +340,20 @@ class LLPRModule(torch.nn.Module):
             if hasattr(readout, "linear_2"):  # non-linear readout: the input of linear_2
                 x = readout.non_linearity(readout.linear_1(x))
             inputs.append(x)
-        features = torch.cat(inputs, dim=1) @ self.feature_map
-        solved = torch.linalg.solve_triangular(self.cholesky, features.T, upper=False)
+        return torch.cat(inputs, dim=1) @ self.feature_map
+
+    def uncertainty(self, node_feats: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """scale / sqrt(LPR_j) of the local atoms from their node features (n_local, width)."""
+        solved = torch.linalg.solve_triangular(self.cholesky, self.features(node_feats).T,
+                                               upper=False)
         return (self.scale * torch.sqrt((solved * solved).sum(0))
                 * self.species_factor[species[:solved.shape[1]]])
+
+
+def committee_spread(member_forces: torch.Tensor) -> torch.Tensor:
+    """(M, N, 3) member forces -> (N,) unbiased std over members, averaged over x, y, z (eV/A),
+    as mdmonitor.estimators.prediction.force_uncertainty."""
+    return torch.std(member_forces, dim=[0], unbiased=True).mean(1)
 
 
 def set_metadata(module: torch.nn.Module, model: MaceModel, estimator: str, members: int,
@@ -288,9 +379,6 @@ def export(estimator, path: str | Path) -> Path:
         if estimator.component is not None:
             raise ValueError("the LAMMPS export computes the LPR; a readout's CPR (component "
                              f"{estimator.component}) is monitored in ASE only")
-        if estimator.target != "energy":
-            raise ValueError("the LAMMPS export computes the LPR of the energy; the LLPR's "
-                             "posterior force spread (target 'forces') is monitored in ASE only")
         module, models = LLPRModule(estimator), [estimator.model]
     else:
         raise ValueError(f"cannot export {type(estimator).__name__} to LAMMPS: the export takes "

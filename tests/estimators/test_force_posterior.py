@@ -12,7 +12,6 @@ from mdmonitor.estimators.force_posterior import (
     forces_with_feature_derivatives,
     posterior_perturbations,
 )
-from mdmonitor.lammps.export import export
 
 SCALE = 0.3  # alpha (eV): the variances scale with its square
 
@@ -148,8 +147,6 @@ def test_settings_that_do_not_fit_the_force_target_are_refused(llpr):
         forces.component = 0
     with pytest.raises(ValueError, match="element-relative"):
         forces.relative_to_elements([])
-    with pytest.raises(ValueError, match="ASE only"):
-        export(forces, "unused.pt")
 
 
 def test_save_and_load_keep_the_target_and_tell_it_from_the_energy_lpr(llpr, models, cu_slab,
