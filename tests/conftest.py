@@ -13,6 +13,23 @@ from mdmonitor import LTAU, Committee, LastLayerLPR, LatentGMM
 torch.set_num_threads(1)
 
 
+# The test files that take longest (quiet machine, 1-3 min each: a study's quick mode, whole
+# generations of the loop), collected first so that `pytest -n 2 --dist loadfile` starts them
+# first instead of leaving one for the end on one process.
+LONGEST_FIRST = ("examples/test_heid_water_study.py", "learn/test_learning.py",
+                 "learn/test_loop_labeling.py", "learn/test_loop.py", "learn/test_loop_faults.py",
+                 "labeling/test_parallel_labeling.py", "learn/test_selection.py",
+                 "cli/test_newcomer.py", "lammps/test_plugin.py", "cli/test_commands.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        path = item.nodeid.split("::")[0].removeprefix("tests/")
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # (stable: the other files keep their order)
+
+
 @pytest.fixture(scope="session")
 def models():
     return mdmonitor.demo_models()
