@@ -39,10 +39,11 @@ demo: setup
 	$(Q)$(BIN)/mdmonitor demo
 
 # the suite on TEST_WORKERS processes (pytest-xdist), a test file's tests in one of them so
-# that its module fixtures are built once; `make test TEST_WORKERS=0` runs it in one process
+# that its module fixtures are built once, in the order of collection (the longest files
+# first, tests/conftest.py); `make test TEST_WORKERS=0` runs it in one process
 TEST_WORKERS ?= 2
 test: setup
-	$(Q)$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile
+	$(Q)$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # the benchmark suite: every benchmark script, results in benchmarks/RESULTS.md (about 15 min);
 # benchmark-quick: a few minutes, into benchmarks/RESULTS-quick.md

@@ -25,9 +25,9 @@ from distributed.diagnostics.plugin import WorkerPlugin
 # 0.5 GB (measured: 496 MB resident, 305 MB of it its own); the rest is for a box's relaxation
 # model and a light reference. A DFT code needs more: give fewer workers.
 WORKER_MEMORY_BYTES = 2**30
-# Seconds our LocalCluster may go without a worker before we replace the nannies that have no
-# worker process (a restart spawns it within a second, then imports torch and MACE).
-RESTART_GRACE = 60.0
+# Seconds our LocalCluster may go without a worker before we replace its nannies: a restarted
+# worker imports torch and MACE and joins within 5-30 s, even on a loaded machine.
+RESTART_GRACE = 120.0
 
 
 class InProcess:
@@ -157,8 +157,7 @@ class DaskWorkers:
 
     def wait_for_slots(self) -> None:
         """Wait until a worker is there (after a restart, or while a batch system starts them);
-        a nanny of our LocalCluster that has had no worker process for RESTART_GRACE s is
-        replaced."""
+        our LocalCluster's nannies are replaced after each RESTART_GRACE s without a worker."""
         start = time.monotonic()
         deadline, renew = start + self.patience, start + self.restart_grace
         while self.slots == 0:
@@ -167,8 +166,7 @@ class DaskWorkers:
                 raise RuntimeError(f"no Dask worker joined scheduler "
                                    f"'{self.client.scheduler.address}' within {self.patience:g} s")
             if self.cluster is not None and now > renew:
-                self._replace_nannies([name for name, nanny in self.cluster.workers.items()
-                                       if nanny.pid is None])  # (no worker process)
+                self._replace_nannies(list(self.cluster.workers))
                 renew = now + self.restart_grace
             time.sleep(0.2)
 
@@ -183,8 +181,8 @@ class DaskWorkers:
     def _replace_nannies(self, names) -> None:
         """Start new workers in place of those of our LocalCluster's nannies `names`: a nanny
         that loses a race with the scheduler while its worker dies closes instead of restarting
-        it; one whose restart hangs (seen after a worker was killed twice within seconds: its
-        new process never spawned) stays open with no worker."""
+        it; one whose restart hangs (seen after a worker was killed twice within seconds, on
+        2 loaded cores) stays open with no worker."""
         for name in names:  # the cluster starts a worker for a spec without one
             nanny = self.cluster.workers.pop(name)
             if nanny.status not in (Status.closed, Status.failed):

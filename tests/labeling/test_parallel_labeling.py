@@ -230,7 +230,7 @@ def test_a_worker_whose_restart_failed_is_replaced():
             pool.client.run(kill_this_process)
         while pool.client.nthreads():  # (until the scheduler has lost the worker)
             time.sleep(0.1)
-        pool.restart_grace = 2.0  # (it has no worker process)
+        pool.restart_grace = 2.0
         pool.wait_for_slots()
         assert pool.slots == 1 and list(pool.cluster.workers.values()) != [nanny]
     finally:
