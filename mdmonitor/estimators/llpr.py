@@ -210,11 +210,6 @@ class LastLayerLPR:
             self._energy_target_only("an element reference")
             self.element_reference = {int(z): positive_number(f"<1/LPR> of element {z}", v)
                                       for z, v in element_reference.items()}
-        self._directions = None
-        if self.target == "forces":  # unit-scale perturbations, or the Jacobian's directions
-            self._directions = (torch.eye(self.features.dim, dtype=self._cholesky.dtype)
-                                if self.samples == 0 else posterior_perturbations(
-                                    self._cholesky, self.samples, self.seed))
 
     def _energy_target_only(self, what: str) -> None:
         if self.target != "energy":
@@ -246,6 +241,11 @@ class LastLayerLPR:
         if info.item() != 0:
             raise ValueError(f"H + regularizer I is not positive definite (regularizer = "
                              f"{self.regularizer:g}); give a larger regularizer")
+        self._directions = None  # drawn from this posterior, so again after each update
+        if self.target == "forces":  # unit-scale perturbations, or the Jacobian's directions
+            self._directions = (torch.eye(self.features.dim, dtype=self._cholesky.dtype)
+                                if self.samples == 0 else posterior_perturbations(
+                                    self._cholesky, self.samples, self.seed))
 
     @classmethod
     def fit(cls, model, structures, forces: bool = True, regularizer: float | None = None,

@@ -204,3 +204,14 @@ def test_fit_llpr_fits_alpha_on_validation_forces_like_the_committee(models, tmp
     # seed 002 Eq. 3 at the atoms: mean error = mean (calibrated) spread
     assert np.concatenate(spreads).mean() == pytest.approx(np.concatenate(errors).mean(),
                                                            rel=1e-6)
+
+
+def test_an_update_draws_the_samples_from_the_updated_posterior(llpr, cu_bulk, cu_slab):
+    """A file saved after update() and reloaded (and its LAMMPS export) draws from the new H;
+    the updated estimator must predict the same."""
+    sampled = with_target(llpr, 4, seed=2)
+    sampled.update([cu_bulk])
+    reloaded = with_target(sampled, 4, seed=2)
+    assert np.allclose(sampled.predict(cu_slab).atomic_uncertainty,
+                       reloaded.predict(cu_slab).atomic_uncertainty, rtol=1e-12, atol=0)
+    assert not np.allclose(sampled._directions, with_target(llpr, 4, seed=2)._directions)
