@@ -241,9 +241,12 @@ class LastLayerLPR:
         if info.item() != 0:
             raise ValueError(f"H + regularizer I is not positive definite (regularizer = "
                              f"{self.regularizer:g}); give a larger regularizer")
-        self._directions = None  # drawn from this posterior, so again after each update
-        if self.target == "forces":  # unit-scale perturbations, or the Jacobian's directions
-            self._directions = (torch.eye(self.features.dim, dtype=self._cholesky.dtype)
+        # target "forces": the (R, D) directions along which the summed features are
+        # differentiated, the identity (exact) or unit-scale perturbations drawn from this
+        # posterior (so again after each update); None for the energy target
+        self.force_directions = None
+        if self.target == "forces":
+            self.force_directions = (torch.eye(self.features.dim, dtype=self._cholesky.dtype)
                                 if self.samples == 0 else posterior_perturbations(
                                     self._cholesky, self.samples, self.seed))
 
@@ -392,7 +395,7 @@ class LastLayerLPR:
     def _predict_forces(self, atoms) -> Prediction:
         """The force target's prediction (see the class)."""
         output, derivatives = forces_with_feature_derivatives(
-            self.model, self.features, atoms, self._directions)
+            self.model, self.features, atoms, self.force_directions)
         features = self.features.features().detach()
         extra = {"energies": output.atomic_energies,
                  "atomic_rigidity": 1.0 / self._inverse_quadratic(features)}

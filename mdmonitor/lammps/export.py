@@ -68,7 +68,6 @@ from ase.data import chemical_symbols
 from ..common.atomic_files import replaced_atomically
 from ..common.mace_imports import compile_mode, jit
 from ..estimators.committee import Committee
-from ..estimators.force_posterior import posterior_perturbations
 from ..estimators.llpr import (
     LastLayerLPR,
     energy_scale,
@@ -256,16 +255,11 @@ class LLPRModule(torch.nn.Module):
         reference = estimator.element_reference or {}
         self.register_buffer("species_factor", torch.tensor(
             [reference.get(z, 1.0) ** -0.5 for z in model.elements], dtype=torch.float64))
-        # target "forces": the summed features are differentiated along these rows, the
-        # identity (exact) or the K perturbations of the file's seed (`force_posterior`)
+        # target "forces": the summed features are differentiated along the estimator's rows
         self.forces_target = estimator.target == "forces"
         self.exact = estimator.samples == 0
-        dim = len(hessian)
-        directions = torch.zeros(0, dim, dtype=torch.float64)
-        if self.forces_target:
-            directions = (torch.eye(dim, dtype=torch.float64) if self.exact else
-                          posterior_perturbations(self.cholesky, estimator.samples,
-                                                  estimator.seed))
+        directions = (estimator.force_directions.clone() if self.forces_target
+                      else torch.zeros(0, len(hessian), dtype=torch.float64))
         self.register_buffer("directions", directions)
         self.num_force_rows = len(directions)
         set_metadata(self, model, "llpr", 1, estimator.unit)

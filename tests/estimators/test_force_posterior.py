@@ -214,4 +214,5 @@ def test_an_update_draws_the_samples_from_the_updated_posterior(llpr, cu_bulk, c
     reloaded = with_target(sampled, 4, seed=2)
     assert np.allclose(sampled.predict(cu_slab).atomic_uncertainty,
                        reloaded.predict(cu_slab).atomic_uncertainty, rtol=1e-12, atol=0)
-    assert not np.allclose(sampled._directions, with_target(llpr, 4, seed=2)._directions)
+    assert not np.allclose(sampled.force_directions,
+                           with_target(llpr, 4, seed=2).force_directions)
