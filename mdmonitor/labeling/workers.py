@@ -179,16 +179,20 @@ class DaskWorkers:
         return sum(self.client.nthreads().values())
 
     def _replace_nannies(self, names) -> None:
-        """Start new workers in place of those of our LocalCluster's nannies `names`: a nanny
-        that loses a race with the scheduler while its worker dies closes instead of restarting
-        it; one whose restart hangs (seen after a worker was killed twice within seconds, on
-        2 loaded cores) stays open with no worker."""
-        for name in names:  # the cluster starts a worker for a spec without one
+        """Start new workers in place of those of our LocalCluster's nannies `names`, and of
+        nannies the cluster dropped. A nanny that loses a race with the scheduler while its
+        worker dies closes instead of restarting it; one whose restart hangs stays open with
+        no worker. And the cluster itself closes and drops a nanny whose worker has not come
+        back `distributed.deploy.lost-worker-timeout` (15 s) after the scheduler lost it,
+        counted from the first loss: a worker killed twice within that time (a calculation
+        that overran its timeout twice) loses its nanny while the restart is under way, and
+        the cluster, its spec unchanged, starts no other."""
+        for name in names:
             nanny = self.cluster.workers.pop(name)
             if nanny.status not in (Status.closed, Status.failed):
                 self.cluster.sync(nanny.close, timeout=5, reason="mdmonitor-no-worker")
-        if names:
-            self.cluster.scale(len(self.cluster.worker_spec))
+        if set(self.cluster.worker_spec) - set(self.cluster.workers):
+            self.cluster.scale(len(self.cluster.worker_spec))  # (starts a worker per spec without)
 
     def submit(self, function, *args):
         return self.client.submit(function, *args, pure=False)

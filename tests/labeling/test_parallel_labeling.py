@@ -216,6 +216,22 @@ def test_a_worker_whose_nanny_gave_up_is_replaced():
         pool.close()
 
 
+def test_a_worker_whose_nanny_the_cluster_dropped_is_replaced():
+    """The cluster drops a nanny whose worker is not back 15 s after the first of two losses
+    (what failed the Hangs case above on loaded machines): it closes it, forgets it, and starts
+    no other worker for its spec."""
+    pool = DaskWorkers(workers=1, wait_for_workers=60.0)
+    try:
+        [(name, nanny)] = pool.cluster.workers.items()
+        pool.cluster.sync(nanny.close)  # (as SpecCluster._update_worker_status does)
+        del pool.cluster.workers[name]
+        pool.restart_grace = 1e9  # (not by the replacement of a hung nanny)
+        pool.wait_for_slots()
+        assert pool.slots == 1
+    finally:
+        pool.close()
+
+
 def test_a_worker_whose_restart_failed_is_replaced():
     """A nanny whose restart fails after its worker died stays open with no worker."""
     pool = DaskWorkers(workers=1)
