@@ -92,7 +92,8 @@ FixMDMonitor::FixMDMonitor(LAMMPS *lmp, int narg, char **arg) :
   }
   if (extracting) {
     if (!has_threshold)
-      error->all(FLERR, "Illegal fix mdmonitor command: extract needs the keyword threshold");
+      error->all(FLERR, "Illegal fix mdmonitor command: extract needs the keyword threshold "
+                 "(or threshold_file)");
     if (!(core_radius > 0.0) || !(box_length > 0.0) || queue_dir.empty())
       error->all(FLERR, "Illegal fix mdmonitor command: extract needs the keywords core (A), "
                  "box (A) and queue (directory)");
