@@ -3,7 +3,9 @@ calibration is refitted, and `mdmonitor lammps --calibration`, whose fix takes u
 LAMMPS runs."""
 
 import re
+import signal
 import subprocess
+import time
 import warnings
 
 import pytest
@@ -121,3 +123,37 @@ def test_mdmonitor_lammps_refuses_thresholds_without_a_calibration(tmp_path):
                            "0.04"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode != 0
     assert "--error-threshold choose the thresholds of --calibration FILE" in done.stderr
+
+
+def test_the_watcher_writes_each_refit_and_keeps_the_file_on_a_bad_one(llpr, tmp_path):
+    """`mdmonitor lammps-thresholds --watch`: a refit is written within a few polls; a
+    calibration file that cannot be read is reported on stderr and the thresholds kept."""
+    calibration(llpr, alpha=1.0).save(tmp_path / "run.json")
+    watcher = subprocess.Popen([str(BIN / "mdmonitor"), "lammps-thresholds", "run.json",
+                                "--error-threshold", "0.04", "--elements", "Cu", "--watch",
+                                "--poll", "0.2"], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        written = tmp_path / "thresholds.txt"
+        assert until(lambda: written.exists() and "thresholds 0.04\n" in written.read_text())
+        calibration(llpr, alpha=0.5).save(tmp_path / "run.json")
+        assert until(lambda: "thresholds 0.08\n" in written.read_text())
+        (tmp_path / "run.json").write_text("{not json")
+        time.sleep(2.0)  # ten polls
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        out, err = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0, err
+    assert "thresholds 0.08\n" in written.read_text()
+    assert "thresholds.txt not updated: cannot read calibration file 'run.json'" in err
+    assert err.count("not updated") == 1  # once per change
+
+
+def until(condition, seconds: float = 120.0) -> bool:
+    """Whether `condition()` became true within `seconds`, checked every 0.1 s."""
+    end = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.1)
+    return True
