@@ -23,9 +23,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
-#include <sstream>
+#include <fstream>
 #include <limits>
+#include <set>
+#include <sstream>
 #include <stdexcept>
 
 namespace LAMMPS_NS {
@@ -41,11 +44,11 @@ using namespace FixConst;
 
 FixMDMonitor::FixMDMonitor(LAMMPS *lmp, int narg, char **arg) :
     Fix(lmp, narg, arg), source(PAIR), source_column(0), cutoff(0.0), threshold(0.0),
-    has_threshold(false), pair(nullptr), uncertainty_trigger(nullptr),
+    has_threshold(false), threshold_sets(0), pair(nullptr), uncertainty_trigger(nullptr),
     uncertainty_step(nullptr), compute(nullptr), fix(nullptr), variable(-1),
     list(nullptr), extracting(false), core_radius(0.0), box_length(0.0), separation(-1.0),
     max_boxes(-1), cooldown(50), run_id("run"), boxes_in_queue(0), contact_factor(0.5),
-    values(nullptr), global{0.0, 0.0, 0.0, 0.0, 0.0}
+    values(nullptr), global{0.0, 0.0, 0.0, 0.0, 0.0, 0.0}
 {
   if (narg < 4) utils::missing_cmd_args(FLERR, "fix mdmonitor", error);
   nevery = parse_count("N", arg[3]);
@@ -55,7 +58,16 @@ FixMDMonitor::FixMDMonitor(LAMMPS *lmp, int narg, char **arg) :
     if (keyword == "cutoff") {
       cutoff = parse_number(keyword, arg[iarg + 1], 0.0, true);
     } else if (keyword == "threshold") {
-      parse_threshold(arg[iarg + 1]);
+      std::vector<std::string> words;
+      std::stringstream list(arg[iarg + 1]);
+      for (std::string word; std::getline(list, word, ',');) words.push_back(word);
+      try {
+        set_thresholds(thresholds_of(words, keyword + " " + arg[iarg + 1]));
+      } catch (const std::invalid_argument &err) {
+        error->all(FLERR, "Illegal fix mdmonitor command: {}", err.what());
+      }
+    } else if (keyword == "threshold_file") {
+      threshold_file = arg[iarg + 1];
     } else if (keyword == "source") {
       parse_source(arg[iarg + 1]);
     } else if (keyword == "contact") {
@@ -66,15 +78,22 @@ FixMDMonitor::FixMDMonitor(LAMMPS *lmp, int narg, char **arg) :
                    arg[iarg + 1]);
     } else if (!parse_extraction(keyword, arg[iarg + 1])) {
       error->all(FLERR, "Illegal fix mdmonitor command: unknown keyword '{}' (expected cutoff, "
-                 "threshold, source, contact or extract)", keyword);
+                 "threshold, threshold_file, source, contact or extract)", keyword);
     }
   }
   if (cutoff == 0.0)
     error->all(FLERR, "Illegal fix mdmonitor command: the keyword cutoff (aggregation radius, "
                "A) is required");
+  if (!threshold_file.empty()) {
+    if (has_threshold)
+      error->all(FLERR, "Illegal fix mdmonitor command: give threshold or threshold_file, not "
+                 "both");
+    follow_threshold_file();
+  }
   if (extracting) {
     if (!has_threshold)
-      error->all(FLERR, "Illegal fix mdmonitor command: extract needs the keyword threshold");
+      error->all(FLERR, "Illegal fix mdmonitor command: extract needs the keyword threshold "
+                 "(or threshold_file)");
     if (!(core_radius > 0.0) || !(box_length > 0.0) || queue_dir.empty())
       error->all(FLERR, "Illegal fix mdmonitor command: extract needs the keywords core (A), "
                  "box (A) and queue (directory)");
@@ -105,7 +124,7 @@ FixMDMonitor::FixMDMonitor(LAMMPS *lmp, int narg, char **arg) :
   size_peratom_cols = 2;
   peratom_freq = nevery;
   vector_flag = 1;
-  size_vector = 5;
+  size_vector = 6;
   global_freq = nevery;
   extvector = 0;
   comm_forward = 1;
@@ -134,25 +153,126 @@ double FixMDMonitor::parse_number(const std::string &keyword, const char *text, 
   return value;
 }
 
-/* threshold T (every atom) or T1,T2,...,Tn: one per atom type, e.g. per-element limits of a
-   calibration map (mdmonitor's Calibration.type_thresholds) */
+/* thresholds from `words`: one for every atom (>= 0) or one per atom type (each > 0), e.g. the
+   per-element limits of a calibration map (mdmonitor's Calibration.lammps_threshold);
+   std::invalid_argument naming `what` and the problem */
 
-void FixMDMonitor::parse_threshold(const char *text)
+std::vector<double> FixMDMonitor::thresholds_of(const std::vector<std::string> &words,
+                                                const std::string &what) const
 {
-  std::vector<std::string> values;
-  std::stringstream list(text);
-  for (std::string value; std::getline(list, value, ',');) values.push_back(value);
-  if (values.size() == 1) {
-    threshold = parse_number("threshold", text, 0.0, false);
-  } else {
-    if ((int) values.size() != atom->ntypes)
-      error->all(FLERR, "Illegal fix mdmonitor command: threshold {} gives {} values; give one, "
-                 "or one per atom type ({} types)", text, values.size(), atom->ntypes);
-    type_thresholds.assign(1, 0.0);
-    for (const auto &value : values)
-      type_thresholds.push_back(parse_number("a type's threshold", value.c_str(), 0.0, true));
+  if (words.size() != 1 && (int) words.size() != atom->ntypes)
+    throw std::invalid_argument(fmt::format("{} gives {} values; give one, or one per atom type "
+                                            "({} types)", what, words.size(), atom->ntypes));
+  const bool per_type = words.size() > 1;
+  std::vector<double> values;
+  for (const auto &word : words) {
+    const double value = utils::is_double(word) ? std::strtod(word.c_str(), nullptr) : NAN;
+    if (!std::isfinite(value) || (per_type ? !(value > 0.0) : !(value >= 0.0)))
+      throw std::invalid_argument(fmt::format("{} must be {} 0, not {}", per_type ?
+                                              "a type's threshold" : "threshold",
+                                              per_type ? ">" : ">=", word));
+    values.push_back(value);
+  }
+  return values;
+}
+
+/* one threshold for every atom, or one per atom type (type 1 first) */
+
+void FixMDMonitor::set_thresholds(const std::vector<double> &values)
+{
+  threshold = values[0];
+  type_thresholds.clear();
+  if (values.size() > 1) {
+    type_thresholds.push_back(0.0);
+    type_thresholds.insert(type_thresholds.end(), values.begin(), values.end());
   }
   has_threshold = true;
+}
+
+/* the thresholds of a threshold file's `text`, and its label into `label`: lines "thresholds
+   T1 [T2 ...]", "label TEXT" and "cutoff R" (which must be the fix's), # comments;
+   std::invalid_argument naming what is wrong */
+
+std::vector<double> FixMDMonitor::parse_threshold_file(const std::string &text,
+                                                       std::string &label) const
+{
+  std::vector<double> values;
+  std::set<std::string> seen;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    auto words = utils::split_words(utils::trim_comment(line));
+    if (words.empty()) continue;
+    const std::string key = words[0];
+    words.erase(words.begin());
+    if (!seen.insert(key).second)
+      throw std::invalid_argument(fmt::format("it has two '{}' lines", key));
+    if (key == "thresholds") {
+      values = thresholds_of(words, "its thresholds line");
+    } else if (key == "label") {
+      label = utils::join_words(words, " ");
+    } else if (key == "cutoff") {
+      const double given = words.size() == 1 && utils::is_double(words[0])
+          ? std::strtod(words[0].c_str(), nullptr) : NAN;
+      if (!(std::fabs(given - cutoff) <= 1e-9 * cutoff))
+        throw std::invalid_argument(fmt::format(
+            "its thresholds are for local uncertainties within {} A, but this fix's cutoff is "
+            "{} A", utils::join_words(words, " "), cutoff));
+    } else {
+      throw std::invalid_argument(fmt::format("unknown line '{}' (expected thresholds, label or "
+                                              "cutoff)", utils::trim(line)));
+    }
+  }
+  if (values.empty())
+    throw std::invalid_argument("it has no thresholds line ('thresholds T' or one value per "
+                                "atom type)");
+  return values;
+}
+
+/* threshold_file: rank 0 reads the file; when its bytes changed since they were last taken up
+   (or at the first read), every rank takes its thresholds and rank 0 logs them. A file that
+   cannot be read or parsed stops the run: it is written atomically, so it is never torn. */
+
+void FixMDMonitor::follow_threshold_file()
+{
+  enum { SAME, CHANGED, BAD };
+  int status = SAME;
+  std::vector<double> values;
+  std::string label, problem;
+  if (comm->me == 0) {
+    std::ifstream in(threshold_file);
+    std::ostringstream text;
+    if (in) text << in.rdbuf();
+    if (!in) {
+      status = BAD;
+      problem = "cannot read it: " + utils::getsyserror();
+    } else if (threshold_sets == 0 || text.str() != threshold_text) {
+      try {
+        values = parse_threshold_file(text.str(), label);
+        threshold_text = text.str();
+        status = CHANGED;
+      } catch (const std::invalid_argument &err) {
+        status = BAD;
+        problem = err.what();
+      }
+    }
+  }
+  MPI_Bcast(&status, 1, MPI_INT, 0, world);
+  if (status == BAD)
+    error->all(FLERR, "fix mdmonitor: threshold_file {}: {}", threshold_file, problem);
+  if (status == SAME) return;
+  int count = (int) values.size();
+  MPI_Bcast(&count, 1, MPI_INT, 0, world);
+  values.resize(count);
+  MPI_Bcast(values.data(), count, MPI_DOUBLE, 0, world);
+  set_thresholds(values);
+  global[5] = ++threshold_sets;
+  if (comm->me == 0) {
+    std::string shown;
+    for (double value : values) shown += fmt::format(" {}", value);
+    utils::logmesg(lmp, "fix {} mdmonitor: step {}: threshold set {} from {}{}:{}\n", id,
+                   update->ntimestep, threshold_sets, threshold_file,
+                   label.empty() ? "" : " (" + label + ")", shown);
+  }
 }
 
 /* the threshold of local atom i */
@@ -397,6 +517,7 @@ void FixMDMonitor::read_source()
 
 void FixMDMonitor::monitor()
 {
+  if (!threshold_file.empty()) follow_threshold_file();
   const int nlocal = atom->nlocal;
   atomic.resize(nlocal + atom->nghost);
   local.assign(nlocal, 0.0);

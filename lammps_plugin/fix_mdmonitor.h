@@ -1,5 +1,5 @@
-/* fix ID group mdmonitor N cutoff R [threshold T|T1,T2,...] [source pair|c_ID|c_ID[k]|f_ID|f_ID[k]|v_name]
-       [contact F]
+/* fix ID group mdmonitor N cutoff R [threshold T|T1,T2,...|threshold_file PATH]
+       [source pair|c_ID|c_ID[k]|f_ID|f_ID[k]|v_name] [contact F]
        [extract cube core Rc box L queue DIR [max_boxes M] [cooldown C] [separation S]
         [run_id NAME]]
    Every N steps: per-atom uncertainty from the source (default: pair_style mdmonitor), its mean
@@ -7,7 +7,13 @@
    the group. Per-atom array [atomic, local]; global vector [max local, atom ID of the max
    (the smallest on exact ties), number of atoms with local > T, boxes extracted, number of
    atoms (of all) closer than F x (sum of covalent radii) to another atom or image: close
-   contacts, as mdmonitor.stability.StabilityCriteria(contact_factor=F), F = 0.5 by default].
+   contacts, as mdmonitor.stability.StabilityCriteria(contact_factor=F), F = 0.5 by default,
+   threshold sets taken from the threshold file so far].
+   threshold_file PATH: the thresholds as a text file ("thresholds T" or "thresholds T1 T2 ...",
+   optional "label TEXT" and "cutoff R" lines, # comments), which rank 0 reads again at every
+   monitored step; when its bytes changed every rank takes its thresholds from that step on, and
+   the LAMMPS log names them with the file's label (mdmonitor writes it from a calibration that
+   is refitted during the run: mdmonitor.lammps.thresholds).
    With extract, on every such step with atoms above T: a periodic cube of edge L around the
    most uncertain atom (not within S of a centre cut in the last C steps), written to the
    candidate queue DIR as mdmonitor.Extractor(strategy="cube", relax="label") does (see
@@ -61,6 +67,9 @@ class FixMDMonitor : public Fix {
   double threshold;         // local uncertainty counted as high above this
   bool has_threshold;
   std::vector<double> type_thresholds;    // per atom type (1-based), from T1,T2,...; else empty
+  std::string threshold_file;             // thresholds followed from this file, or empty
+  std::string threshold_text;             // the file's contents when last taken up (rank 0)
+  int threshold_sets;                     // threshold sets taken from the file so far
 
   class Pair *pair;
   int *uncertainty_trigger;       // pair style's "uncertainty_flag" (source pair), or null
@@ -86,15 +95,18 @@ class FixMDMonitor : public Fix {
   std::vector<double> type_radius;    // covalent radius (A) of each atom type
 
   double **values;                // per local atom: atomic, local uncertainty
-  double global[5];               // max local, its atom ID, count above threshold, boxes,
-                                  // atoms in close contact
+  double global[6];               // max local, its atom ID, count above threshold, boxes,
+                                  // atoms in close contact, threshold sets from the file
   std::vector<double> radius;     // covalent radius (A) of local and ghost atoms
   std::vector<double> atomic;     // atomic uncertainty of local and ghost atoms
   std::vector<double> local;      // local uncertainty of local atoms
   std::vector<double> evaluated;  // atom-style variable values
 
   double parse_number(const std::string &, const char *, double, bool);
-  void parse_threshold(const char *);
+  std::vector<double> thresholds_of(const std::vector<std::string> &, const std::string &) const;
+  void set_thresholds(const std::vector<double> &);
+  std::vector<double> parse_threshold_file(const std::string &, std::string &) const;
+  void follow_threshold_file();
   double threshold_of(int) const;
   int parse_count(const std::string &, const char *);
   void parse_source(const std::string &);

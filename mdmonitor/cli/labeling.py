@@ -66,7 +66,8 @@ def add_commands(commands) -> None:
     follow = label.add_argument_group(
         "calibration that follows the run",
         "refit a calibration file on the labeled boxes after each batch, for a monitor given "
-        "that file (`mdmonitor md --calibration FILE`) to read again at its next monitored step")
+        "that file (`mdmonitor md --calibration FILE`, `mdmonitor lammps --calibration FILE`) to "
+        "read again at its next monitored step")
     follow.add_argument("--calibrate", type=Path, metavar="FILE",
                         help="calibration JSON to (re)write atomically after each batch of "
                              "labels, once two boxes are labeled")

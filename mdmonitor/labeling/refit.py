@@ -3,8 +3,10 @@
 `mdmonitor label --calibrate FILE` refits FILE after each batch of labeled boxes, on all of them
 or on the most recent `window`, and writes it atomically; a monitor that was given the file
 (`MonitoredCalculator(calibration=FILE)`, `mdmonitor md --calibration FILE`) reads it again at
-its next monitored step. So the map follows the run: a slab that the model handles worse than
-the bulk it was calibrated on shifts alpha as soon as its boxes are labeled.
+its next monitored step, and so does a LAMMPS run through its threshold file (`mdmonitor lammps
+--calibration FILE`, mdmonitor.lammps.thresholds). So the map follows the run: a slab that the
+model handles worse than the bulk it was calibrated on shifts alpha as soon as its boxes are
+labeled.
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@
 Every rank runs the script through the `lammps` Python module on MPI_COMM_WORLD, with the
 mdmonitor plugin loaded as `lmp` loads it. With --label, rank 0 starts `mdmonitor label QUEUE
 --watch` beside the run, so boxes the fix writes are relaxed and labeled while LAMMPS goes on;
-when the script ends, the labeler stops and a last pass labels what is still pending.
+when the script ends, the labeler stops and a last pass labels what is still pending. With a
+followed calibration, rank 0 writes the fix's threshold file from it before LAMMPS starts and
+runs `mdmonitor lammps-thresholds --watch` beside it, which writes the file again whenever the
+calibration file changes (in its own process: torch is not imported here, see cli/lammps.py).
 """
 
 from __future__ import annotations
@@ -15,10 +18,22 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from .plugin import plugin_directory, plugin_path
 
 POLL_SECONDS = 1.0
+
+
+class FollowedCalibration(NamedTuple):
+    """A calibration file whose thresholds for the expected local force error `error` (eV/A)
+    and atom types of `elements` (type 1 first) `fix mdmonitor ... threshold_file` follows in
+    `threshold_file`."""
+
+    calibration: Path
+    error: float
+    elements: list[str]
+    threshold_file: Path
 
 
 def _label_command(queue: Path, reference: str, parameters, watch: bool) -> list[str]:
@@ -30,12 +45,28 @@ def _label_command(queue: Path, reference: str, parameters, watch: bool) -> list
     return command + (["--watch", "--poll", str(POLL_SECONDS), "--no-progress"] if watch else [])
 
 
+def _thresholds_command(followed: FollowedCalibration, watch: bool) -> list[str]:
+    command = [sys.executable, "-m", "mdmonitor.cli", "lammps-thresholds",
+               str(followed.calibration), "--error-threshold", repr(followed.error),
+               "--elements", *followed.elements, "-o", str(followed.threshold_file)]
+    return command + (["--watch", "--poll", str(POLL_SECONDS)] if watch else [])
+
+
+def _stop(process: subprocess.Popen | None) -> None:
+    if process is not None:
+        process.send_signal(signal.SIGINT)
+        process.wait()
+
+
 def run_script(script: Path, variables=(), queue: Path | None = None,
-               reference: str | None = None, parameters=(), log: str = "log.lammps") -> int:
-    """Run `script` on every rank of MPI_COMM_WORLD; with `queue`, label its boxes meanwhile.
+               reference: str | None = None, parameters=(), log: str = "log.lammps",
+               followed: FollowedCalibration | None = None) -> int:
+    """Run `script` on every rank of MPI_COMM_WORLD; with `queue`, label its boxes meanwhile;
+    with `followed`, keep its threshold file that of its calibration meanwhile.
 
     variables: (name, value) pairs, as `lmp -var name value`. Returns the labeler's exit status
-    of the last pass (0 without labeling).
+    of the last pass (0 without labeling), or that of `mdmonitor lammps-thresholds` when it
+    could not write the first threshold file (before LAMMPS starts).
     """
     if not Path(script).is_file():
         raise FileNotFoundError(f"LAMMPS input script '{script}' does not exist")
@@ -48,7 +79,17 @@ def run_script(script: Path, variables=(), queue: Path | None = None,
     from lammps import lammps
 
     rank = MPI.COMM_WORLD.Get_rank()
-    labeler = None
+    labeler = follower = None
+    if followed is not None:
+        written = None
+        if rank == 0:
+            written = subprocess.run(_thresholds_command(followed, watch=False)).returncode
+        written = MPI.COMM_WORLD.bcast(written)
+        if written != 0:  # (it said why)
+            return written
+        if rank == 0:
+            follower = subprocess.Popen(_thresholds_command(followed, watch=True),
+                                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     if queue is not None and rank == 0:
         Path(queue, "pending").mkdir(parents=True, exist_ok=True)
         labeler = subprocess.Popen(_label_command(queue, reference, parameters, watch=True),
@@ -61,9 +102,8 @@ def run_script(script: Path, variables=(), queue: Path | None = None,
         instance.file(str(script))
         instance.close()  # (not finalize: mpi4py finalizes MPI)
     finally:
-        if labeler is not None:
-            labeler.send_signal(signal.SIGINT)
-            labeler.wait()
+        _stop(labeler)
+        _stop(follower)
     MPI.COMM_WORLD.Barrier()
     if queue is not None and rank == 0:
         return subprocess.run(_label_command(queue, reference, parameters, watch=False)).returncode

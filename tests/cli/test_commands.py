@@ -17,7 +17,7 @@ from mdmonitor.demo import run_demo
 
 
 @pytest.mark.parametrize("command", [[], ["demo"], ["md"], ["fit-llpr"], ["label"], ["select"],
-                                     ["adversarial"], ["lammps"]])
+                                     ["adversarial"], ["lammps"], ["lammps-thresholds"]])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as done:
         main([*command, "--help"])
