@@ -250,6 +250,12 @@ class LastLayerLPR:
                                 if self.samples == 0 else posterior_perturbations(
                                     self._cholesky, self.samples, self.seed))
 
+    @property
+    def cholesky(self) -> torch.Tensor:
+        """L, the lower Cholesky factor of H + regularizer I (eV^2), as the LAMMPS export
+        stores it."""
+        return self._cholesky
+
     @classmethod
     def fit(cls, model, structures, forces: bool = True, regularizer: float | None = None,
             force_weight: float = 1.0, scale: float = 1.0, progress: bool = True,

@@ -246,10 +246,7 @@ class LLPRModule(torch.nn.Module):
             self.feature_bounds.append([ends[layer], ends[layer + 1]])
             maps.append(scale * linear_feature_map(final_linear(readout, model.name), head)[0])
         self.register_buffer("feature_map", torch.block_diag(*maps).double())
-        hessian = torch.as_tensor(estimator.hessian, dtype=torch.float64)
-        regularized = hessian + estimator.regularizer * torch.eye(len(hessian),
-                                                                  dtype=torch.float64)
-        self.register_buffer("cholesky", torch.linalg.cholesky(regularized))
+        self.register_buffer("cholesky", estimator.cholesky.clone().double())
         self.scale = estimator.scale
         # 1/sqrt(<1/LPR>_Z) per model species for an element-relative LLPR, else 1
         reference = estimator.element_reference or {}
@@ -259,7 +256,7 @@ class LLPRModule(torch.nn.Module):
         self.forces_target = estimator.target == "forces"
         self.exact = estimator.samples == 0
         directions = (estimator.force_directions.clone() if self.forces_target
-                      else torch.zeros(0, len(hessian), dtype=torch.float64))
+                      else torch.zeros(0, len(self.cholesky), dtype=torch.float64))
         self.register_buffer("directions", directions)
         self.num_force_rows = len(directions)
         set_metadata(self, model, "llpr", 1, estimator.unit)
