@@ -68,11 +68,8 @@ def labeled_runs(tmp_path_factory, data):  # noqa: F811
 
 
 def config_of(directory, data, members, epochs=1):  # noqa: F811
-    """A run of `members` members labeling whole frames (the trainers are what is tested
-    here, and a cube's border relaxation with the committee took 4 s of MD per box)."""
     return write_config(directory, data, training={"epochs": epochs}, models={
-        "committee": mdmonitor.demo_models()["committee"][:members]},
-        selection={"strategy": "whole-frame"})
+        "committee": mdmonitor.demo_models()["committee"][:members]})
 
 
 def trainers(process: psutil.Process) -> list[psutil.Process]:
