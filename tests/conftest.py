@@ -17,9 +17,10 @@ torch.set_num_threads(1)
 # generations of the loop), collected first so that `pytest -n 2 --dist loadfile` starts them
 # first instead of leaving one for the end on one process.
 LONGEST_FIRST = ("examples/test_heid_water_study.py", "learn/test_learning.py",
-                 "learn/test_loop_labeling.py", "learn/test_loop.py", "learn/test_loop_faults.py",
-                 "labeling/test_parallel_labeling.py", "learn/test_selection.py",
-                 "cli/test_newcomer.py", "lammps/test_plugin.py", "cli/test_commands.py")
+                 "learn/test_loop.py", "learn/test_loop_faults.py", "learn/test_loop_labeling.py",
+                 "labeling/test_parallel_labeling.py", "lammps/test_plugin.py",
+                 "cli/test_newcomer.py", "common/test_freed_memory.py", "cli/test_commands.py",
+                 "labeling/test_labeling_log.py", "learn/test_selection.py")
 
 
 def pytest_collection_modifyitems(items):

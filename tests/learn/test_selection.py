@@ -4,6 +4,7 @@ import ase.io
 import numpy as np
 import pytest
 
+from mdmonitor import Committee
 from mdmonitor.demo import demo_slab
 from mdmonitor.extraction.candidates import CandidateQueue
 from mdmonitor.learn.selection import (
@@ -17,6 +18,13 @@ from mdmonitor.monitor import Trigger
 SELECTION = {"boxes": 2, "box_length": 8.0, "core_radius": 3.0, "max_per_frame": 1,
              "cooldown": 50, "box": "cube", "host": "fcc", "samples": 1, "frames": "threshold",
              "span": 0.5, "centres": None, "molecules": False, "box_fraction": None}
+
+
+@pytest.fixture(scope="module")
+def pair(models):
+    """Two members of the bundled committee: the boxes' border relaxation calls the mean of
+    every member (with all four, the two relaxing tests took 90 s of the suite)."""
+    return Committee.from_mace(models["committee"][:2])
 
 
 @pytest.fixture
@@ -74,9 +82,9 @@ def test_whole_frame_queues_the_frames_with_the_highest_peaks_whole(trajectory, 
 
 
 def test_random_boxes_are_seeded_cut_around_random_atoms_and_not_written_twice(
-        trajectory, tmp_path, committee):
+        trajectory, tmp_path, pair):
     queues = [tmp_path / "a", tmp_path / "b"]
-    counts = [RandomSelection().after_md(trajectory, q, SELECTION, "gen000", 7, committee)
+    counts = [RandomSelection().after_md(trajectory, q, SELECTION, "gen000", 7, pair)
               for q in queues]
     assert counts == [2, 2]
     names = [[p.name for p in CandidateQueue(q).boxes("pending") + CandidateQueue(q).boxes(
@@ -86,7 +94,7 @@ def test_random_boxes_are_seeded_cut_around_random_atoms_and_not_written_twice(
     assert all(b.info["strategy"] == "cube" and b.info["relaxation"] == "relaxed" for b in boxes)
     assert not {b.info["centre_index"] for b in boxes} & {5, 6, 7, 8}  # not the peaks
     assert RandomSelection().after_md(trajectory, queues[0], SELECTION, "gen000", 7,
-                                      committee) == 0
+                                      pair) == 0
 
 
 def segment_trajectory(tmp_path, gold: bool = True):
@@ -130,7 +138,7 @@ def test_segments_give_the_most_uncertain_centre_of_each_segment_of_the_allowed_
     assert all(f.numbers[c] == 79 for f, c in draws[0])
 
 
-def test_segment_boxes_and_test_boxes_come_from_their_halves_of_the_md(tmp_path, committee):
+def test_segment_boxes_and_test_boxes_come_from_their_halves_of_the_md(tmp_path, pair):
     segment_trajectory(tmp_path, gold=False)  # (the bundled models know Cu only)
     selection = {**SELECTION, "frames": "segments", "centres": ["Cu"], "boxes": 2}
     queue, tests = tmp_path / "candidates", tmp_path / "test-candidates"
@@ -138,11 +146,11 @@ def test_segment_boxes_and_test_boxes_come_from_their_halves_of_the_md(tmp_path,
     assert not strategy.cuts_during_md(selection)
     assert strategy.extractor(tmp_path, selection, "gen000", 0, demo_slab()) is None
     assert strategy.after_md(tmp_path / "md.extxyz", queue, selection, "gen000", 0,
-                             committee) == 2
-    assert strategy.test_boxes(tmp_path / "md.extxyz", tests, selection, "gen000", 0, committee,
+                             pair) == 2
+    assert strategy.test_boxes(tmp_path / "md.extxyz", tests, selection, "gen000", 0, pair,
                                3) == 3
     steps = {q: sorted(CandidateQueue(q).source_steps("gen000")) for q in (queue, tests)}
     assert steps[queue] == [10, 30] and max(steps[tests]) >= 40 and min(steps[tests]) >= 40
     # a rerun (after a restart) writes nothing twice
     assert strategy.after_md(tmp_path / "md.extxyz", queue, selection, "gen000", 0,
-                             committee) == 0
+                             pair) == 0
