@@ -16,10 +16,12 @@ measured in the same run, then the same with fix mdmonitor every 10 steps. Peak 
 the maximum resident set size of each rank's lmp process (this script with --peak-rss between
 mpirun and lmp). A size is skipped when its peak memory, all ranks together, predicted from
 the sizes before (the line through the last two, or in proportion to the atoms from one)
-exceeds --max-gib.
+exceeds --max-gib. --chunk N runs the pair style with `chunk N` (the model on at most N of a
+rank's atoms per call, its memory bounded; see the README) at every size: a rank with N atoms or
+fewer evaluates them at once, as without it.
 
     .venv/bin/python benchmarks/lammps_large.py [--quick] [--json PATH] [--cells 6 14 29]
-        [--steps 10] [--max-gib 16]
+        [--steps 10] [--max-gib 16] [--chunk N]
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ EVERY = 10  # fix mdmonitor's interval (steps)
 # (case, in.bulk_speed.lmp variables); the first is the baseline of its size and rank count
 CASES = [("plain pair style", {}), (f"LLPR every {EVERY} steps", {"every": EVERY})]
 RANKS = (1, 2)
+CLOCKS = ("wall", "CPU")  # seconds of the wall clock, of a rank's CPU time
 GOAL_TIME = 1.15  # time per atom-step at 10^5 / 10^4, at most
 GOAL_MEMORY = 1.15  # peak RSS growth per atom, 10^4 to 10^5 over 10^3 to 10^4, at most
 GOAL_SPEED_UP = 1.8  # two ranks over one at 10^5, at least
@@ -59,20 +62,22 @@ def peak_rss_wrapper(name: str, command: list[str]) -> None:
 
 
 def measure(directory: Path, cells: int, ranks: int, case: str, variables: dict,
-            steps: int) -> dict:
-    """One run of in.bulk_speed.lmp: s/step, CPU use, peak RSS of each rank (GiB) and the load
-    average (1 min) before it."""
+            steps: int, chunk: int) -> dict:
+    """One run of in.bulk_speed.lmp: s/step of the wall clock ("wall") and of a rank's CPU time
+    ("CPU": what a rank with a core of its own would take; MPI waits spin, so they count), the
+    peak RSS of each rank (GiB) and the load average (1 min) before it."""
     name = f"bulk{cells}-{ranks}-{variables.get('every', 0)}"
     print(f"{4 * cells**3} atoms, {ranks} rank(s): {case}", file=sys.stderr, flush=True)
     load = os.getloadavg()[0]
     wrapper = [sys.executable, __file__, "--peak-rss", name, "--"]
     result = run_lammps(directory, name, ranks,
-                        {"model": "llpr.pt", "cells": cells, "steps": steps, **variables},
+                        {"model": "llpr.pt", "cells": cells, "steps": steps, "chunk": chunk,
+                         **variables},
                         "in.bulk_speed.lmp", wrapper=wrapper)
     rss = [int((directory / PEAK_RSS_FILE.format(name=name, rank=rank)).read_text()) / 2**20
            for rank in range(ranks)]
-    return {"per_step": result["seconds"] / result["steps"], "rss": rss, "load": load,
-            "cpu_percent": result["cpu_percent"]}
+    wall = result["seconds"] / result["steps"]
+    return {"wall": wall, "CPU": wall * result["cpu_percent"] / 100, "rss": rss, "load": load}
 
 
 def memory(found: dict, atoms: int, ranks: int) -> float:
@@ -98,11 +103,12 @@ def goals(found: dict, sizes: list[int]) -> dict:
     monitored, rows = CASES[-1][0], []
     if len(sizes) >= 2:
         small, large = sizes[-2], sizes[-1]
-        for ranks in RANKS:
-            ratio = (found[large, ranks, monitored]["per_atom"]
-                     / found[small, ranks, monitored]["per_atom"])
-            rows.append([f"time per atom-step, {large} / {small} atoms, {ranks} rank(s)",
-                         ratio, "yes" if ratio <= GOAL_TIME else "no"])
+        for clock in CLOCKS:
+            for ranks in RANKS:  # time per atom-step of the sizes: the ratio of s/step per atom
+                ratio = (found[large, ranks, monitored][clock] / large
+                         / (found[small, ranks, monitored][clock] / small))
+                rows.append([f"time per atom-step ({clock}), {large} / {small} atoms, {ranks} "
+                             "rank(s)", ratio, "yes" if ratio <= GOAL_TIME else "no"])
     if len(sizes) >= 3:
         for ranks in RANKS:
             slopes = [(memory(found, b, ranks) - memory(found, a, ranks)) / (b - a)
@@ -111,10 +117,9 @@ def goals(found: dict, sizes: list[int]) -> dict:
                          f"{sizes[-3]} to {sizes[-2]} atoms, {ranks} rank(s)",
                          slopes[1] / slopes[0], "yes" if slopes[1] <= GOAL_MEMORY * slopes[0]
                          else "no"])
-    if sizes:
-        speed_up = (found[sizes[-1], 1, monitored]["per_step"]
-                    / found[sizes[-1], 2, monitored]["per_step"])
-        rows.append([f"2 ranks over 1 at {sizes[-1]} atoms", speed_up,
+    for clock in CLOCKS if sizes else ():
+        speed_up = found[sizes[-1], 1, monitored][clock] / found[sizes[-1], 2, monitored][clock]
+        rows.append([f"2 ranks over 1 ({clock}) at {sizes[-1]} atoms", speed_up,
                      "yes" if speed_up >= GOAL_SPEED_UP else "no"])
     return table(f"goals at the sizes measured (time at most {GOAL_TIME}x, memory growth at "
                  f"most {GOAL_MEMORY}x, speed-up at least {GOAL_SPEED_UP}x), LLPR every {EVERY} "
@@ -133,6 +138,9 @@ def main(argv=None) -> None:
     parser.add_argument("--max-gib", type=float, default=16.0,
                         help="skip a size whose predicted peak memory, all ranks together, "
                              "exceeds this (GiB; default 16)")
+    parser.add_argument("--chunk", type=int, default=0,
+                        help="pair_style mdmonitor ... chunk N: at most N of a rank's atoms per "
+                             "model call (default 0: all at once)")
     parser.add_argument("--peak-rss", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     cells_list = args.cells or (QUICK_CELLS if args.quick else CELLS)
@@ -152,28 +160,32 @@ def main(argv=None) -> None:
                 continue
             for ranks in RANKS:
                 for case, variables in CASES:
-                    run = measure(Path(directory), cells, ranks, case, variables, args.steps)
-                    run["per_atom"] = run["per_step"] / atoms
-                    run["rss_per_atom"] = sum(run["rss"]) / atoms
+                    run = measure(Path(directory), cells, ranks, case, variables, args.steps,
+                                  args.chunk)
                     found[atoms, ranks, case] = run
                     plain = found[atoms, ranks, CASES[0][0]]
                     one_rank = found[atoms, 1, case]
-                    rows.append([atoms, ranks, case, run["per_step"], run["per_atom"] * 1e6,
-                                 run["per_step"] / plain["per_step"],
-                                 one_rank["per_step"] / run["per_step"],
+                    rows.append([atoms, ranks, case, run["wall"], run["CPU"],
+                                 *(run[clock] * ranks / atoms * 1e6 for clock in CLOCKS),
+                                 *(run[clock] / plain[clock] for clock in CLOCKS),
+                                 *(one_rank[clock] / run[clock] for clock in CLOCKS),
                                  " / ".join(f"{gib:.2f}" for gib in run["rss"]),
-                                 run["rss_per_atom"] * 2**20, run["load"]])
+                                 sum(run["rss"]) / atoms * 2**20, run["load"]])
             measured.append(atoms)
     tables = [table(f"LLPR pair style on fcc Cu bulk at 1200 K, {args.steps} NVE steps, "
-                    "OMP_NUM_THREADS=1",
-                    ["atoms", "MPI ranks", "case", "s/step", "us per atom-step", "x plain",
-                     "speed-up over 1 rank", "peak RSS per rank (GiB)",
+                    "OMP_NUM_THREADS=1" + (f", chunk {args.chunk}" if args.chunk else ""),
+                    ["atoms", "MPI ranks", "case", "s/step", "CPU s/step per rank",
+                     "us per atom-step", "CPU us per atom-step", "x plain", "x plain (CPU)",
+                     "speed-up over 1 rank", "speed-up (CPU)", "peak RSS per rank (GiB)",
                      "peak RSS per atom, all ranks (KiB)", "load (1 min) before"], rows),
               goals(found, measured)]
     notes = skipped + [
         "x plain: against the plain pair style (the LLPR pair style alone: the model alone) of "
         "the same size and rank count, measured just before",
         "speed-up over 1 rank: the same case's s/step on one rank over this one's",
+        "CPU: a rank's CPU time per step, the loop time x LAMMPS's `% CPU use` (average over "
+        "ranks of process CPU time): what a rank with a core of its own would take, the figure "
+        "to compare on a loaded machine; us per atom-step: all ranks' time over all atoms",
         "peak RSS: each rank's lmp process over its whole run (start-up, warm-up and timed "
         "steps); per atom: summed over the ranks, divided by all atoms",
         f"load: the 1-minute load average before each run ({os.cpu_count()} cores here)",
