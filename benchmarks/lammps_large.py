@@ -18,7 +18,8 @@ mpirun and lmp). A size is skipped when its peak memory, all ranks together, pre
 the sizes before (the line through the last two, or in proportion to the atoms from one)
 exceeds --max-gib. --chunk N runs the pair style with `chunk N` (the model on at most N of a
 rank's atoms per call, its memory bounded; see the README) at every size: a rank with N atoms or
-fewer evaluates them at once, as without it.
+fewer evaluates them at once, as without it; the default, 12 500, keeps 10^5 atoms within
+16 GiB here (0 for none).
 
     .venv/bin/python benchmarks/lammps_large.py [--quick] [--json PATH] [--cells 6 14 29]
         [--steps 10] [--max-gib 16] [--chunk N]
@@ -39,6 +40,9 @@ from results import benchmark_parser, report, table
 CELLS = [6, 14, 29]  # 864, 10 976 and 97 556 atoms
 QUICK_CELLS = [4, 6]  # 256 and 864 atoms
 EVERY = 10  # fix mdmonitor's interval (steps)
+# the pair style's chunk: a rank's model call on at most this many atoms, so that 10^5 atoms fit
+# 16 GiB on one and on two ranks (0.4 MB per atom of a call, 10^4 atoms and below unchunked)
+CHUNK = 12500
 # (case, in.bulk_speed.lmp variables); the first is the baseline of its size and rank count
 CASES = [("plain pair style", {}), (f"LLPR every {EVERY} steps", {"every": EVERY})]
 RANKS = (1, 2)
@@ -81,26 +85,34 @@ def measure(directory: Path, cells: int, ranks: int, case: str, variables: dict,
 
 
 def memory(found: dict, atoms: int, ranks: int) -> float:
-    """Peak RSS of a size and rank count, summed over the ranks, the larger of its cases (GiB)."""
-    return max(sum(found[atoms, ranks, case]["rss"]) for case, _ in CASES)
+    """Peak RSS of a size and rank count: its largest rank's in its cases, times the ranks
+    (GiB)."""
+    return ranks * max(max(run["rss"]) for (n, r, _), run in found.items()
+                       if (n, r) == (atoms, ranks))
 
 
-def predicted_memory(found: dict, measured: list[int], atoms: int, ranks: int) -> float:
-    """Peak RSS (GiB, all ranks) at `atoms` from the sizes measured before: on the line through
-    the last two, or in proportion to the atoms from one (0 before any)."""
+def predicted_memory(found: dict, measured: list[int], atoms: int, ranks: int,
+                     chunk: int) -> float:
+    """Peak RSS (GiB, all ranks) at `atoms` from the sizes measured before, in the atoms of a
+    rank's model call (atoms / ranks, at most `chunk`; halos left out): on the line through the
+    last two, or in proportion from one (0 before any)."""
+    def per_call(n: int) -> float:
+        return min(n / ranks, chunk or n)
+
     if not measured:
         return 0.0
     last = measured[-1]
     if len(measured) == 1:
-        return memory(found, last, ranks) * atoms / last
+        return memory(found, last, ranks) * per_call(atoms) / per_call(last)
     before = measured[-2]
-    slope = (memory(found, last, ranks) - memory(found, before, ranks)) / (last - before)
-    return memory(found, last, ranks) + slope * (atoms - last)
+    slope = ((memory(found, last, ranks) - memory(found, before, ranks))
+             / (per_call(last) - per_call(before)))
+    return memory(found, last, ranks) + slope * (per_call(atoms) - per_call(last))
 
 
-def goals(found: dict, sizes: list[int]) -> dict:
-    """The goals of the module docstring at the largest sizes measured."""
-    monitored, rows = CASES[-1][0], []
+def goals(found: dict, sizes: list[int], monitored: str) -> dict:
+    """The goals of the module docstring at the largest sizes measured, for case `monitored`."""
+    rows = []
     if len(sizes) >= 2:
         small, large = sizes[-2], sizes[-1]
         for clock in CLOCKS:
@@ -138,12 +150,14 @@ def main(argv=None) -> None:
     parser.add_argument("--max-gib", type=float, default=16.0,
                         help="skip a size whose predicted peak memory, all ranks together, "
                              "exceeds this (GiB; default 16)")
-    parser.add_argument("--chunk", type=int, default=0,
+    parser.add_argument("--chunk", type=int, default=CHUNK,
                         help="pair_style mdmonitor ... chunk N: at most N of a rank's atoms per "
-                             "model call (default 0: all at once)")
+                             f"model call (default {CHUNK}; 0: all at once)")
     parser.add_argument("--peak-rss", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     cells_list = args.cells or (QUICK_CELLS if args.quick else CELLS)
+    # fewer timed steps than the fix's interval monitor none: the plain pair style alone
+    cases = CASES if args.steps >= EVERY else CASES[:1]
     load_before = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     rows, found, measured, skipped = [], {}, [], []
     with tempfile.TemporaryDirectory(prefix="mdmonitor-lammps-large-") as directory:
@@ -151,7 +165,8 @@ def main(argv=None) -> None:
                        stdout=subprocess.DEVNULL)
         for cells in cells_list:
             atoms = 4 * cells**3
-            predicted = max(predicted_memory(found, measured, atoms, ranks) for ranks in RANKS)
+            predicted = max(predicted_memory(found, measured, atoms, ranks, args.chunk)
+                            for ranks in RANKS)
             if predicted > args.max_gib:
                 skipped.append(f"{atoms} atoms skipped: a peak RSS of {predicted:.1f} GiB (all "
                                "ranks) predicted from the sizes before, more than --max-gib "
@@ -159,7 +174,7 @@ def main(argv=None) -> None:
                 print(skipped[-1], file=sys.stderr, flush=True)
                 continue
             for ranks in RANKS:
-                for case, variables in CASES:
+                for case, variables in cases:
                     run = measure(Path(directory), cells, ranks, case, variables, args.steps,
                                   args.chunk)
                     found[atoms, ranks, case] = run
@@ -178,8 +193,10 @@ def main(argv=None) -> None:
                      "us per atom-step", "CPU us per atom-step", "x plain", "x plain (CPU)",
                      "speed-up over 1 rank", "speed-up (CPU)", "peak RSS per rank (GiB)",
                      "peak RSS per atom, all ranks (KiB)", "load (1 min) before"], rows),
-              goals(found, measured)]
-    notes = skipped + [
+              goals(found, measured, cases[-1][0])]
+    notes = skipped + ([] if cases == CASES else [
+        f"{args.steps} timed steps, fewer than fix mdmonitor's {EVERY}: no step would be "
+        "monitored, the plain pair style alone ran"]) + [
         "x plain: against the plain pair style (the LLPR pair style alone: the model alone) of "
         "the same size and rank count, measured just before",
         "speed-up over 1 rank: the same case's s/step on one rank over this one's",
