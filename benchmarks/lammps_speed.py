@@ -94,9 +94,10 @@ def timing(log: str) -> dict:
 
 
 def run_lammps(directory: Path, name: str, ranks: int, variables: dict,
-               script: str = "in.speed.lmp", threads: int = 1) -> dict:
-    """Run `script` in `directory` with `variables`; the timing of its timed run (and its log)."""
-    command = [str(BIN / "lmp"), "-in", str(EXAMPLES / script), "-log", f"{name}.log",
+               script: str = "in.speed.lmp", threads: int = 1, wrapper: list[str] = ()) -> dict:
+    """Run `script` in `directory` with `variables` (each rank's lmp after the words of
+    `wrapper`); the timing of its timed run (and its log)."""
+    command = [*wrapper, str(BIN / "lmp"), "-in", str(EXAMPLES / script), "-log", f"{name}.log",
                "-screen", "none"]
     for key, value in variables.items():
         command += ["-var", key, str(value)]

@@ -3,8 +3,10 @@
 Runs each benchmark script in its own process with `--json` (and `--quick` when given), then
 writes their tables and notes as Markdown after a header with the command, the date, the
 machine and the versions. Exits non-zero when any benchmark failed, after writing the rest.
+`--large` runs the large systems' benchmark alone (`lammps_large`, 10^5 atoms: longer than the
+suite's other parts together) into benchmarks/RESULTS-large.md.
 
-    .venv/bin/python benchmarks/run_all.py [--quick] [--output benchmarks/RESULTS.md]
+    .venv/bin/python benchmarks/run_all.py [--quick] [--large] [--output benchmarks/RESULTS.md]
 
 Each script's result has the format of `results.py`.
 """
@@ -29,10 +31,11 @@ from results import ROOT, command_of, markdown
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ("monitor_overhead", "aggregation", "extraction", "lammps_speed", "labeling")
+LARGE = ("lammps_large",)
 PACKAGES = ("torch", "mace-torch", "numba", "vesin", "lammps", "ase", "numpy")
 
 
-def run_benchmark(script: Path, directory: Path, quick: bool) -> dict:
+def run_benchmark(script: Path, directory: Path, quick: bool, options: list[str] = ()) -> dict:
     """Run one benchmark script in its own process; its result, or a failure section.
 
     Its output goes to this terminal as it runs; the last lines of its stderr are kept for
@@ -40,7 +43,7 @@ def run_benchmark(script: Path, directory: Path, quick: bool) -> dict:
     """
     json_path = directory / f"{script.stem}.json"
     command = [sys.executable, str(script.resolve()), "--json", str(json_path),
-               *(["--quick"] * quick)]
+               *(["--quick"] * quick), *options]
     print(f"\n==== {shlex.join(command)}", flush=True)
     start = time.perf_counter()
     tail = collections.deque(maxlen=15)
@@ -58,7 +61,7 @@ def run_benchmark(script: Path, directory: Path, quick: bool) -> dict:
         note += "; the end of its stderr:\n\n  ```\n" + "".join(f"  {line}\n" for line in tail)
         note += "  ```"
     return {"title": f"{script.stem}: FAILED", "failed": script.stem, "tables": [], "notes": [note],
-            "command": command_of(str(script), ["--quick"] * quick)}
+            "command": command_of(str(script), ["--quick"] * quick + list(options))}
 
 
 def cpu_model() -> str:
@@ -96,9 +99,12 @@ def load() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def run(scripts: list[Path], output: Path, quick: bool, command: str) -> int:
-    """Run `scripts`, write their results to `output` (Markdown); 1 if any failed, else 0."""
-    header = [f"# mdmonitor benchmarks{' (quick)' if quick else ''}", "",
+def run(scripts: list[Path], output: Path, quick: bool, command: str, kind: str = "",
+        options: list[str] = ()) -> int:
+    """Run `scripts`, write their results to `output` (Markdown) under a title naming `kind`
+    (e.g. "large", and "quick" with `quick`), each given `options`; 1 if any failed, else 0."""
+    kinds = ", ".join(k for k in (kind, "quick" if quick else "") if k)
+    header = [f"# mdmonitor benchmarks{f' ({kinds})' if kinds else ''}", "",
               f"`{command}`", "",
               f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
               f"- machine: {cpu_model()}, {os.cpu_count()} cores, {platform.platform()}",
@@ -107,7 +113,7 @@ def run(scripts: list[Path], output: Path, quick: bool, command: str) -> int:
               f"- default threads: {thread_defaults()}; each benchmark notes the threads it used"]
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mdmonitor-benchmarks-") as directory:
-        results = [run_benchmark(script, Path(directory), quick) for script in scripts]
+        results = [run_benchmark(script, Path(directory), quick, options) for script in scripts]
     header += [f"- load average after: {load()}",
                f"- wall time: {time.perf_counter() - start:.0f} s", ""]
     output.write_text("\n".join(header) + "\n" + "\n".join(markdown(r) for r in results))
@@ -120,14 +126,23 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="every benchmark in its quick mode (a few minutes)")
+    parser.add_argument("--large", action="store_true",
+                        help="the large systems' benchmark alone (10^5 atoms, about 40 min)")
     parser.add_argument("--output", type=Path, default=None,
                         help="Markdown file to write (default benchmarks/RESULTS.md, "
-                             "benchmarks/RESULTS-quick.md with --quick)")
+                             "RESULTS-large.md with --large, RESULTS-quick.md or "
+                             "RESULTS-large-quick.md with --quick)")
+    parser.add_argument("options", nargs=argparse.REMAINDER,
+                        help="after --: options for the benchmark scripts, e.g. `--large -- "
+                             "--steps 2`")
     args = parser.parse_args(argv)
-    output = args.output or HERE / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
+    args.options = args.options[1:] if args.options[:1] == ["--"] else args.options
+    stem = "RESULTS" + "-large" * args.large + "-quick" * args.quick
+    output = args.output or HERE / f"{stem}.md"
     command = shlex.join([".venv/bin/python", "benchmarks/run_all.py",
                           *(sys.argv[1:] if argv is None else argv)])
-    return run([HERE / f"{name}.py" for name in BENCHMARKS], output, args.quick, command)
+    return run([HERE / f"{name}.py" for name in (LARGE if args.large else BENCHMARKS)], output,
+               args.quick, command, "large" if args.large else "", args.options)
 
 
 if __name__ == "__main__":

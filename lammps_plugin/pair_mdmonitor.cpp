@@ -29,6 +29,7 @@
 
 #include <torch/csrc/jit/runtime/graph_executor.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -39,7 +40,7 @@ using namespace LAMMPS_NS;
 PairMDMonitor::PairMDMonitor(LAMMPS *lmp) :
     Pair(lmp), r_max(0.0), num_interactions(0), num_members(0), num_force_rows(0),
     driven(false), on_request(false), uncertainty_flag(0), uncertainty_step(-1),
-    ghost_setting(GHOSTS_AUTO), with_ghosts(false), nmax(0), uncertainty(nullptr),
+    ghost_setting(GHOSTS_AUTO), chunk(0), with_ghosts(false), nmax(0), uncertainty(nullptr),
     force_rows(nullptr)
 {
   single_enable = 0;
@@ -80,19 +81,26 @@ static std::string join_json_strings(const std::string &json, const std::string 
   return joined;
 }
 
-/* pair_style mdmonitor FILE [ghosts auto|yes|no] */
+/* pair_style mdmonitor FILE [ghosts auto|yes|no] [chunk N] */
 
 void PairMDMonitor::settings(int narg, char **arg)
 {
   if (narg < 1) utils::missing_cmd_args(FLERR, "pair_style mdmonitor", error);
   model_file = arg[0];
   for (int iarg = 1; iarg < narg; iarg += 2) {
-    if (strcmp(arg[iarg], "ghosts") != 0)
+    const bool is_chunk = strcmp(arg[iarg], "chunk") == 0;
+    if (strcmp(arg[iarg], "ghosts") != 0 && !is_chunk)
       error->all(FLERR, "Illegal pair_style mdmonitor command: unknown keyword '{}' "
-                 "(expected: ghosts)", arg[iarg]);
-    if (iarg + 1 >= narg) utils::missing_cmd_args(FLERR, "pair_style mdmonitor ghosts", error);
+                 "(expected: ghosts, chunk)", arg[iarg]);
+    if (iarg + 1 >= narg)
+      utils::missing_cmd_args(FLERR, fmt::format("pair_style mdmonitor {}", arg[iarg]), error);
     const std::string value = arg[iarg + 1];
-    if (value == "auto") ghost_setting = GHOSTS_AUTO;
+    if (is_chunk) {
+      chunk = utils::inumeric(FLERR, value, false, lmp);
+      if (chunk < 0)
+        error->all(FLERR, "Illegal pair_style mdmonitor command: chunk must be 0 (all atoms "
+                   "at once) or a number of atoms, not {}", chunk);
+    } else if (value == "auto") ghost_setting = GHOSTS_AUTO;
     else if (value == "yes") ghost_setting = GHOSTS_YES;
     else if (value == "no") ghost_setting = GHOSTS_NO;
     else
@@ -244,9 +252,9 @@ void PairMDMonitor::grow_peratom()
   nmax = atom->nmax;
   memory->destroy(uncertainty);
   memory->create(uncertainty, nmax, "pair:uncertainty");
-  if (comm_reverse) {
+  if (num_force_rows) {    // summed over chunks, and over ghost images with comm_reverse
     memory->destroy(force_rows);
-    memory->create(force_rows, nmax, comm_reverse, "pair:force_rows");
+    memory->create(force_rows, nmax, 3 * num_force_rows, "pair:force_rows");
   }
 }
 
@@ -273,11 +281,12 @@ void PairMDMonitor::build_periodic_graph()
   std::unordered_map<tagint, int> local_of_tag(2 * nlocal);
   for (int i = 0; i < nlocal; ++i) local_of_tag[tag[i]] = i;
 
-  node_atom.resize(nlocal);
-  for (int i = 0; i < nlocal; ++i) node_atom[i] = i;
-  senders.clear();
-  receivers.clear();
-  unit_shifts.clear();
+  graph.node_atom.resize(nlocal);
+  for (int i = 0; i < nlocal; ++i) graph.node_atom[i] = i;
+  graph.n_local = nlocal;
+  graph.senders.clear();
+  graph.receivers.clear();
+  graph.unit_shifts.clear();
   const double cutsq_model = r_max * r_max;
   for (int ii = 0; ii < list->inum; ++ii) {
     const int i = list->ilist[ii];
@@ -296,9 +305,9 @@ void PairMDMonitor::build_periodic_graph()
         owner = found->second;
         image_offset(h_inv, x[j], x[owner], shift);
       }
-      senders.push_back(i);
-      receivers.push_back(owner);
-      unit_shifts.insert(unit_shifts.end(), shift, shift + 3);
+      graph.senders.push_back(i);
+      graph.receivers.push_back(owner);
+      graph.unit_shifts.insert(graph.unit_shifts.end(), shift, shift + 3);
     }
   }
 }
@@ -316,37 +325,38 @@ void PairMDMonitor::build_ghost_graph()
   const tagint *tag = atom->tag;
   const double *h_inv = domain->h_inv;
   std::unordered_map<tagint, int> node_of_tag(2 * nall);
-  node_atom.resize(nlocal);
+  graph.node_atom.resize(nlocal);
   for (int i = 0; i < nlocal; ++i) {
-    node_atom[i] = i;
+    graph.node_atom[i] = i;
     node_of_tag[tag[i]] = i;
   }
-  senders.clear();
-  receivers.clear();
-  unit_shifts.clear();
+  graph.n_local = nlocal;
+  graph.senders.clear();
+  graph.receivers.clear();
+  graph.unit_shifts.clear();
   const double cutsq_model = r_max * r_max;
   int begin = 0, end = nlocal;    // nodes of the current layer
   for (int layer = 0; layer < num_interactions; ++layer) {
     for (int k = begin; k < end; ++k) {
-      const int a = node_atom[k];
+      const int a = graph.node_atom[k];
       const int *jlist = list->firstneigh[a];
       for (int jj = 0; jj < list->numneigh[a]; ++jj) {
         const int b = jlist[jj] & NEIGHMASK;
         const double dx = x[b][0] - x[a][0], dy = x[b][1] - x[a][1], dz = x[b][2] - x[a][2];
         if (dx * dx + dy * dy + dz * dz >= cutsq_model) continue;
-        auto found = node_of_tag.emplace(tag[b], (int) node_atom.size());
-        if (found.second) node_atom.push_back(b);
-        const int node = found.first->second, image = node_atom[node];
+        auto found = node_of_tag.emplace(tag[b], (int) graph.node_atom.size());
+        if (found.second) graph.node_atom.push_back(b);
+        const int node = found.first->second, image = graph.node_atom[node];
         // x_a - x_b = x_a - x_image - (x_b - x_image): minus b's offset from the node's image
         double offset[3];
         image_offset(h_inv, x[b], x[image], offset);
-        for (double o : offset) unit_shifts.push_back(-o);
-        senders.push_back(node);
-        receivers.push_back(k);
+        for (double o : offset) graph.unit_shifts.push_back(-o);
+        graph.senders.push_back(node);
+        graph.receivers.push_back(k);
       }
     }
     begin = end;
-    end = (int) node_atom.size();
+    end = (int) graph.node_atom.size();
   }
 }
 
@@ -356,7 +366,8 @@ void PairMDMonitor::build_ghost_graph()
 void PairMDMonitor::log_graph_sizes(const torch::Tensor &sizes)
 {
   const int columns = (int) sizes.size(1);
-  std::vector<long> mine{(long) atom->nlocal, (long) atom->nghost, (long) node_atom.size()};
+  std::vector<long> mine{(long) atom->nlocal, (long) atom->nghost,
+                         (long) graph.node_atom.size()};
   auto s = sizes.accessor<int64_t, 2>();
   for (int c = 0; c < columns; ++c) {
     mine.push_back((long) s[0][c]);
@@ -380,17 +391,50 @@ void PairMDMonitor::log_graph_sizes(const torch::Tensor &sizes)
   utils::logmesg(lmp, text);
 }
 
-void PairMDMonitor::compute(int eflag, int vflag)
-{
-  ev_init(eflag, vflag);
-  if (vflag_atom)
-    error->all(FLERR, "pair_style mdmonitor does not compute per-atom virials");
-  grow_peratom();
-  const int nlocal = atom->nlocal;
-  if (with_ghosts) build_ghost_graph();
-  else build_periodic_graph();
+/* the piece of the graph that gives the energies of the local atoms `atoms`: them first, then
+   breadth-first over the edges into them the nodes within num_interactions edges, with the
+   edges into the nodes fewer than num_interactions edges away (the model prunes further) */
 
-  const int64_t n_nodes = node_atom.size(), n_edges = senders.size();
+void PairMDMonitor::build_piece(const std::vector<int> &atoms)
+{
+  piece.node_atom.clear();
+  piece.senders.clear();
+  piece.receivers.clear();
+  piece.unit_shifts.clear();
+  std::vector<int> nodes(atoms);    // the piece's nodes as graph nodes (a local atom is its node)
+  for (int k = 0; k < (int) nodes.size(); ++k) piece_node[nodes[k]] = k;
+  piece.n_local = (int) atoms.size();
+  int begin = 0, end = piece.n_local;
+  for (int layer = 0; layer < num_interactions; ++layer) {
+    for (int k = begin; k < end; ++k) {
+      for (int at = incoming_first[nodes[k]]; at < incoming_first[nodes[k] + 1]; ++at) {
+        const int e = incoming[at], sender = (int) graph.senders[e];
+        if (piece_node[sender] < 0) {
+          piece_node[sender] = (int) nodes.size();
+          nodes.push_back(sender);
+        }
+        piece.senders.push_back(piece_node[sender]);
+        piece.receivers.push_back(k);
+        piece.unit_shifts.insert(piece.unit_shifts.end(), &graph.unit_shifts[3 * e],
+                                 &graph.unit_shifts[3 * e] + 3);
+      }
+    }
+    begin = end;
+    end = (int) nodes.size();
+  }
+  for (int node : nodes) {
+    piece.node_atom.push_back(graph.node_atom[node]);
+    piece_node[node] = -1;
+  }
+}
+
+/* the model on graph `g`: its forces, energies and virial added to LAMMPS's, its per-atom
+   uncertainty to `uncertainty` or its force rows to `force_rows` (true if rows), its graph
+   sizes added to `sizes` */
+
+bool PairMDMonitor::evaluate(const Graph &g, bool with_uncertainty, torch::Tensor &sizes)
+{
+  const int64_t n_nodes = g.node_atom.size(), n_edges = g.senders.size();
   auto as_double = torch::TensorOptions().dtype(torch::kFloat64);
   auto as_long = torch::TensorOptions().dtype(torch::kInt64);
   torch::Tensor positions = torch::empty({n_nodes, 3}, as_double);
@@ -400,16 +444,16 @@ void PairMDMonitor::compute(int eflag, int vflag)
   auto p = positions.accessor<double, 2>();
   auto s = species.accessor<int64_t, 1>();
   for (int64_t k = 0; k < n_nodes; ++k) {
-    const int i = node_atom[k];
+    const int i = g.node_atom[k];
     for (int d = 0; d < 3; ++d) p[k][d] = x[i][d];
     s[k] = species_of_type[type[i]];
   }
   torch::Tensor edge_index = torch::empty({2, n_edges}, as_long);
-  std::copy(senders.begin(), senders.end(), edge_index.data_ptr<int64_t>());
-  std::copy(receivers.begin(), receivers.end(), edge_index.data_ptr<int64_t>() + n_edges);
+  std::copy(g.senders.begin(), g.senders.end(), edge_index.data_ptr<int64_t>());
+  std::copy(g.receivers.begin(), g.receivers.end(), edge_index.data_ptr<int64_t>() + n_edges);
   torch::Tensor shifts = torch::zeros({n_edges, 3}, as_double);
   torch::Tensor cell = torch::empty({3, 3}, as_double);
-  std::copy(unit_shifts.begin(), unit_shifts.end(), shifts.data_ptr<double>());
+  std::copy(g.unit_shifts.begin(), g.unit_shifts.end(), shifts.data_ptr<double>());
   const double *h = domain->h;    // rows a, b, c of the LAMMPS cell
   const double rows[9] = {h[0], 0.0, 0.0, h[5], h[1], 0.0, h[4], h[3], h[2]};
   std::copy(rows, rows + 9, cell.data_ptr<double>());
@@ -418,14 +462,15 @@ void PairMDMonitor::compute(int eflag, int vflag)
   // seconds per step, and was slower than plain execution even once warm (measured)
   torch::jit::GraphOptimizerEnabledGuard unoptimized(false);
   std::vector<torch::jit::IValue> inputs{positions, edge_index, shifts, cell, species,
-                                         (int64_t) nlocal, (bool) vflag_global};
+                                         (int64_t) g.n_local, (bool) vflag_global};
   // a driven committee evaluates its members, the LLPR its last-layer features, only on the
   // steps whose uncertainty is read; the other steps run `drive`, the model of the dynamics
-  const bool with_uncertainty = !on_request || uncertainty_flag;
   const auto out = (with_uncertainty ? model.forward(inputs)
                                      : model.get_method("drive")(inputs)).toGenericDict();
-  if (update->ntimestep == update->firststep && update->setupflag && out.contains("graph_sizes"))
-    log_graph_sizes(out.at("graph_sizes").toTensor());
+  if (out.contains("graph_sizes")) {
+    const torch::Tensor found = out.at("graph_sizes").toTensor();
+    sizes = sizes.defined() ? sizes + found : found.clone();
+  }
 
   torch::Tensor forces = out.at("forces").toTensor();
   if (!torch::isfinite(forces).all().item<bool>())
@@ -434,49 +479,100 @@ void PairMDMonitor::compute(int eflag, int vflag)
   auto fk = forces.accessor<double, 2>();
   double **f = atom->f;
   for (int64_t k = 0; k < n_nodes; ++k)
-    for (int d = 0; d < 3; ++d) f[node_atom[k]][d] += fk[k][d];
+    for (int d = 0; d < 3; ++d) f[g.node_atom[k]][d] += fk[k][d];
 
   if (eflag_global) eng_vdwl += out.at("energy").toTensor().item<double>();
   if (eflag_atom) {
     const torch::Tensor energies = out.at("atomic_energies").toTensor();
     auto e = energies.accessor<double, 1>();
-    for (int i = 0; i < nlocal; ++i) eatom[i] += e[i];
+    for (int k = 0; k < g.n_local; ++k) eatom[g.node_atom[k]] += e[k];
   }
   if (vflag_global) {
     const torch::Tensor model_virial = out.at("virial").toTensor();
     auto v = model_virial.accessor<double, 1>();
     for (int k = 0; k < 6; ++k) virial[k] += v[k];
   }
+  if (!with_uncertainty) return false;
+  if (out.contains("atomic_uncertainty")) {
+    const torch::Tensor atomic = out.at("atomic_uncertainty").toTensor();
+    auto a = atomic.accessor<double, 1>();
+    for (int k = 0; k < g.n_local; ++k) uncertainty[g.node_atom[k]] = a[k];
+    return false;
+  }
+  // a row (a member's force, a feature derivative) on an atom is complete only with the rows
+  // of its other nodes (ghost images, other chunks' halos) added, as the forces are
+  const torch::Tensor found =
+      out.at(out.contains("member_forces") ? "member_forces" : "force_rows").toTensor();
+  auto row = found.accessor<double, 3>();
+  for (int64_t k = 0; k < n_nodes; ++k)
+    for (int m = 0; m < num_force_rows; ++m)
+      for (int d = 0; d < 3; ++d) force_rows[g.node_atom[k]][3 * m + d] += row[m][k][d];
+  return true;
+}
+
+void PairMDMonitor::compute(int eflag, int vflag)
+{
+  ev_init(eflag, vflag);
+  if (vflag_atom)
+    error->all(FLERR, "pair_style mdmonitor does not compute per-atom virials");
+  grow_peratom();
+  const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  if (with_ghosts) build_ghost_graph();
+  else build_periodic_graph();
+  const bool with_uncertainty = !on_request || uncertainty_flag;
+  if (with_uncertainty && num_force_rows)
+    for (int i = 0; i < nall; ++i)
+      for (int c = 0; c < 3 * num_force_rows; ++c) force_rows[i][c] = 0.0;
+
+  torch::Tensor sizes;
+  bool with_rows = false;
+  const int pieces = chunk > 0 ? (nlocal + chunk - 1) / chunk : 1;
+  if (pieces <= 1) {
+    with_rows = evaluate(graph, with_uncertainty, sizes);
+  } else {
+    // the graph's edges by receiver
+    const int n_nodes = (int) graph.node_atom.size();
+    incoming_first.assign(n_nodes + 1, 0);
+    for (int64_t r : graph.receivers) ++incoming_first[r + 1];
+    for (int k = 0; k < n_nodes; ++k) incoming_first[k + 1] += incoming_first[k];
+    incoming.resize(graph.receivers.size());
+    std::vector<int> next(incoming_first.begin(), incoming_first.end() - 1);
+    for (int e = 0; e < (int) graph.receivers.size(); ++e) incoming[next[graph.receivers[e]]++] = e;
+    piece_node.assign(n_nodes, -1);
+    // slabs along the rank's longest side: the fewest halo atoms per chunk
+    int axis = 0;
+    for (int d = 1; d < 3; ++d)
+      if (domain->subhi[d] - domain->sublo[d] > domain->subhi[axis] - domain->sublo[axis]) axis = d;
+    std::vector<int> order(nlocal);
+    for (int i = 0; i < nlocal; ++i) order[i] = i;
+    double **x = atom->x;
+    std::sort(order.begin(), order.end(),
+              [x, axis](int a, int b) { return x[a][axis] < x[b][axis]; });
+    for (int k = 0; k < pieces; ++k) {
+      build_piece(std::vector<int>(order.begin() + (int64_t) nlocal * k / pieces,
+                                   order.begin() + (int64_t) nlocal * (k + 1) / pieces));
+      with_rows = evaluate(piece, with_uncertainty, sizes) || with_rows;
+    }
+  }
+  if (update->ntimestep == update->firststep && update->setupflag && sizes.defined())
+    log_graph_sizes(sizes);
 
   if (!with_uncertainty) {    // not computed at this step: never an earlier step's values
     for (int i = 0; i < nlocal; ++i) uncertainty[i] = std::numeric_limits<double>::quiet_NaN();
     return;
   }
-  torch::Tensor atomic;
-  if (out.contains("atomic_uncertainty")) {
-    atomic = out.at("atomic_uncertainty").toTensor();
-  } else {
-    // a row (a member's force, a feature derivative) on a local atom is complete only with
-    // its ghost images' rows added, as the forces are
-    const torch::Tensor rows =
-        out.at(out.contains("member_forces") ? "member_forces" : "force_rows").toTensor();
-    auto row = rows.accessor<double, 3>();
-    const int nall = nlocal + atom->nghost;
-    for (int i = 0; i < nall; ++i)
-      for (int c = 0; c < comm_reverse; ++c) force_rows[i][c] = 0.0;
-    for (int64_t k = 0; k < n_nodes; ++k)
-      for (int m = 0; m < num_force_rows; ++m)
-        for (int d = 0; d < 3; ++d) force_rows[node_atom[k]][3 * m + d] = row[m][k][d];
-    comm->reverse_comm(this);
+  if (with_rows) {
+    if (comm_reverse) comm->reverse_comm(this);
+    auto as_double = torch::TensorOptions().dtype(torch::kFloat64);
     torch::Tensor summed = torch::empty({num_force_rows, nlocal, 3}, as_double);
     auto sm = summed.accessor<double, 3>();
     for (int m = 0; m < num_force_rows; ++m)
       for (int i = 0; i < nlocal; ++i)
         for (int d = 0; d < 3; ++d) sm[m][i][d] = force_rows[i][3 * m + d];
-    atomic = model.run_method("force_uncertainty", summed).toTensor();
+    const torch::Tensor atomic = model.run_method("force_uncertainty", summed).toTensor();
+    auto a = atomic.accessor<double, 1>();
+    for (int i = 0; i < nlocal; ++i) uncertainty[i] = a[i];
   }
-  auto a = atomic.accessor<double, 1>();
-  for (int i = 0; i < nlocal; ++i) uncertainty[i] = a[i];
   uncertainty_step = update->ntimestep;
 }
 
@@ -517,5 +613,5 @@ void PairMDMonitor::unpack_reverse_comm(int n, int *list, double *buf)
 
 double PairMDMonitor::memory_usage()
 {
-  return Pair::memory_usage() + (double) nmax * (1 + comm_reverse) * sizeof(double);
+  return Pair::memory_usage() + (double) nmax * (1 + 3 * num_force_rows) * sizeof(double);
 }

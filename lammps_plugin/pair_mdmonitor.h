@@ -1,4 +1,4 @@
-/* pair_style mdmonitor FILE [ghosts auto|yes|no]
+/* pair_style mdmonitor FILE [ghosts auto|yes|no] [chunk N]
    Energies, forces and virial from an estimator exported by `mdmonitor export-lammps`
    (committee mean or single LLPR model), and its per-atom uncertainty (a committee's force
    spread, the LLPR's scale / sqrt(LPR) or, for its force target, the posterior force spread),
@@ -16,7 +16,12 @@
    position derivatives) only then (files whose "uncertainty_on_request" is true; see
    mdmonitor/lammps/export.py). On the other steps the per-atom uncertainty is NaN.
    extract("uncertainty_step") (bigint) is the step the uncertainty was last computed at
-   (-1: never). */
+   (-1: never).
+   chunk N (0, the default: all at once) evaluates the model on at most N of a rank's atoms per
+   call, slabs along the rank's longest side, each with the atoms within num_interactions edges
+   of it: the same numbers, the memory of a call bounded (MACE keeps about 10 kB per edge, 0.2
+   MB per atom of fcc Cu, for its backward pass), for the price of evaluating the slabs' halos
+   again. */
 
 #ifndef LMP_PAIR_MDMONITOR_H
 #define LMP_PAIR_MDMONITOR_H
@@ -61,6 +66,7 @@ class PairMDMonitor : public Pair {
   int uncertainty_flag;                 // trigger: the uncertainty is read after this step
   bigint uncertainty_step;              // step of the values in `uncertainty` (-1: none)
   int ghost_setting;                    // ghosts keyword
+  int chunk;                            // chunk keyword: most local atoms per model call
   bool with_ghosts;                     // graph with ghost atoms (else periodic edges)
   std::vector<int64_t> species_of_type;    // model species of each atom type (1-based)
   std::vector<std::string> type_elements;  // element of each atom type (1-based)
@@ -70,16 +76,26 @@ class PairMDMonitor : public Pair {
   double *uncertainty;      // per-atom uncertainty of the local atoms
   double **force_rows;      // the module's force rows, 3 per row, reverse-summed
 
-  // graph of the current step: node k is atom node_atom[k]; edge e goes sender -> receiver
-  std::vector<int> node_atom;
-  std::vector<int64_t> senders, receivers;
-  std::vector<double> unit_shifts;    // per edge, in cell vectors
+  // a graph the model evaluates: node k is atom node_atom[k], nodes 0..n_local-1 the atoms whose
+  // energies count; edge e goes senders[e] -> receivers[e]
+  struct Graph {
+    std::vector<int> node_atom;
+    std::vector<int64_t> senders, receivers;
+    std::vector<double> unit_shifts;    // per edge, in cell vectors
+    int n_local = 0;
+  };
+  Graph graph;    // of all local atoms at the current step
+  Graph piece;    // of one chunk of them
+  std::vector<int> incoming_first, incoming;    // graph's edges by receiver (CSR)
+  std::vector<int> piece_node;                  // graph node -> piece node (-1: none)
 
   void allocate();
   void check_type_masses();
   void grow_peratom();
   void build_periodic_graph();
   void build_ghost_graph();
+  void build_piece(const std::vector<int> &atoms);
+  bool evaluate(const Graph &g, bool with_uncertainty, torch::Tensor &sizes);
   void log_graph_sizes(const torch::Tensor &sizes);
 };
 

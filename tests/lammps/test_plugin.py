@@ -74,6 +74,10 @@ def prepare(directory: Path, atoms, kind: str, pair_options: str = "") -> str:
     ("committee", "triclinic", 2, ""),
     ("llpr", "slab", 1, "ghosts yes"),
     ("llpr", "triclinic", 1, ""),
+    # the model on at most N atoms per call: 3 chunks of 8 atoms, 2 of 6 on each of two ranks
+    ("llpr", "slab", 1, "chunk 10"),
+    ("committee", "slab", 1, "chunk 10"),
+    ("committee", "slab", 2, "chunk 6"),
 ])
 def test_pair_and_fix_equal_monitored_calculator(tmp_path, committee, llpr, kind, structure,
                                                  ranks, pair_options):
