@@ -429,10 +429,10 @@ void PairMDMonitor::build_piece(const std::vector<int> &atoms)
 }
 
 /* the model on graph `g`: its forces, energies and virial added to LAMMPS's, its per-atom
-   uncertainty to `uncertainty` or its force rows to `force_rows` (true if rows), its graph
-   sizes added to `sizes` */
+   uncertainty to `uncertainty` or its force rows to `force_rows` (its local atoms then marked in
+   `from_rows`), its graph sizes added to `sizes` */
 
-bool PairMDMonitor::evaluate(const Graph &g, bool with_uncertainty, torch::Tensor &sizes)
+void PairMDMonitor::evaluate(const Graph &g, bool with_uncertainty, torch::Tensor &sizes)
 {
   const int64_t n_nodes = g.node_atom.size(), n_edges = g.senders.size();
   auto as_double = torch::TensorOptions().dtype(torch::kFloat64);
@@ -492,12 +492,12 @@ bool PairMDMonitor::evaluate(const Graph &g, bool with_uncertainty, torch::Tenso
     auto v = model_virial.accessor<double, 1>();
     for (int k = 0; k < 6; ++k) virial[k] += v[k];
   }
-  if (!with_uncertainty) return false;
-  if (out.contains("atomic_uncertainty")) {
+  if (!with_uncertainty) return;
+  if (out.contains("atomic_uncertainty")) {    // (complete: no rows of other nodes to add)
     const torch::Tensor atomic = out.at("atomic_uncertainty").toTensor();
     auto a = atomic.accessor<double, 1>();
     for (int k = 0; k < g.n_local; ++k) uncertainty[g.node_atom[k]] = a[k];
-    return false;
+    return;
   }
   // a row (a member's force, a feature derivative) on an atom is complete only with the rows
   // of its other nodes (ghost images, other chunks' halos) added, as the forces are
@@ -507,7 +507,7 @@ bool PairMDMonitor::evaluate(const Graph &g, bool with_uncertainty, torch::Tenso
   for (int64_t k = 0; k < n_nodes; ++k)
     for (int m = 0; m < num_force_rows; ++m)
       for (int d = 0; d < 3; ++d) force_rows[g.node_atom[k]][3 * m + d] += row[m][k][d];
-  return true;
+  for (int k = 0; k < g.n_local; ++k) from_rows[g.node_atom[k]] = 1;
 }
 
 void PairMDMonitor::compute(int eflag, int vflag)
@@ -525,10 +525,12 @@ void PairMDMonitor::compute(int eflag, int vflag)
       for (int c = 0; c < 3 * num_force_rows; ++c) force_rows[i][c] = 0.0;
 
   torch::Tensor sizes;
-  bool with_rows = false;
+  // atoms whose uncertainty comes from the summed rows; a chunk without halo (atoms out of
+  // reach of all others) gives its atoms' uncertainty whole while the other chunks give rows
+  from_rows.assign(nlocal, 0);
   const int pieces = chunk > 0 ? (nlocal + chunk - 1) / chunk : 1;
   if (pieces <= 1) {
-    with_rows = evaluate(graph, with_uncertainty, sizes);
+    evaluate(graph, with_uncertainty, sizes);
   } else {
     // the graph's edges by receiver
     const int n_nodes = (int) graph.node_atom.size();
@@ -551,7 +553,7 @@ void PairMDMonitor::compute(int eflag, int vflag)
     for (int k = 0; k < pieces; ++k) {
       build_piece(std::vector<int>(order.begin() + (int64_t) nlocal * k / pieces,
                                    order.begin() + (int64_t) nlocal * (k + 1) / pieces));
-      with_rows = evaluate(piece, with_uncertainty, sizes) || with_rows;
+      evaluate(piece, with_uncertainty, sizes);
     }
   }
   if (update->ntimestep == update->firststep && update->setupflag && sizes.defined())
@@ -561,8 +563,8 @@ void PairMDMonitor::compute(int eflag, int vflag)
     for (int i = 0; i < nlocal; ++i) uncertainty[i] = std::numeric_limits<double>::quiet_NaN();
     return;
   }
-  if (with_rows) {
-    if (comm_reverse) comm->reverse_comm(this);
+  if (comm_reverse) comm->reverse_comm(this);    // (on every rank: it exchanges with neighbours)
+  if (std::find(from_rows.begin(), from_rows.end(), 1) != from_rows.end()) {
     auto as_double = torch::TensorOptions().dtype(torch::kFloat64);
     torch::Tensor summed = torch::empty({num_force_rows, nlocal, 3}, as_double);
     auto sm = summed.accessor<double, 3>();
@@ -571,7 +573,8 @@ void PairMDMonitor::compute(int eflag, int vflag)
         for (int d = 0; d < 3; ++d) sm[m][i][d] = force_rows[i][3 * m + d];
     const torch::Tensor atomic = model.run_method("force_uncertainty", summed).toTensor();
     auto a = atomic.accessor<double, 1>();
-    for (int i = 0; i < nlocal; ++i) uncertainty[i] = a[i];
+    for (int i = 0; i < nlocal; ++i)
+      if (from_rows[i]) uncertainty[i] = a[i];
   }
   uncertainty_step = update->ntimestep;
 }

@@ -88,6 +88,7 @@ class PairMDMonitor : public Pair {
   Graph piece;    // of one chunk of them
   std::vector<int> incoming_first, incoming;    // graph's edges by receiver (CSR)
   std::vector<int> piece_node;                  // graph node -> piece node (-1: none)
+  std::vector<char> from_rows;    // local atom: its uncertainty from the summed rows
 
   void allocate();
   void check_type_masses();
@@ -95,7 +96,7 @@ class PairMDMonitor : public Pair {
   void build_periodic_graph();
   void build_ghost_graph();
   void build_piece(const std::vector<int> &atoms);
-  bool evaluate(const Graph &g, bool with_uncertainty, torch::Tensor &sizes);
+  void evaluate(const Graph &g, bool with_uncertainty, torch::Tensor &sizes);
   void log_graph_sizes(const torch::Tensor &sizes);
 };
 

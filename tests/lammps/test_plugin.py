@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import ase.io
+from ase import Atoms
 import numpy as np
 import pytest
 from ase.build import bulk, fcc100
@@ -47,6 +48,15 @@ def slab():
     return atoms
 
 
+def slab_and_dimer():
+    """The slab with a Cu dimer in its vacuum, 5.9 A from the surface (beyond the model's 4 A):
+    sorted along z, chunks of 2 atoms put the dimer alone in the last one, out of reach."""
+    atoms = slab()
+    top = atoms.positions[:, 2].max()
+    atoms += Atoms("Cu2", positions=[[0.0, 0.0, top + 5.9], [2.3, 0.0, top + 5.9]])
+    return atoms
+
+
 def triclinic():
     """3 x 3 x 3 primitive fcc Cu (27 atoms, 60-degree cell) in LAMMPS's triangular form."""
     atoms = bulk("Cu", "fcc", a=3.61).repeat(3)
@@ -78,10 +88,12 @@ def prepare(directory: Path, atoms, kind: str, pair_options: str = "") -> str:
     ("llpr", "slab", 1, "chunk 10"),
     ("committee", "slab", 1, "chunk 10"),
     ("committee", "slab", 2, "chunk 6"),
+    # a chunk without halo gives its atoms' uncertainty whole while the others give force rows
+    ("committee", "slab_and_dimer", 1, "chunk 2"),
 ])
 def test_pair_and_fix_equal_monitored_calculator(tmp_path, committee, llpr, kind, structure,
                                                  ranks, pair_options):
-    atoms = slab() if structure == "slab" else triclinic()
+    atoms = {"slab": slab, "slab_and_dimer": slab_and_dimer, "triclinic": triclinic}[structure]()
     estimator = committee if kind == "committee" else llpr
     calc = MonitoredCalculator(estimator, cutoff=4.0)
     atoms.calc = calc
