@@ -65,6 +65,23 @@ def test_two_ranks_with_ghost_atoms_match_python(pair, cu_slab):
     assert_same_as_python(out, estimator.predict(atoms), atoms)
 
 
+def test_no_slice_keeps_a_whole_dimension(pair):
+    """`x[:, a:b]` compiles to a slice of all of dim 0, whose backward pass copies the whole
+    tensor; the export drops them (the values stay those of Python, above)."""
+    _, module = pair
+    whole = []
+    for submodule in module.modules():
+        for name in submodule._c._method_names():
+            for node in submodule._c._get_method(name).graph.findAllNodes("aten::slice"):
+                source, *arguments = node.inputs()
+                values = [a.toIValue() if a.node().kind() == "prim::Constant" else "?"
+                          for a in arguments[1:]]
+                if isinstance(source.type(), torch._C.TensorType) and values in (
+                        [0, 2**63 - 1, 1], [None, None, 1], [0, None, 1], [None, 2**63 - 1, 1]):
+                    whole.append(name)
+    assert whole == []
+
+
 def test_exported_module_describes_itself():
     committee, llpr = (torch.jit.load(str(exported(kind))) for kind in ("committee", "llpr"))
     assert (committee.estimator, committee.num_members) == ("committee", 4)
