@@ -13,14 +13,17 @@ from mdmonitor import LTAU, Committee, LastLayerLPR, LatentGMM
 torch.set_num_threads(1)
 
 
-# The test files that take longest (quiet machine, 1-3 min each: a study's quick mode, whole
-# generations of the loop), collected first so that `pytest -n 2 --dist loadfile` starts them
-# first instead of leaving one for the end on one process.
+# The test files that take longest (measured with --durations=0 in a whole run under load about
+# 4, seconds per file: the Heid study's quick mode 270, test_learning 215, test_loop 230,
+# parallel labeling 210, the plugin 195 with its build, 100-110 each down to test_loop_labeling,
+# then 35-60), collected first so that `pytest -n 2 --dist loadfile` starts them first instead of
+# leaving one for the end on one process.
 LONGEST_FIRST = ("examples/test_heid_water_study.py", "learn/test_learning.py",
-                 "learn/test_loop.py", "learn/test_loop_faults.py", "learn/test_loop_labeling.py",
-                 "labeling/test_parallel_labeling.py", "lammps/test_plugin.py",
-                 "cli/test_newcomer.py", "common/test_freed_memory.py", "cli/test_commands.py",
-                 "labeling/test_labeling_log.py", "learn/test_selection.py")
+                 "learn/test_loop.py", "labeling/test_parallel_labeling.py",
+                 "lammps/test_plugin.py", "cli/test_newcomer.py", "learn/test_loop_faults.py",
+                 "learn/test_loop_labeling.py", "cli/test_commands.py",
+                 "lammps/test_thresholds.py", "common/test_freed_memory.py",
+                 "test_aggregation.py", "labeling/test_labeling_log.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -58,9 +58,12 @@ def label_start(data: Path, frames: int, molecules: int, method: str, workers: i
         structures.append(atoms)
     ase.io.write(data / "start.extxyz", water_box(molecules, MD_DENSITY, rng), format="extxyz")
     if not (data / "train.extxyz").is_file():
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            labelled = [a for a, _ in pool.map(partial(xtb_labelled, method=method),
-                                               structures)]
+        if workers == 1:  # (a spawned process would import its caller's modules first)
+            labelled = [xtb_labelled(atoms, method)[0] for atoms in structures]
+        else:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                labelled = [a for a, _ in pool.map(partial(xtb_labelled, method=method),
+                                                   structures)]
         for atoms in labelled:
             atoms.info["config_type"] = "start"
         n_valid = max(1, round(0.2 * frames))
@@ -73,10 +76,12 @@ def label_start(data: Path, frames: int, molecules: int, method: str, workers: i
 
 def prepare(out: Path, frames: int = 20, molecules: int = 32, members: int = 3,
             epochs: int = 30, method: str = "GFN2-xTB", workers: int = 2,
-            seed: int = 0) -> list[Path]:
-    """Write the start data and train the first committee into `out`; the model files."""
+            seed: int = 0, label_workers: int | None = None) -> list[Path]:
+    """Write the start data and train the first committee into `out`; the model files.
+    `workers` processes label and train; `label_workers`, if given, label (1: in this
+    process)."""
     data = out / "data"
-    e0s = label_start(data, frames, molecules, method, workers, seed)
+    e0s = label_start(data, frames, molecules, method, label_workers or workers, seed)
     with ThreadPoolExecutor(workers) as pool:  # (each a mace_run_train process)
         return list(pool.map(lambda member: train_water_model(
             data / "train.extxyz", data / "valid.extxyz", out / "training" / f"model_{member}",

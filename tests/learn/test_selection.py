@@ -15,7 +15,7 @@ from mdmonitor.learn.selection import (
 )
 from mdmonitor.monitor import Trigger
 
-SELECTION = {"boxes": 2, "box_length": 8.0, "core_radius": 3.0, "max_per_frame": 1,
+SELECTION = {"boxes": 2, "box_length": 7.0, "core_radius": 3.0, "max_per_frame": 1,
              "cooldown": 50, "box": "cube", "host": "fcc", "samples": 1, "frames": "threshold",
              "span": 0.5, "centres": None, "molecules": False, "box_fraction": None}
 
