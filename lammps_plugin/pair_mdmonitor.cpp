@@ -758,5 +758,7 @@ torch::Tensor PairMDMonitor::exchange_gradients(const torch::Tensor &node_gradie
 
 double PairMDMonitor::memory_usage()
 {
-  return Pair::memory_usage() + (double) nmax * (1 + 3 * num_force_rows) * sizeof(double);
+  const int exchanged = with_exchange ? exchange_width : 0;
+  return Pair::memory_usage() +
+      (double) nmax * (1 + 3 * num_force_rows + exchanged) * sizeof(double);
 }
