@@ -24,7 +24,7 @@ steps/s, steps per CPU second, page faults per step and the LAMMPS / ASE ratios,
 model in its own process (this script with --nve-worker), interleaved over --rounds.
 
     .venv/bin/python benchmarks/lammps_speed.py [--quick] [--json PATH] [--steps 100]
-        [--rounds N] [--driven-only] [--repeat 1 3] [--only plugin|ase]
+        [--rounds N] [--driven-only] [--repeat 1 3] [--only plugin|ase|bulk]
 """
 
 from __future__ import annotations
@@ -319,8 +319,9 @@ def main(argv=None) -> None:
     parser.add_argument("--repeat", type=int, nargs="+", default=[1, 3],
                         help="driven tables for the slab repeated N x N x 1 (default 1 3: 96 "
                              "and 864 atoms)")
-    parser.add_argument("--only", choices=("plugin", "ase"), default=None,
-                        help="only the plugin's tables, or only ASE against LAMMPS")
+    parser.add_argument("--only", choices=("plugin", "ase", "bulk"), default=None,
+                        help="only the plugin's tables, only ASE against LAMMPS, or only the "
+                             "plugin's bulk tables (what MPI ranks gain)")
     parser.add_argument("--nve-worker", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.nve_worker:
@@ -330,14 +331,15 @@ def main(argv=None) -> None:
     sizes = [(repeat, max(3, NVE_STEPS[repeat] // 4) if args.quick else NVE_STEPS[repeat])
              for repeat in (NVE_REPEATS[:1] if args.quick else NVE_REPEATS)]
     plugin_tables = args.only != "ase" and not args.driven_only
-    ase_tables = args.only != "plugin" and not args.driven_only
+    ase_tables = args.only in (None, "ase") and not args.driven_only
     driven_tables = args.driven_only or (args.only is None and not args.quick)
     tables, load_before = [], " / ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="mdmonitor-lammps-speed-") as directory:
         subprocess.run([sys.executable, str(EXAMPLES / "prepare.py")], cwd=directory, check=True,
                        stdout=subprocess.DEVNULL)
-        if plugin_tables:
+        if plugin_tables and args.only != "bulk":
             tables += [measure(Path(directory), model, steps) for model in models]
+        if plugin_tables:
             for cells in ([6] if args.quick else [10, 15]):
                 tables += measure_bulk(Path(directory), "llpr", cells, BULK_STEPS)
         if driven_tables:
@@ -358,14 +360,15 @@ def main(argv=None) -> None:
         "fix mdmonitor (cutoff 4 A, threshold 0.1) in the others; on two ranks it also "
         "holds the wait for the slower rank in the fixes' communication (fix nvt's "
         "temperature sum, the monitor's ghost values and maximum)",
-        "one rank uses the periodic graph without ghost atoms unless `ghosts yes`; two "
-        "ranks evaluate ghost atoms up to num_interactions x r_max + skin (10 A)",
+        "one rank uses the periodic graph without ghost atoms; two ranks add the ghost atoms "
+        "within one edge (r_max = 4 A) of their atoms, whose node features each layer takes "
+        "from the other rank (forward communication; their gradients go back by reverse "
+        "communication)",
         "LAMMPS with OMP_NUM_THREADS=1 (torch on one thread per rank), except `1 rank x "
         "2 threads` (OMP_NUM_THREADS=2)",
         "bulk: two ranks split the cell along x; ghost images of one atom are one graph "
-        "atom (so y and z, with one rank each, add none), layer 1 updates the atoms within "
-        "one edge (r_max = 4 A) of a local atom, layer 2 the local atoms only (18 edges "
-        "each in fcc Cu); one rank evaluates 18 edges per atom in both layers",
+        "atom (so y and z, with one rank each, add none); both layers update the local atoms "
+        "only (18 edges each in fcc Cu), as on one rank",
         "CPU s/step per rank: the timed run's loop time x its `% CPU use` (LAMMPS's average "
         "over ranks of process CPU time) per step; its speed-up column compares one-thread "
         "ranks only and is what a machine with a free core per rank would show"]

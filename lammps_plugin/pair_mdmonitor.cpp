@@ -1,16 +1,23 @@
 /* pair_style mdmonitor: see pair_mdmonitor.h and the README's LAMMPS section.
 
-   Graphs handed to the exported module (mdmonitor/lammps_export.py):
+   Graphs handed to the exported module (mdmonitor/lammps/export.py):
    - periodic (one rank, default there): nodes are the local atoms only; an edge to a ghost
      atom goes to the local atom it images, with the integer cell shift between the two;
    - with ghost atoms (several ranks): nodes are the local atoms and every ghost atom within
-     num_interactions edges of them, the images of one atom merged into one node (edges carry
-     the cell shifts between images); edges are all pairs within r_max whose receiver is fewer
-     than num_interactions edges from a local atom (only those carry messages that reach a
-     local energy; the model prunes further, layer by layer). Forces on ghost atoms go back to
-     their owners through LAMMPS's reverse communication (newton_pair on), and so do the
-     module's force rows (a committee's member forces, the force LLPR's feature derivatives or
-     sampled force sets) before the module's force_uncertainty reduces them. */
+     one edge of them, the images of one atom merged into one node (edges carry the cell shifts
+     between images), local images into the local atom; edges are all pairs within r_max into a
+     local atom. Every layer updates the local atoms; before the next layer reads them, the
+     ghost nodes' features come from their owners (torch.ops.mdmonitor.exchange, registered
+     here: forward communication), and in the backward pass the gradients of those features go
+     back to the owners (reverse communication) before the owners' earlier layers. With chunks
+     on several ranks (each chunk a slab of the local atoms, whose halo other chunks' features
+     cannot fill in time) the graph reaches num_interactions edges instead, with the edges into
+     the atoms fewer edges away, and the model evaluates each layer where it reaches a local
+     energy (the halos again).
+   Forces on ghost atoms go back to their owners through LAMMPS's reverse communication
+   (newton_pair on), and so do the module's force rows (a committee's member forces, the force
+   LLPR's feature derivatives or sampled force sets) before the module's force_uncertainty
+   reduces them. */
 
 #include "pair_mdmonitor.h"
 
@@ -27,7 +34,9 @@
 #include "elements.h"
 #include "freed_memory.h"
 
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
@@ -37,12 +46,57 @@
 
 using namespace LAMMPS_NS;
 
-PairMDMonitor::PairMDMonitor(LAMMPS *lmp) :
-    Pair(lmp), r_max(0.0), num_interactions(0), num_members(0), num_force_rows(0),
-    driven(false), on_request(false), uncertainty_flag(0), uncertainty_step(-1),
-    ghost_setting(GHOSTS_AUTO), chunk(0), with_ghosts(false), nmax(0), uncertainty(nullptr),
-    force_rows(nullptr)
+PairMDMonitor *PairMDMonitor::exchanging = nullptr;
+
+namespace {
+
+/* exchange_features with exchange_gradients as its backward pass */
+
+struct Exchange : public torch::autograd::Function<Exchange> {
+  static torch::Tensor forward(torch::autograd::AutogradContext *, const torch::Tensor &features)
+  {
+    return PairMDMonitor::exchanging->exchange_features(features);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext *,
+                                                 torch::autograd::variable_list gradients)
+  {
+    return {PairMDMonitor::exchanging->exchange_gradients(gradients[0])};
+  }
+};
+
+/* torch.ops.mdmonitor.exchange: with the pair style whose model call runs, else a copy (one
+   rank, chunks) */
+
+torch::Tensor exchange(const torch::Tensor &features)
 {
+  return PairMDMonitor::exchanging ? Exchange::apply(features) : features.clone();
+}
+
+/* registers torch.ops.mdmonitor.exchange once, its schema too unless mdmonitor's Python,
+   imported first in this process, defined it */
+
+void register_exchange()
+{
+  static torch::Library library(torch::Library::FRAGMENT, "mdmonitor", std::nullopt, __FILE__,
+                                __LINE__);
+  static bool registered = false;
+  if (registered) return;
+  if (!c10::Dispatcher::singleton().findSchema({"mdmonitor::exchange", ""}))
+    library.def("exchange(Tensor features) -> Tensor");
+  library.impl("exchange", c10::DispatchKey::CompositeImplicitAutograd, &exchange);
+  registered = true;
+}
+
+}    // namespace
+
+PairMDMonitor::PairMDMonitor(LAMMPS *lmp) :
+    Pair(lmp), r_max(0.0), num_interactions(0), exchange_width(0), num_members(0),
+    num_force_rows(0), driven(false), on_request(false), uncertainty_flag(0),
+    uncertainty_step(-1), ghost_setting(GHOSTS_AUTO), chunk(0), with_ghosts(false),
+    graph_depth(1), with_exchange(false), nmax(0), uncertainty(nullptr), force_rows(nullptr),
+    features(nullptr), comm_rows(nullptr), comm_columns(0)
+{
+  register_exchange();
   single_enable = 0;
   restartinfo = 0;
   one_coeff = 1;
@@ -58,6 +112,7 @@ PairMDMonitor::~PairMDMonitor()
 {
   memory->destroy(uncertainty);
   memory->destroy(force_rows);
+  memory->destroy(features);
   if (allocated) {
     memory->destroy(setflag);
     memory->destroy(cutsq);
@@ -120,24 +175,26 @@ void PairMDMonitor::settings(int narg, char **arg)
     error->all(FLERR, "pair_style mdmonitor: '{}' is not a TorchScript file from `mdmonitor "
                "export-lammps`: {}", model_file, err.what_without_backtrace());
   }
-  if (!model.hasattr("format_version") || model.attr("format_version").toInt() != 1)
-    error->all(FLERR, "pair_style mdmonitor: '{}' was not written by `mdmonitor export-lammps` "
-               "(format 1); export the estimator again", model_file);
+  if (!model.hasattr("format_version") || model.attr("format_version").toInt() != 2)
+    error->all(FLERR, "pair_style mdmonitor: '{}' was not written by this version of `mdmonitor "
+               "export-lammps` (format 2); export the estimator again", model_file);
   model.eval();
   elements.clear();
   for (const auto &symbol : model.attr("elements").toListRef())
     elements.push_back(symbol.toStringRef());
   r_max = model.attr("r_max").toDouble();
   num_interactions = model.attr("num_interactions").toInt();
+  exchange_width = model.attr("exchange_width").toInt();
   num_members = model.attr("num_members").toInt();
-  // files exported before the attribute: a committee's member forces are its rows
-  num_force_rows = model.hasattr("num_force_rows") ? model.attr("num_force_rows").toInt()
-                                                   : (num_members > 1 ? num_members : 0);
+  num_force_rows = model.attr("num_force_rows").toInt();
   const std::string driver = model.hasattr("driver") ? model.attr("driver").toStringRef() : "";
   driven = !driver.empty() && driver != "mean";
-  // files exported before the attribute: only a driven committee has a `drive` method
-  on_request = model.hasattr("uncertainty_on_request")
-      ? model.attr("uncertainty_on_request").toBool() : driven;
+  on_request = model.attr("uncertainty_on_request").toBool();
+  // the per-atom arrays, sized for this model at the next step
+  memory->destroy(uncertainty);
+  memory->destroy(force_rows);
+  memory->destroy(features);
+  nmax = 0;
   std::string paid;
   if (driven)
     paid = "; dynamics driven by " + driver + ", members evaluated only on steps whose "
@@ -216,12 +273,19 @@ void PairMDMonitor::init_style()
     error->all(FLERR, "pair_style mdmonitor ghosts no works on one rank only ({} ranks here)",
                comm->nprocs);
   with_ghosts = ghost_setting == GHOSTS_YES || (ghost_setting == GHOSTS_AUTO && comm->nprocs > 1);
-  ghostneigh = with_ghosts ? 1 : 0;
-  comm_reverse = with_ghosts ? 3 * num_force_rows : 0;
+  // on several ranks every layer updates the local atoms only and takes the ghost atoms' node
+  // features from their owners, so the graph ends one edge beyond the local atoms; a chunk's
+  // halo cannot wait for features other chunks compute later, so with chunks the graph holds
+  // every atom within num_interactions edges and the model evaluates the halo's layers again
+  graph_depth = chunk > 0 && comm->nprocs > 1 ? num_interactions : 1;
+  with_exchange = comm->nprocs > 1 && graph_depth == 1 && exchange_width > 0;
+  ghostneigh = graph_depth > 1 ? 1 : 0;
+  comm_forward = with_exchange ? exchange_width : 0;
+  comm_reverse = with_ghosts ? std::max(3 * num_force_rows, comm_forward) : 0;
 
-  if (with_ghosts) {
-    if (!force->newton_pair)
-      error->all(FLERR, "pair_style mdmonitor with ghost atoms requires newton_pair on");
+  if (with_ghosts && !force->newton_pair)
+    error->all(FLERR, "pair_style mdmonitor with ghost atoms requires newton_pair on");
+  if (graph_depth > 1) {
     // local energies depend on atoms num_interactions x r_max away, and atoms move up to
     // half the skin each way between neighbour-list builds
     const double needed = num_interactions * r_max + neighbor->skin;
@@ -229,15 +293,16 @@ void PairMDMonitor::init_style()
       comm->cutghostuser = needed;
       if (comm->me == 0)
         utils::logmesg(lmp, "pair_style mdmonitor: communication cutoff set to {} A "
-                       "(num_interactions x r_max + skin)\n", needed);
+                       "(num_interactions x r_max + skin, for chunks on several ranks)\n",
+                       needed);
     } else if (comm->cutghostuser < needed) {
-      error->all(FLERR, "pair_style mdmonitor: communication cutoff {} A is too small; ghost "
-                 "atoms are needed out to num_interactions x r_max + skin = {} x {} + {} = {} "
-                 "A: use 'comm_modify cutoff {}'", comm->cutghostuser, num_interactions, r_max,
-                 neighbor->skin, needed, needed);
+      error->all(FLERR, "pair_style mdmonitor: communication cutoff {} A is too small; chunks "
+                 "on several ranks need ghost atoms out to num_interactions x r_max + skin = "
+                 "{} x {} + {} = {} A: use 'comm_modify cutoff {}'", comm->cutghostuser,
+                 num_interactions, r_max, neighbor->skin, needed, needed);
     }
   }
-  neighbor->add_request(this, NeighConst::REQ_FULL | (with_ghosts ? NeighConst::REQ_GHOST : 0));
+  neighbor->add_request(this, NeighConst::REQ_FULL | (ghostneigh ? NeighConst::REQ_GHOST : 0));
 }
 
 double PairMDMonitor::init_one(int i, int j)
@@ -255,6 +320,10 @@ void PairMDMonitor::grow_peratom()
   if (num_force_rows) {    // summed over chunks, and over ghost images with comm_reverse
     memory->destroy(force_rows);
     memory->create(force_rows, nmax, 3 * num_force_rows, "pair:force_rows");
+  }
+  if (with_exchange) {
+    memory->destroy(features);
+    memory->create(features, nmax, exchange_width, "pair:features");
   }
 }
 
@@ -312,7 +381,8 @@ void PairMDMonitor::build_periodic_graph()
   }
 }
 
-/* graph with ghost atoms: breadth-first from the local atoms over edges shorter than r_max.
+/* graph with ghost atoms: breadth-first from the local atoms over edges shorter than r_max, to
+   graph_depth edges from them, with the edges into the atoms fewer edges away.
    All images of one atom (one tag) are one node, at the first image reached (a local atom is
    its own first image); an edge from another image carries the integer cell shift between the
    two, as in the periodic graph. So a dimension with one rank leaves no ghost node, and an atom
@@ -336,7 +406,7 @@ void PairMDMonitor::build_ghost_graph()
   graph.unit_shifts.clear();
   const double cutsq_model = r_max * r_max;
   int begin = 0, end = nlocal;    // nodes of the current layer
-  for (int layer = 0; layer < num_interactions; ++layer) {
+  for (int layer = 0; layer < graph_depth; ++layer) {
     for (int k = begin; k < end; ++k) {
       const int a = graph.node_atom[k];
       const int *jlist = list->firstneigh[a];
@@ -465,8 +535,10 @@ void PairMDMonitor::evaluate(const Graph &g, bool with_uncertainty, torch::Tenso
                                          (int64_t) g.n_local, (bool) vflag_global};
   // a driven committee evaluates its members, the LLPR its last-layer features, only on the
   // steps whose uncertainty is read; the other steps run `drive`, the model of the dynamics
+  exchanging = with_exchange ? this : nullptr;
   const auto out = (with_uncertainty ? model.forward(inputs)
                                      : model.get_method("drive")(inputs)).toGenericDict();
+  exchanging = nullptr;
   if (out.contains("graph_sizes")) {
     const torch::Tensor found = out.at("graph_sizes").toTensor();
     sizes = sizes.defined() ? sizes + found : found.clone();
@@ -563,7 +635,11 @@ void PairMDMonitor::compute(int eflag, int vflag)
     for (int i = 0; i < nlocal; ++i) uncertainty[i] = std::numeric_limits<double>::quiet_NaN();
     return;
   }
-  if (comm_reverse) comm->reverse_comm(this);    // (on every rank: it exchanges with neighbours)
+  if (with_ghosts && num_force_rows) {    // (on every rank: it exchanges with neighbours)
+    comm_rows = force_rows;
+    comm_columns = 3 * num_force_rows;
+    comm->reverse_comm(this, comm_columns);
+  }
   if (std::find(from_rows.begin(), from_rows.end(), 1) != from_rows.end()) {
     auto as_double = torch::TensorOptions().dtype(torch::kFloat64);
     torch::Tensor summed = torch::empty({num_force_rows, nlocal, 3}, as_double);
@@ -599,11 +675,29 @@ void *PairMDMonitor::extract_peratom(const char *name, int &ncol)
   return nullptr;
 }
 
+/* the communication of comm_columns values per atom of comm_rows: forward, owners' values to
+   their ghost atoms; reverse, ghost atoms' values added to their owners' */
+
+int PairMDMonitor::pack_forward_comm(int n, int *list, double *buf, int, int *)
+{
+  int m = 0;
+  for (int k = 0; k < n; ++k)
+    for (int c = 0; c < comm_columns; ++c) buf[m++] = comm_rows[list[k]][c];
+  return m;
+}
+
+void PairMDMonitor::unpack_forward_comm(int n, int first, double *buf)
+{
+  int m = 0;
+  for (int i = first; i < first + n; ++i)
+    for (int c = 0; c < comm_columns; ++c) comm_rows[i][c] = buf[m++];
+}
+
 int PairMDMonitor::pack_reverse_comm(int n, int first, double *buf)
 {
   int m = 0;
   for (int i = first; i < first + n; ++i)
-    for (int c = 0; c < comm_reverse; ++c) buf[m++] = force_rows[i][c];
+    for (int c = 0; c < comm_columns; ++c) buf[m++] = comm_rows[i][c];
   return m;
 }
 
@@ -611,10 +705,60 @@ void PairMDMonitor::unpack_reverse_comm(int n, int *list, double *buf)
 {
   int m = 0;
   for (int k = 0; k < n; ++k)
-    for (int c = 0; c < comm_reverse; ++c) force_rows[list[k]][c] += buf[m++];
+    for (int c = 0; c < comm_columns; ++c) comm_rows[list[k]][c] += buf[m++];
+}
+
+/* node features (graph nodes x width, the rows of ghost nodes unset) with the ghost nodes' rows
+   from their owners: the local atoms' rows to `features`, forward communication, the ghost
+   atoms' rows back */
+
+torch::Tensor PairMDMonitor::exchange_features(const torch::Tensor &node_features)
+{
+  torch::Tensor filled = node_features.contiguous().clone();
+  const int width = (int) filled.size(1);
+  const int64_t n_nodes = filled.size(0);
+  if (n_nodes != (int64_t) graph.node_atom.size() || width > exchange_width)
+    error->one(FLERR, "pair_style mdmonitor: the model exchanged {} x {} node features on a "
+               "graph of {} atoms (at most {} per atom); export the estimator again", n_nodes,
+               width, graph.node_atom.size(), exchange_width);
+  double *rows = filled.data_ptr<double>();
+  for (int k = 0; k < graph.n_local; ++k)
+    std::copy(rows + k * width, rows + (k + 1) * width, features[graph.node_atom[k]]);
+  comm_rows = features;
+  comm_columns = width;
+  comm->forward_comm(this, width);
+  for (int64_t k = graph.n_local; k < n_nodes; ++k)
+    std::copy(features[graph.node_atom[k]], features[graph.node_atom[k]] + width,
+              rows + k * width);
+  return filled;
+}
+
+/* the backward pass of exchange_features: the gradients of the ghost nodes' rows added to their
+   owners' rows (reverse communication), the ghost rows then zero */
+
+torch::Tensor PairMDMonitor::exchange_gradients(const torch::Tensor &node_gradients)
+{
+  torch::Tensor summed = node_gradients.contiguous().clone();
+  const int width = (int) summed.size(1);
+  const int64_t n_nodes = summed.size(0);
+  double *rows = summed.data_ptr<double>();
+  for (int i = 0; i < atom->nlocal + atom->nghost; ++i)
+    std::fill(features[i], features[i] + width, 0.0);
+  for (int64_t k = graph.n_local; k < n_nodes; ++k) {
+    std::copy(rows + k * width, rows + (k + 1) * width, features[graph.node_atom[k]]);
+    std::fill(rows + k * width, rows + (k + 1) * width, 0.0);
+  }
+  comm_rows = features;
+  comm_columns = width;
+  comm->reverse_comm(this, width);
+  for (int k = 0; k < graph.n_local; ++k)
+    for (int c = 0; c < width; ++c) rows[k * width + c] += features[graph.node_atom[k]][c];
+  return summed;
 }
 
 double PairMDMonitor::memory_usage()
 {
-  return Pair::memory_usage() + (double) nmax * (1 + 3 * num_force_rows) * sizeof(double);
+  const int exchanged = with_exchange ? exchange_width : 0;
+  return Pair::memory_usage() +
+      (double) nmax * (1 + 3 * num_force_rows + exchanged) * sizeof(double);
 }

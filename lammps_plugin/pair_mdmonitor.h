@@ -17,11 +17,15 @@
    mdmonitor/lammps/export.py). On the other steps the per-atom uncertainty is NaN.
    extract("uncertainty_step") (bigint) is the step the uncertainty was last computed at
    (-1: never).
+   On several ranks each message-passing layer updates the rank's own atoms, and the node
+   features of the ghost atoms within r_max come from their owners (forward communication;
+   their gradients go back by reverse communication).
    chunk N (0, the default: all at once) evaluates the model on at most N of a rank's atoms per
    call, slabs along the rank's longest side, each with the atoms within num_interactions edges
    of it: the same numbers, the memory of a call bounded (MACE keeps about 10 kB per edge, 0.2
    MB per atom of fcc Cu, for its backward pass), for the price of evaluating the slabs' halos
-   again. */
+   again; on several ranks the halos then reach into the ghost atoms (out to num_interactions
+   x r_max + skin) instead of exchanging their features, which other chunks compute later. */
 
 #ifndef LMP_PAIR_MDMONITOR_H
 #define LMP_PAIR_MDMONITOR_H
@@ -46,9 +50,18 @@ class PairMDMonitor : public Pair {
   double init_one(int, int) override;
   void *extract(const char *, int &) override;
   void *extract_peratom(const char *, int &) override;
+  int pack_forward_comm(int, int *, double *, int, int *) override;
+  void unpack_forward_comm(int, int, double *) override;
   int pack_reverse_comm(int, int, double *) override;
   void unpack_reverse_comm(int, int *, double *) override;
   double memory_usage() override;
+
+  // torch.ops.mdmonitor.exchange (mdmonitor/lammps/pruned_mace.py) during this pair style's
+  // model call on several ranks: the ghost rows of node features (graph nodes x width) from
+  // their owners, and back, the ghost rows' gradients added to their owners' rows
+  static PairMDMonitor *exchanging;
+  torch::Tensor exchange_features(const torch::Tensor &node_features);
+  torch::Tensor exchange_gradients(const torch::Tensor &node_gradients);
 
  protected:
   enum { GHOSTS_AUTO, GHOSTS_YES, GHOSTS_NO };
@@ -59,6 +72,7 @@ class PairMDMonitor : public Pair {
   std::vector<std::string> elements;    // model species, in the model's order
   double r_max;                         // model cutoff (A)
   int num_interactions;                 // message-passing layers
+  int exchange_width;                   // most node features per atom a layer hands on
   int num_members;                      // committee members (1 for LLPR)
   int num_force_rows;                   // per-atom 3-vectors reverse-summed before the spread
   bool driven;                          // committee with a driver: members only when asked
@@ -68,6 +82,8 @@ class PairMDMonitor : public Pair {
   int ghost_setting;                    // ghosts keyword
   int chunk;                            // chunk keyword: most local atoms per model call
   bool with_ghosts;                     // graph with ghost atoms (else periodic edges)
+  int graph_depth;                      // edges from the local atoms to the graph's last atoms
+  bool with_exchange;                   // ghost atoms' node features from their owners
   std::vector<int64_t> species_of_type;    // model species of each atom type (1-based)
   std::vector<std::string> type_elements;  // element of each atom type (1-based)
   std::string model_files, model_sha256;   // the MACE files behind the model, ";"-joined
@@ -75,6 +91,9 @@ class PairMDMonitor : public Pair {
   int nmax;                 // rows of the per-atom arrays
   double *uncertainty;      // per-atom uncertainty of the local atoms
   double **force_rows;      // the module's force rows, 3 per row, reverse-summed
+  double **features;        // node features or their gradients, exchange_width per atom
+  double **comm_rows;       // the array the pack/unpack functions move ...
+  int comm_columns;         // ... and its values per atom
 
   // a graph the model evaluates: node k is atom node_atom[k], nodes 0..n_local-1 the atoms whose
   // energies count; edge e goes senders[e] -> receivers[e]

@@ -11,10 +11,12 @@ Atoms 0..n_local-1 are the rank's own atoms, the rest ghost atoms. Edge e joins 
 receiver r with vector x_r - x_s + unit_shifts[e] @ cell; a graph is either
 
 - periodic (one rank): only local atoms, periodic images through unit_shifts, or
-- with ghost atoms (any number of ranks): every atom within num_interactions edges of a
-  local atom present, ghost images of one atom possibly merged into one row with unit_shifts
-  between them; only local atoms' energies count, and each layer is evaluated only where it
-  reaches them (`PrunedMACE`).
+- with ghost atoms (any number of ranks): the atoms within one edge of a local atom, with the
+  edges into the local atoms only, each layer's features of the ghost atoms taken from their
+  owners by `torch.ops.mdmonitor.exchange` (LAMMPS's communication; needs `exchange_width`
+  values per atom), or every atom within num_interactions edges of a local atom with its edges,
+  each layer evaluated only where it reaches them; ghost images of one atom possibly merged into
+  one row with unit_shifts between them; only local atoms' energies count (`PrunedMACE`).
 
 The dict holds "energy" (1,) of the local atoms, "atomic_energies" (n_local,), "forces"
 (n_all, 3) = -d energy / d positions (ghost rows belong to the ghost atoms' owners: sum them
@@ -49,9 +51,7 @@ file's seed (R = K, the force sets F - scale G^T delta_s), reduced to the commit
 
 `uncertainty_on_request` (bool): True when `drive` gives the dynamics of every step and
 `forward` only adds the uncertainty (a driven committee, the LLPR of either target), so the
-pair style calls `forward` only on the steps whose uncertainty a fix reads. Files without it
-(exported before) are read as a driven committee when `driver` names one, else as computing it
-on every step; files without `num_force_rows` as summing a committee's member forces.
+pair style calls `forward` only on the steps whose uncertainty a fix reads.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ from ..estimators.llpr import (
 from ..estimators.mace_model import MaceModel
 from .pruned_mace import PrunedMACE
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: layers exchange the ghost atoms' features
 
 
 @compile_mode("script")
@@ -149,11 +149,12 @@ class CommitteeModule(torch.nn.Module):
         driver = committee.driver
         # the driver's index: a member's, len(members) for a separate model (in `separate`),
         # -1 for the mean
-        self.separate = torch.nn.ModuleList(
-            [GraphModel(driver)] if isinstance(driver, MaceModel) else [])
+        separate = [driver] if isinstance(driver, MaceModel) else []
+        self.separate = torch.nn.ModuleList([GraphModel(m) for m in separate])
         self.driver_index = (-1 if driver is None else len(self.members)
                              if isinstance(driver, MaceModel) else int(driver))
-        set_metadata(self, committee.models[0], "committee", len(committee.models), "eV/A")
+        set_metadata(self, [*committee.models, *separate], "committee", len(committee.models),
+                     "eV/A")
         self.driver = "mean" if driver is None else committee.driven_by
         self.uncertainty_on_request = driver is not None
         self.num_force_rows = len(self.members)
@@ -259,7 +260,7 @@ class LLPRModule(torch.nn.Module):
                       else torch.zeros(0, len(self.cholesky), dtype=torch.float64))
         self.register_buffer("directions", directions)
         self.num_force_rows = len(directions)
-        set_metadata(self, model, "llpr", 1, estimator.unit)
+        set_metadata(self, [model], "llpr", 1, estimator.unit)
         self.uncertainty_on_request = True
 
     def forward(self, positions: torch.Tensor, edge_index: torch.Tensor,
@@ -347,13 +348,18 @@ def committee_spread(member_forces: torch.Tensor) -> torch.Tensor:
     return torch.std(member_forces, dim=[0], unbiased=True).mean(1)
 
 
-def set_metadata(module: torch.nn.Module, model: MaceModel, estimator: str, members: int,
-                 unit: str) -> None:
+def set_metadata(module: torch.nn.Module, models: List[MaceModel], estimator: str,
+                 members: int, unit: str) -> None:
     """Attributes the LAMMPS pair style reads: element symbols in species order, cutoff (A),
-    message-passing layers, estimator kind, number of members, uncertainty unit."""
+    message-passing layers (of the first of `models`), estimator kind, number of members,
+    uncertainty unit, and the widest node features a layer of any of `models` hands to the next
+    (the values per atom of `exchange`)."""
+    model = models[0]
     module.elements = [chemical_symbols[z] for z in model.elements]
     module.r_max = float(model.r_max)
     module.num_interactions = int(model.module.num_interactions)
+    module.exchange_width = max([int(p.linear.irreps_out.dim) for m in models
+                                 for p in m.module.products[:-1]], default=0)
     module.estimator = estimator
     module.num_members = members
     module.uncertainty_unit = unit

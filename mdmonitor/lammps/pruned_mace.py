@@ -1,16 +1,23 @@
 """A MACE model evaluated only where its message passing reaches a local atom's energy.
 
-On a graph with ghost atoms (LAMMPS on several ranks) only the energies of the local atoms
-0..n_local-1 count. With L interaction layers, layer l (1..L) needs its node update only on the
-atoms within L - l edges of a local atom: the last layer and the readouts on the local atoms,
-the first one on every atom within L - 1 edges. `PrunedMACE` runs MACE's forward pass (node
-embedding, spherical harmonics and radial basis, then per layer interaction -> product, and the
-readouts) with each layer restricted to those receivers, its edges to the edges into them, and
-its rows to the atoms it reads, so ghost atoms far from the local ones cost only their
-embedding. On a graph of local atoms only (one rank, periodic edges) nothing is pruned.
+Only the energies of the local atoms 0..n_local-1 count. With L interaction layers, layer l
+(1..L) needs its node update only on the atoms within L - l edges of a local atom: the last
+layer and the readouts on the local atoms, the first one on every atom within L - 1 edges.
+`PrunedMACE` runs MACE's forward pass (node embedding, spherical harmonics and radial basis,
+then per layer interaction -> product, and the readouts) with each layer restricted to those
+receivers that are local or have edges into them, its edges to the edges into them, and its rows
+to the atoms it reads. The local atoms' energies, and so forces and virial, are those of the
+full model: an atom more than L - l edges from every local atom cannot change a local energy
+through layer l.
 
-The local atoms' energies, and so forces and virial, are those of the full model: an atom more
-than L - l edges from every local atom cannot change a local energy through layer l.
+Two kinds of graph with atoms beyond the local ones:
+- a halo (a chunk of LAMMPS's atoms, or a graph with every edge among ghost atoms): the atoms
+  within L - 1 edges have their edges, and layer l recomputes them, pruned as above;
+- one edge of ghost atoms without edges into them (LAMMPS on several ranks): every layer updates
+  the local atoms only, and before layer l + 1 reads them the ghost atoms' features come from
+  the ranks that own them, `torch.ops.mdmonitor.exchange` (below), whose backward pass sends the
+  gradients of those features back to the owners.
+On a graph of local atoms only (one rank, periodic edges) nothing is pruned or exchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +27,16 @@ from typing import List, Optional, Tuple
 import torch
 
 from ..common.mace_imports import compile_mode
+
+# torch.ops.mdmonitor.exchange(features (n_atoms, width)) -> (n_atoms, width): the rows of the
+# graph's ghost atoms replaced by the features their owners computed; backward, the gradients
+# of those rows added to the owners' rows. LAMMPS's pair style registers it with its forward and
+# reverse communication (lammps_plugin/pair_mdmonitor.cpp); here, where no atom is a ghost, it
+# is a copy, so that the model compiles and runs in Python.
+if not hasattr(torch.ops.mdmonitor, "exchange"):  # (the plugin's, when it was loaded first)
+    _LIBRARY = torch.library.Library("mdmonitor", "FRAGMENT")
+    _LIBRARY.define("exchange(Tensor features) -> Tensor")
+    _LIBRARY.impl("exchange", lambda features: features.clone(), "CompositeImplicitAutograd")
 
 
 def needed_atoms(edge_index: torch.Tensor, n_atoms: int, n_local: int,
@@ -104,14 +121,20 @@ class PrunedMACE(torch.nn.Module):
                                                edge_index[:, local_edges], self.atomic_numbers)
             node_energy = node_energy + repulsion[:n_local]
 
+        # layer l updates the atoms of masks[l] that are local or have edges into them; the
+        # others (ghost atoms of a graph that ends one edge beyond the local atoms) take the
+        # features their owners computed (`exchange`) before layer l + 1 reads them
+        updated = torch.zeros_like(masks[0])
+        updated[:n_local] = True
+        updated = updated.index_fill(0, edge_index[1], True)
         # rows: the atoms layer l reads (masks[l - 1]), in atom order; rows_of maps an atom to
-        # its row, so that receivers (masks[l], a subset) are picked out of the layer's output
+        # its row, so that receivers (a subset) are picked out of the layer's output
         rows = masks[0].nonzero().squeeze(1)
         node_feats = node_feats[rows]
         n_atoms, n_edges = [int(rows.shape[0])], [int(edge_index.shape[1])]
         layer_feats: List[torch.Tensor] = []
         for i, (interaction, product) in enumerate(zip(self.interactions, self.products)):
-            receivers = masks[i + 1].nonzero().squeeze(1)
+            receivers = (masks[i + 1] & updated).nonzero().squeeze(1)
             rows_of = torch.full_like(masks[i], -1, dtype=torch.long)
             rows_of[rows] = torch.arange(rows.shape[0], device=rows.device)
             into = masks[i + 1][edge_index[1]]
@@ -129,9 +152,13 @@ class PrunedMACE(torch.nn.Module):
                 sc = sc[picked]
             node_feats = product(node_feats=node_feats, sc=sc, node_attrs=node_attrs[receivers])
             layer_feats.append(node_feats[:n_local])
-            rows = receivers
             n_atoms.append(int(receivers.shape[0]))
             n_edges.append(int(into.sum()))
+            rows = receivers
+            if i + 1 < self.num_interactions:
+                rows = masks[i + 1].nonzero().squeeze(1)
+                every = node_feats.new_zeros((positions.shape[0], node_feats.shape[1]))
+                node_feats = torch.ops.mdmonitor.exchange(every.index_copy(0, receivers, node_feats))[rows]
 
         interaction_energy = torch.zeros_like(node_energy)
         for i, readout in enumerate(self.readouts):

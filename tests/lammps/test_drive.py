@@ -75,7 +75,8 @@ def test_exported_forward_and_drive_match_python(kind):
     assert module.driver == committee.driven_by
 
 
-@pytest.mark.parametrize("kind, ranks", [("member", 1), ("member", 2), ("file", 1)])
+@pytest.mark.parametrize("kind, ranks", [("member", 1), ("member", 2), ("member", 3),
+                                         ("file", 1)])
 def test_lammps_driver_forces_every_step_committee_on_fix_steps(tmp_path, kind, ranks):
     committee, plain, alone, path = driven(kind)
     atoms = slab()

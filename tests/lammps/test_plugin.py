@@ -82,6 +82,8 @@ def prepare(directory: Path, atoms, kind: str, pair_options: str = "") -> str:
     ("committee", "slab", 1, ""),
     ("committee", "slab", 2, ""),
     ("committee", "triclinic", 2, ""),
+    ("committee", "slab", 3, ""),
+    ("llpr", "slab", 3, ""),
     ("llpr", "slab", 1, "ghosts yes"),
     ("llpr", "triclinic", 1, ""),
     # the model on at most N atoms per call: 3 chunks of 8 atoms, 2 of 6 on each of two ranks
@@ -280,8 +282,9 @@ BAD_INPUTS = {
         "compute pe has 0 per-atom column(s), which source column 2 does not match"),
     "fix cutoff beyond ghost atoms": (1, "fix mon all mdmonitor 1 cutoff 7.0\nrun 0",
                                       "use 'comm_modify cutoff 9'"),
-    "comm cutoff too small for ghost atoms": (2, "comm_modify cutoff 6.0\nrun 0",
-                                              "use 'comm_modify cutoff 10'"),
+    "comm cutoff too small for chunks' halos": (2, "pair_style mdmonitor {model} chunk 6\n"
+                                                "comm_modify cutoff 6.0\nrun 0",
+                                                "use 'comm_modify cutoff 10'"),
     "unknown pair keyword": (1, "pair_style mdmonitor {model} ghost yes",
                              "unknown keyword 'ghost'"),
     "unknown extraction strategy": (1, "fix mon all mdmonitor 1 cutoff 4.0 threshold 0.1 "
