@@ -154,11 +154,11 @@ class PrunedMACE(torch.nn.Module):
             layer_feats.append(node_feats[:n_local])
             n_atoms.append(int(receivers.shape[0]))
             n_edges.append(int(into.sum()))
-            rows = receivers
             if i + 1 < self.num_interactions:
                 rows = masks[i + 1].nonzero().squeeze(1)
                 every = node_feats.new_zeros((positions.shape[0], node_feats.shape[1]))
-                node_feats = torch.ops.mdmonitor.exchange(every.index_copy(0, receivers, node_feats))[rows]
+                every = every.index_copy(0, receivers, node_feats)
+                node_feats = torch.ops.mdmonitor.exchange(every)[rows]
 
         interaction_energy = torch.zeros_like(node_energy)
         for i, readout in enumerate(self.readouts):

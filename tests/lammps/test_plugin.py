@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import ase.io
-from ase import Atoms
 import numpy as np
 import pytest
+from ase import Atoms
 from ase.build import bulk, fcc100
 from ase.calculators.emt import EMT
 from ase.stress import voigt_6_to_full_3x3_stress
