@@ -3,10 +3,10 @@ atoms, on one and two MPI ranks, for the committee and the LLPR (quick: LLPR, fe
 the committee driven by its member 0 (exported with `--drive member:0`) monitored every 10
 steps against that pair style alone (member 0 on every step: one model), and likewise the LLPR
 (its pair style alone runs the model alone; fix mdmonitor every 10 steps and every step), on
-the 96-atom slab and its 3 x 3 x 1 repeat (864 atoms), cases interleaved over rounds (not in
-quick); what MPI
-ranks gain on fcc Cu bulk (LLPR, 4000 and 13 500 atoms; quick: 864): one rank, two ranks, one
-rank with two threads, and the graph each rank evaluates against its local atoms.
+the slab's 3 x 3 x 1 repeat (864 atoms; --repeat 1 3 adds the 96-atom slab), cases interleaved
+over rounds (not in quick); what MPI ranks gain on fcc Cu bulk (LLPR, 4000 atoms, --cells for
+others; quick: 864): one rank, two ranks, one rank with two threads, and the graph each rank
+evaluates against its local atoms.
 
 Runs `examples/lammps/prepare.py` in a temporary directory (the bundled estimators exported and
 the 96-atom demo slab), then `examples/lammps/in.speed.lmp` (NVT at 600 K; a 10-step warm-up
@@ -19,12 +19,14 @@ The bulk cases run `examples/lammps/in.bulk_speed.lmp` (NVE, a 1-step warm-up ru
 timed run), the graph sizes from the pair style's log lines of the two-rank run.
 
 Then ASE against LAMMPS for the same estimator and slab (96, 864 and 3456 atoms), NVE, one thread
-each, with and without glibc's malloc keeping freed memory (mdmonitor.common.freed_memory):
+each, glibc's malloc keeping freed memory (mdmonitor.common.freed_memory; --keep-off adds the
+cases without):
 steps/s, steps per CPU second, page faults per step and the LAMMPS / ASE ratios, each code and
 model in its own process (this script with --nve-worker), interleaved over --rounds.
 
-    .venv/bin/python benchmarks/lammps_speed.py [--quick] [--json PATH] [--steps 100]
-        [--rounds N] [--driven-only] [--repeat 1 3] [--only plugin|ase|bulk]
+    .venv/bin/python benchmarks/lammps_speed.py [--quick] [--json PATH] [--steps 50]
+        [--rounds N] [--driven-only] [--repeat 3] [--cells 10] [--keep-off]
+        [--only plugin|ase|bulk]
 """
 
 from __future__ import annotations
@@ -128,14 +130,19 @@ def measure(directory: Path, model: str, steps: int, cases=CASES, repeat: int = 
     for (case, ranks, _), results in zip(cases, timings):
         result = sorted(results, key=lambda r: r["seconds"])[len(results) // 2]
         per_step = result["seconds"] / result["steps"]
-        baseline = rows[0][2] if rows else 1 / per_step
-        rows.append([case, ranks, 1 / per_step, baseline * per_step,
+        # a rank's CPU seconds per step (median over the rounds): what it would take with a
+        # core of its own
+        cpu = statistics.median(r["seconds"] * r["cpu_percent"] / 100 / r["steps"]
+                                for r in results)
+        baseline, cpu_baseline = (rows[0][2], rows[0][4]) if rows else (1 / per_step, cpu)
+        rows.append([case, ranks, 1 / per_step, baseline * per_step, cpu, cpu / cpu_baseline,
                      result["modify"] / result["steps"] * 1e3, result["modify_percent"], 1])
     n_atoms = 96 * repeat * repeat
     return table(f"{model}: {n_atoms}-atom Cu(100) slab, {steps} NVT steps"
                  + (f", median of {rounds} interleaved rounds" if rounds > 1 else ""),
-                 ["case", "MPI ranks", "steps/s", "time/step x plain", "Modify ms/step",
-                  "Modify % of loop", "OMP_NUM_THREADS"], rows)
+                 ["case", "MPI ranks", "steps/s", "time/step x plain", "CPU s/step per rank",
+                  "CPU time/step x plain", "Modify ms/step", "Modify % of loop",
+                  "OMP_NUM_THREADS"], rows)
 
 
 # ASE against LAMMPS: the same estimator on the same slab, NVE, one thread each
@@ -226,10 +233,12 @@ def nve_worker(spec: str) -> None:
                       for repeat, steps in spec["sizes"]]))
 
 
-def compare_with_ase(directory: Path, models: list[str], sizes: list, rounds: int) -> dict:
-    """ASE against LAMMPS, each with and without keeping freed memory: every case in its own
-    process, the cases interleaved, `rounds` times; medians over the rounds."""
-    cases = [(model, code, keep) for model in models for keep in (True, False)
+def compare_with_ase(directory: Path, models: list[str], sizes: list, rounds: int,
+                     keep_off: bool) -> dict:
+    """ASE against LAMMPS, keeping freed memory (as `mdmonitor md` and the plugin do) and with
+    `keep_off` also without: every case in its own process, the cases interleaved, `rounds`
+    times; medians over the rounds."""
+    cases = [(model, code, keep) for model in models for keep in (True, False)[:1 + keep_off]
              for code in ("ASE", "LAMMPS")]
     found = {case: [] for case in cases}
     for _ in range(rounds):
@@ -309,16 +318,22 @@ def measure_bulk(directory: Path, model: str, cells: int, steps: int) -> list[di
 def main(argv=None) -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--steps", type=int, default=None,
-                        help="steps of the timed run (default 100, quick 20)")
+                        help="steps of the timed run (default 50, quick 20)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="interleaved rounds of the driven-committee tables (default 3) and "
                              "of the ASE against LAMMPS cases (default 2, quick 1)")
     parser.add_argument("--driven-only", action="store_true",
                         help="only the tables of estimators paid when read (the driven "
                              "committee, the LLPR)")
-    parser.add_argument("--repeat", type=int, nargs="+", default=[1, 3],
-                        help="driven tables for the slab repeated N x N x 1 (default 1 3: 96 "
-                             "and 864 atoms)")
+    parser.add_argument("--repeat", type=int, nargs="+", default=[3],
+                        help="driven tables for the slab repeated N x N x 1 (default 3: 864 "
+                             "atoms; 1 for the 96-atom slab, whose every-10-steps cases the "
+                             "plugin's tables also have)")
+    parser.add_argument("--cells", type=int, nargs="+", default=[10],
+                        help="bulk tables for N^3 cubic fcc Cu cells (default 10: 4000 atoms; "
+                             "quick 6; `make benchmark-large` has 10^4 and 10^5 atoms)")
+    parser.add_argument("--keep-off", action="store_true",
+                        help="ASE against LAMMPS also without keeping freed memory")
     parser.add_argument("--only", choices=("plugin", "ase", "bulk"), default=None,
                         help="only the plugin's tables, only ASE against LAMMPS, or only the "
                              "plugin's bulk tables (what MPI ranks gain)")
@@ -326,7 +341,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.nve_worker:
         return nve_worker(args.nve_worker)
-    steps = args.steps or (20 if args.quick else 100)
+    steps = args.steps or (20 if args.quick else 50)
     models = ["llpr"] if args.quick else ["committee", "llpr"]
     sizes = [(repeat, max(3, NVE_STEPS[repeat] // 4) if args.quick else NVE_STEPS[repeat])
              for repeat in (NVE_REPEATS[:1] if args.quick else NVE_REPEATS)]
@@ -340,7 +355,7 @@ def main(argv=None) -> None:
         if plugin_tables and args.only != "bulk":
             tables += [measure(Path(directory), model, steps) for model in models]
         if plugin_tables:
-            for cells in ([6] if args.quick else [10, 15]):
+            for cells in ([6] if args.quick else args.cells):
                 tables += measure_bulk(Path(directory), "llpr", cells, BULK_STEPS)
         if driven_tables:
             subprocess.run([sys.executable, "-c", EXPORT_DRIVEN], cwd=directory, check=True)
@@ -351,7 +366,7 @@ def main(argv=None) -> None:
                                    args.rounds or 3) for repeat in args.repeat]
         if ase_tables:
             tables.append(compare_with_ase(Path(directory), models, sizes,
-                                           args.rounds or (1 if args.quick else 2)))
+                                           args.rounds or (1 if args.quick else 2), args.keep_off))
     plugin_notes = [
         "time/step x plain: against the pair style alone on one rank, first case of the "
         "same table; the repeated plain run at the end shows the run-to-run noise; the "
@@ -393,7 +408,8 @@ def main(argv=None) -> None:
         "per force call (LAMMPS's run does one more, in its setup); CPU time is the figure "
         "to compare when the machine is loaded",
         f"keep freed memory: glibc's malloc keeps freed memory in the process "
-        f"(mdmonitor.common.freed_memory; {KEEP_FREED_MEMORY}=0 for off)"]
+        f"(mdmonitor.common.freed_memory; {KEEP_FREED_MEMORY}=0 for off, --keep-off "
+        "adds those cases)"]
     notes = ((plugin_notes if plugin_tables else []) + (driven_notes if driven_tables else [])
              + (ase_notes if ase_tables else [])
              + [f"load average (1 / 5 / 15 min) before: {load_before}, after: "

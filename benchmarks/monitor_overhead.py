@@ -126,7 +126,7 @@ def main(argv=None) -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=None,
                         help="calls per median on the 96-atom slab (default 30, quick 6); "
-                             "a fifth of that, at least 1, on the large cell")
+                             "a tenth of that, at least 1, on the large cell")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     repeats = args.repeats or (6 if args.quick else 30)
@@ -149,7 +149,7 @@ def main(argv=None) -> None:
     tiled = {name: np.tile(values, len(large) // len(slab)) for name, values in atomic.items()}
     cases = [(f"{len(slab)}-atom Cu(100) slab (demo)", slab, atomic, repeats),
              (f"{len(large)}-atom Cu(100) slab (demo slab x {' x '.join(map(str, LARGE_REPEAT))})",
-              large, tiled, max(1, repeats // 5))]
+              large, tiled, max(1, repeats // 10))]
     tables = [table(f"{caption}, median of {n_calls} interleaved round{'s' * (n_calls > 1)}",
                     ["case", "ms per call", "x plain call", "x model alone", "torch threads"],
                     measure(atoms, values, plain, estimators, driven, n_calls))
