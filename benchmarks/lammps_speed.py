@@ -1,5 +1,5 @@
-"""LAMMPS speed with the mdmonitor plugin: the pair style alone, with fix mdmonitor, with ghost
-atoms, on one and two MPI ranks, for the committee and the LLPR (quick: LLPR, fewer steps); and
+"""LAMMPS speed with the mdmonitor plugin: the pair style alone and with fix mdmonitor, on one
+and two MPI ranks, for the committee and the LLPR (quick: LLPR, fewer steps); and
 the committee driven by its member 0 (exported with `--drive member:0`) monitored every 10
 steps against that pair style alone (member 0 on every step: one model), and likewise the LLPR
 (its pair style alone runs the model alone; fix mdmonitor every 10 steps and every step), on
@@ -55,7 +55,6 @@ CASES = [
     ("pair style alone", 1, {}),
     ("+ fix mdmonitor every step", 1, {"every": 1}),
     ("+ fix mdmonitor every 10 steps", 1, {"every": 10}),
-    ("pair style, ghosts yes", 1, {"ghosts": "yes"}),
     ("pair style alone", 2, {}),
     ("+ fix mdmonitor every step", 2, {"every": 1}),
     ("pair style alone (again)", 1, {}),
@@ -375,7 +374,7 @@ def main(argv=None) -> None:
         "fix mdmonitor (cutoff 4 A, threshold 0.1) in the others; on two ranks it also "
         "holds the wait for the slower rank in the fixes' communication (fix nvt's "
         "temperature sum, the monitor's ghost values and maximum)",
-        "one rank uses the periodic graph without ghost atoms; two ranks add the ghost atoms "
+        "one rank's graph holds its atoms only, with edges to their periodic images; two ranks add the ghost atoms "
         "within one edge (r_max = 4 A) of their atoms, whose node features each layer takes "
         "from the other rank (forward communication; their gradients go back by reverse "
         "communication)",

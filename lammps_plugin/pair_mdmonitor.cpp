@@ -1,19 +1,17 @@
 /* pair_style mdmonitor: see pair_mdmonitor.h and the README's LAMMPS section.
 
-   Graphs handed to the exported module (mdmonitor/lammps/export.py):
-   - periodic (one rank, default there): nodes are the local atoms only; an edge to a ghost
-     atom goes to the local atom it images, with the integer cell shift between the two;
-   - with ghost atoms (several ranks): nodes are the local atoms and every ghost atom within
-     one edge of them, the images of one atom merged into one node (edges carry the cell shifts
-     between images), local images into the local atom; edges are all pairs within r_max into a
-     local atom. Every layer updates the local atoms; before the next layer reads them, the
-     ghost nodes' features come from their owners (torch.ops.mdmonitor.exchange, registered
-     here: forward communication), and in the backward pass the gradients of those features go
-     back to the owners (reverse communication) before the owners' earlier layers. With chunks
-     on several ranks (each chunk a slab of the local atoms, whose halo other chunks' features
-     cannot fill in time) the graph reaches num_interactions edges instead, with the edges into
-     the atoms fewer edges away, and the model evaluates each layer where it reaches a local
-     energy (the halos again).
+   The graph handed to the exported module (mdmonitor/lammps/export.py): nodes are the local
+   atoms and every ghost atom within one edge of them, the images of one atom merged into one
+   node (edges carry the cell shifts between images), local images into the local atom, so on one
+   rank the nodes are the local atoms only; edges are all pairs within r_max into a local atom.
+   On several ranks every layer updates the local atoms; before the next layer reads them, the
+   ghost nodes' features come from their owners (torch.ops.mdmonitor.exchange, registered here:
+   forward communication), and in the backward pass the gradients of those features go back to
+   the owners (reverse communication) before the owners' earlier layers. With chunks on several
+   ranks (each chunk a slab of the local atoms, whose halo other chunks' features cannot fill in
+   time) the graph reaches num_interactions edges instead, with the edges into the atoms fewer
+   edges away, and the model evaluates each layer where it reaches a local energy (the halos
+   again).
    Forces on ghost atoms go back to their owners through LAMMPS's reverse communication
    (newton_pair on), and so do the module's force rows (a committee's member forces, the force
    LLPR's feature derivatives or sampled force sets) before the module's force_uncertainty
@@ -92,7 +90,7 @@ void register_exchange()
 PairMDMonitor::PairMDMonitor(LAMMPS *lmp) :
     Pair(lmp), r_max(0.0), num_interactions(0), exchange_width(0), num_members(0),
     num_force_rows(0), driven(false), on_request(false), uncertainty_flag(0),
-    uncertainty_step(-1), ghost_setting(GHOSTS_AUTO), chunk(0), with_ghosts(false),
+    uncertainty_step(-1), chunk(0), with_ghosts(false),
     graph_depth(1), with_exchange(false), nmax(0), uncertainty(nullptr), force_rows(nullptr),
     features(nullptr), comm_rows(nullptr), comm_columns(0)
 {
@@ -136,31 +134,21 @@ static std::string join_json_strings(const std::string &json, const std::string 
   return joined;
 }
 
-/* pair_style mdmonitor FILE [ghosts auto|yes|no] [chunk N] */
+/* pair_style mdmonitor FILE [chunk N] */
 
 void PairMDMonitor::settings(int narg, char **arg)
 {
   if (narg < 1) utils::missing_cmd_args(FLERR, "pair_style mdmonitor", error);
   model_file = arg[0];
   for (int iarg = 1; iarg < narg; iarg += 2) {
-    const bool is_chunk = strcmp(arg[iarg], "chunk") == 0;
-    if (strcmp(arg[iarg], "ghosts") != 0 && !is_chunk)
+    if (strcmp(arg[iarg], "chunk") != 0)
       error->all(FLERR, "Illegal pair_style mdmonitor command: unknown keyword '{}' "
-                 "(expected: ghosts, chunk)", arg[iarg]);
-    if (iarg + 1 >= narg)
-      utils::missing_cmd_args(FLERR, fmt::format("pair_style mdmonitor {}", arg[iarg]), error);
-    const std::string value = arg[iarg + 1];
-    if (is_chunk) {
-      chunk = utils::inumeric(FLERR, value, false, lmp);
-      if (chunk < 0)
-        error->all(FLERR, "Illegal pair_style mdmonitor command: chunk must be 0 (all atoms "
-                   "at once) or a number of atoms, not {}", chunk);
-    } else if (value == "auto") ghost_setting = GHOSTS_AUTO;
-    else if (value == "yes") ghost_setting = GHOSTS_YES;
-    else if (value == "no") ghost_setting = GHOSTS_NO;
-    else
-      error->all(FLERR, "Illegal pair_style mdmonitor command: ghosts must be auto, yes or no, "
-                 "not '{}'", value);
+                 "(expected: chunk)", arg[iarg]);
+    if (iarg + 1 >= narg) utils::missing_cmd_args(FLERR, "pair_style mdmonitor chunk", error);
+    chunk = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
+    if (chunk < 0)
+      error->all(FLERR, "Illegal pair_style mdmonitor command: chunk must be 0 (all atoms at "
+                 "once) or a number of atoms, not {}", chunk);
   }
 
   if (!platform::file_is_readable(model_file))
@@ -269,10 +257,8 @@ void PairMDMonitor::init_style()
     error->all(FLERR, "pair_style mdmonitor requires 'units metal' (the model works in eV and A)");
   if (!atom->tag_enable) error->all(FLERR, "pair_style mdmonitor requires atom IDs");
   if (comm->me == 0) check_type_masses();
-  if (ghost_setting == GHOSTS_NO && comm->nprocs > 1)
-    error->all(FLERR, "pair_style mdmonitor ghosts no works on one rank only ({} ranks here)",
-               comm->nprocs);
-  with_ghosts = ghost_setting == GHOSTS_YES || (ghost_setting == GHOSTS_AUTO && comm->nprocs > 1);
+  // on one rank every image of an atom is the atom itself: the graph has no ghost nodes
+  with_ghosts = comm->nprocs > 1;
   // on several ranks every layer updates the local atoms only and takes the ghost atoms' node
   // features from their owners, so the graph ends one edge beyond the local atoms; a chunk's
   // halo cannot wait for features other chunks compute later, so with chunks the graph holds
@@ -341,54 +327,14 @@ static void image_offset(const double *h_inv, const double *x, const double *ori
 
 /* periodic graph: local atoms only, edges to images through integer cell shifts */
 
-void PairMDMonitor::build_periodic_graph()
-{
-  const int nlocal = atom->nlocal;
-  double **x = atom->x;
-  const tagint *tag = atom->tag;
-  const double *h_inv = domain->h_inv;
-  std::unordered_map<tagint, int> local_of_tag(2 * nlocal);
-  for (int i = 0; i < nlocal; ++i) local_of_tag[tag[i]] = i;
-
-  graph.node_atom.resize(nlocal);
-  for (int i = 0; i < nlocal; ++i) graph.node_atom[i] = i;
-  graph.n_local = nlocal;
-  graph.senders.clear();
-  graph.receivers.clear();
-  graph.unit_shifts.clear();
-  const double cutsq_model = r_max * r_max;
-  for (int ii = 0; ii < list->inum; ++ii) {
-    const int i = list->ilist[ii];
-    const int *jlist = list->firstneigh[i];
-    for (int jj = 0; jj < list->numneigh[i]; ++jj) {
-      const int j = jlist[jj] & NEIGHMASK;
-      const double d[3] = {x[j][0] - x[i][0], x[j][1] - x[i][1], x[j][2] - x[i][2]};
-      if (d[0] * d[0] + d[1] * d[1] + d[2] * d[2] >= cutsq_model) continue;
-      int owner = j;
-      double shift[3] = {0.0, 0.0, 0.0};
-      if (j >= nlocal) {
-        auto found = local_of_tag.find(tag[j]);
-        if (found == local_of_tag.end())
-          error->one(FLERR, "pair_style mdmonitor: ghost atom {} has no local copy; the "
-                     "periodic graph needs one rank (use ghosts yes)", tag[j]);
-        owner = found->second;
-        image_offset(h_inv, x[j], x[owner], shift);
-      }
-      graph.senders.push_back(i);
-      graph.receivers.push_back(owner);
-      graph.unit_shifts.insert(graph.unit_shifts.end(), shift, shift + 3);
-    }
-  }
-}
-
-/* graph with ghost atoms: breadth-first from the local atoms over edges shorter than r_max, to
-   graph_depth edges from them, with the edges into the atoms fewer edges away.
+/* the graph: breadth-first from the local atoms over edges shorter than r_max, to graph_depth
+   edges from them, with the edges into the atoms fewer edges away.
    All images of one atom (one tag) are one node, at the first image reached (a local atom is
    its own first image); an edge from another image carries the integer cell shift between the
-   two, as in the periodic graph. So a dimension with one rank leaves no ghost node, and an atom
-   seen through several images is evaluated once. */
+   two. So a dimension with one rank leaves no ghost node (one rank: the local atoms with edges
+   to their periodic images), and an atom seen through several images is evaluated once. */
 
-void PairMDMonitor::build_ghost_graph()
+void PairMDMonitor::build_graph()
 {
   const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
   double **x = atom->x;
@@ -589,8 +535,7 @@ void PairMDMonitor::compute(int eflag, int vflag)
     error->all(FLERR, "pair_style mdmonitor does not compute per-atom virials");
   grow_peratom();
   const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
-  if (with_ghosts) build_ghost_graph();
-  else build_periodic_graph();
+  build_graph();
   const bool with_uncertainty = !on_request || uncertainty_flag;
   if (with_uncertainty && num_force_rows)
     for (int i = 0; i < nall; ++i)

@@ -1,4 +1,4 @@
-/* pair_style mdmonitor FILE [ghosts auto|yes|no] [chunk N]
+/* pair_style mdmonitor FILE [chunk N]
    Energies, forces and virial from an estimator exported by `mdmonitor export-lammps`
    (committee mean or single LLPR model), and its per-atom uncertainty (a committee's force
    spread, the LLPR's scale / sqrt(LPR) or, for its force target, the posterior force spread),
@@ -64,7 +64,6 @@ class PairMDMonitor : public Pair {
   torch::Tensor exchange_gradients(const torch::Tensor &node_gradients);
 
  protected:
-  enum { GHOSTS_AUTO, GHOSTS_YES, GHOSTS_NO };
   static constexpr double MASS_TOLERANCE = 0.01;    // relative, for the type masses
 
   torch::jit::Module model;
@@ -79,9 +78,8 @@ class PairMDMonitor : public Pair {
   bool on_request;                      // uncertainty only when asked (`drive` otherwise)
   int uncertainty_flag;                 // trigger: the uncertainty is read after this step
   bigint uncertainty_step;              // step of the values in `uncertainty` (-1: none)
-  int ghost_setting;                    // ghosts keyword
   int chunk;                            // chunk keyword: most local atoms per model call
-  bool with_ghosts;                     // graph with ghost atoms (else periodic edges)
+  bool with_ghosts;                     // graph with ghost nodes (several ranks)
   int graph_depth;                      // edges from the local atoms to the graph's last atoms
   bool with_exchange;                   // ghost atoms' node features from their owners
   std::vector<int64_t> species_of_type;    // model species of each atom type (1-based)
@@ -112,8 +110,7 @@ class PairMDMonitor : public Pair {
   void allocate();
   void check_type_masses();
   void grow_peratom();
-  void build_periodic_graph();
-  void build_ghost_graph();
+  void build_graph();
   void build_piece(const std::vector<int> &atoms);
   void evaluate(const Graph &g, bool with_uncertainty, torch::Tensor &sizes);
   void log_graph_sizes(const torch::Tensor &sizes);

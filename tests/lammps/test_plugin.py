@@ -84,7 +84,6 @@ def prepare(directory: Path, atoms, kind: str, pair_options: str = "") -> str:
     ("committee", "triclinic", 2, ""),
     ("committee", "slab", 3, ""),
     ("llpr", "slab", 3, ""),
-    ("llpr", "slab", 1, "ghosts yes"),
     ("llpr", "triclinic", 1, ""),
     # the model on at most N atoms per call: 3 chunks of 8 atoms, 2 of 6 on each of two ranks
     ("llpr", "slab", 1, "chunk 10"),
