@@ -5,6 +5,7 @@ the real `lmp` (under `mpirun`) and reading its output."""
 import atexit
 import functools
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -102,6 +103,12 @@ def relative_error(actual, expected):
 
 BIN = Path(sys.executable).parent
 NKTV2P = 1.6021765e6  # bar per eV/A^3, LAMMPS's metal-units constant
+
+
+def ctrl_c_ignored() -> None:
+    """Popen's preexec_fn: SIGINT ignored, as a shell starts `command &` in a script (and as its
+    children inherit it)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_lammps(script: str, directory: Path, ranks: int = 1, check: bool = True,

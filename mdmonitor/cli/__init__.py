@@ -4,7 +4,8 @@ fit-gmm), quality (calibrate, evaluate), labeling (label), selection (select), s
 (adversarial), lammps (export-lammps, lammps), learning (learn).
 
 Errors reach the user as one line and exit status 1, Ctrl-C as one line and status 130 (what
-shells report for SIGINT); `mdmonitor --debug COMMAND` or MDMONITOR_DEBUG=1 shows the traceback.
+shells report for SIGINT), and SIGTERM (`kill PID`) as Ctrl-C; `mdmonitor --debug COMMAND` or
+MDMONITOR_DEBUG=1 shows the traceback.
 
 `mdmonitor --threads N COMMAND` (default 1) sets the threads of every command's computations:
 torch's in this process and OMP_NUM_THREADS for it and the processes it starts (LAMMPS, training).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -96,8 +98,19 @@ def use_threads(threads: int, torch_here: bool = True) -> None:
         torch.set_num_threads(threads)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: a command stops as on Ctrl-C (its trainers killed, its Dask cluster closed, a
+    labeler's box filed first). `mdmonitor lammps` stops its labeler and threshold watcher so,
+    since a shell starts `command &` in a script with Ctrl-C ignored."""
+
+
+def _terminated(signum, frame):
+    raise Terminated
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         use_threads(args.threads, torch_here=getattr(args, "torch_here", True))
         return args.run(args)
@@ -111,3 +124,5 @@ def main(argv=None) -> int:
             raise
         print(f"mdmonitor {args.command}: error: {describe(err)}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        signal.signal(signal.SIGTERM, previous)

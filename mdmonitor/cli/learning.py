@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM: `learn` stops as on Ctrl-C (its trainers killed, its Dask cluster closed)."""
-
-
-def _terminated(signum, frame):
-    raise Terminated
 
 
 def add_commands(commands) -> None:
@@ -55,11 +46,7 @@ def _learn(args) -> int:
 
     config = load_config(args.config, generations=args.generations)
     keep_freed_memory()  # this process is ours: malloc keeps the MD's and the fits' tensors
-    previous = signal.signal(signal.SIGTERM, _terminated)
-    try:
-        rows = ActiveLearning(config).run()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    rows = ActiveLearning(config).run()
     for row in rows:
         mae = row.get("test_force_mae")
         print(f"generation {row['generation']}: "

@@ -60,18 +60,24 @@ class TornFrameCut(UserWarning):
 
 @contextmanager
 def interrupts_deferred():
-    """Hold Ctrl-C until the block ends, so a box is filed and counted as one step."""
+    """Hold Ctrl-C, and SIGTERM where Python handles it (the mdmonitor command), until the
+    block ends, so a box is filed and counted as one step; their handler runs then."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    held = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)
+            if callable(signal.getsignal(number))}
     received = []
-    previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
+    for number in held:
+        signal.signal(number, lambda *caught: received.append(caught))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in held.items():
+            signal.signal(number, handler)
     if received:
-        raise KeyboardInterrupt
+        number, frame = received[0]
+        held[number](number, frame)
 
 
 @dataclass

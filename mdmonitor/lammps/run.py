@@ -14,7 +14,6 @@ before LAMMPS starts and again whenever the calibration file changes.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -63,8 +62,10 @@ def _start_follower(followed: FollowedCalibration) -> tuple[subprocess.Popen | N
 
 
 def _stop(process: subprocess.Popen | None) -> None:
+    """End a watcher as on Ctrl-C, by SIGTERM: a shell starts `mdmonitor lammps ... &` in a
+    script with SIGINT ignored, and its children inherit that."""
     if process is not None:
-        process.send_signal(signal.SIGINT)
+        process.terminate()
         process.wait()
 
 

@@ -94,8 +94,9 @@ def describe(thresholds: ThresholdFile) -> str:
 
 
 def follow(thresholds: ThresholdFile, poll: float) -> None:
-    """Update `thresholds` every `poll` s until interrupted (Ctrl-C, SIGINT), printing each
-    write; a calibration that cannot be read is reported on stderr and the file kept."""
+    """Update `thresholds` every `poll` s until interrupted (Ctrl-C, or SIGTERM in the
+    mdmonitor command), printing each write; a calibration that cannot be read is reported on
+    stderr and the file kept."""
     try:
         while True:
             time.sleep(poll)

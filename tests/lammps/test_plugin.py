@@ -23,6 +23,7 @@ from mdmonitor.lammps.plugin import build, plugin_path
 from tests.lammps_support import (
     BIN,
     NKTV2P,
+    ctrl_c_ignored,
     exported,
     read_dump,
     read_thermo,
@@ -349,14 +350,17 @@ def test_examples_run(examples):
 
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_mdmonitor_lammps_labels_the_boxes_the_fix_extracts(examples, ranks):
-    """`mdmonitor lammps` (mpi4py) runs in.extract.lmp and labels its box with EMT meanwhile."""
+    """`mdmonitor lammps` (mpi4py) runs in.extract.lmp and labels its box with EMT meanwhile;
+    started with Ctrl-C ignored, as `mdmonitor lammps ... &` in a script, it still ends its
+    watching labeler (it hung when it stopped the labeler by SIGINT)."""
     shutil.rmtree(examples / "candidates", ignore_errors=True)
     command = [str(BIN / "mdmonitor"), "lammps", "in.extract.lmp", "-v", "steps", "10",
                "-v", "threshold", "0.03", "--label", "candidates",
                "--reference", "ase.calculators.emt:EMT"]
     if ranks > 1:
         command = [str(BIN / "mpirun"), "-np", str(ranks), *command]
-    done = subprocess.run(command, cwd=examples, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=examples, capture_output=True, text=True, timeout=600,
+                          preexec_fn=ctrl_c_ignored)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert [p.name for p in (examples / "candidates" / "done").iterdir()] == [
         "run_step000000010_atom0000095_s00.extxyz"]

@@ -3,7 +3,6 @@ calibration is refitted, and `mdmonitor lammps --calibration`, whose fix takes u
 LAMMPS runs."""
 
 import re
-import signal
 import subprocess
 import time
 import warnings
@@ -17,7 +16,7 @@ from mdmonitor.lammps.thresholds import ThresholdFile, describe
 from mdmonitor.monitor import CalibrationRefused
 from mdmonitor.quality.calibration import estimator_identity
 from mdmonitor.quality.error_maps import ErrorMap, Term
-from tests.lammps_support import BIN, exported, write_data
+from tests.lammps_support import BIN, ctrl_c_ignored, exported, write_data
 
 
 def calibration(llpr, alpha: float = 1.0, cutoff: float = 4.0, per_element=None) -> Calibration:
@@ -97,6 +96,8 @@ label done
 
 
 def test_mdmonitor_lammps_follows_a_calibration_refitted_while_it_runs(llpr, tmp_path):
+    """Started with Ctrl-C ignored, as `mdmonitor lammps ... &` in a script: it still ends its
+    threshold watcher (it hung when it stopped the watcher by SIGINT)."""
     plugin = build()
     assert plugin.is_file()
     write_data(demo_slab(), tmp_path / "slab.data")
@@ -108,7 +109,8 @@ def test_mdmonitor_lammps_follows_a_calibration_refitted_while_it_runs(llpr, tmp
     refit.save(tmp_path / "refit.json")
     done = subprocess.run([str(BIN / "mdmonitor"), "lammps", "in.lmp", "--calibration",
                            "run.json", "--error-threshold", "0.04", "--elements", "Cu"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          preexec_fn=ctrl_c_ignored)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     taken = re.findall(r"^fix mon mdmonitor: step 0: threshold set (\d) from thresholds.txt "
                        r"\(calibration (\w+), alpha map, 0.04 eV/A\): (\S+)$",
@@ -140,7 +142,8 @@ def test_mdmonitor_lammps_with_a_calibration_it_cannot_read_starts_no_lammps(tmp
 
 def test_the_watcher_writes_each_refit_and_keeps_the_file_on_a_bad_one(llpr, tmp_path):
     """`mdmonitor lammps-thresholds --watch`: a refit is written within a few polls; a
-    calibration file that cannot be read is reported on stderr and the thresholds kept."""
+    calibration file that cannot be read is reported on stderr and the thresholds kept; SIGTERM
+    ends it as Ctrl-C does (how `mdmonitor lammps` stops it)."""
     calibration(llpr, alpha=1.0).save(tmp_path / "run.json")
     watcher = subprocess.Popen([str(BIN / "mdmonitor"), "lammps-thresholds", "run.json",
                                 "--error-threshold", "0.04", "--elements", "Cu", "--watch",
@@ -154,7 +157,7 @@ def test_the_watcher_writes_each_refit_and_keeps_the_file_on_a_bad_one(llpr, tmp
         (tmp_path / "run.json").write_text("{not json")
         time.sleep(2.0)  # ten polls
     finally:
-        watcher.send_signal(signal.SIGINT)
+        watcher.terminate()
         out, err = watcher.communicate(timeout=60)
     assert watcher.returncode == 0, err
     assert "thresholds 0.08\n" in written.read_text()
