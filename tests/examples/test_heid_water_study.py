@@ -40,6 +40,9 @@ def test_both_strategies_ran_one_cycle_and_grew_the_test_set(study):
                                "highest energy"}
         assert all(len(v) == 2 and all(0 < x < 5 for x in v) for v in curves.values())
     assert report["test_boxes"] == 4  # pooled over both strategies
+    # goal 3's production MD (start and final models) ran its quick length
+    assert {run["steps"] for runs in report["stability"].values() for run in runs.values()} \
+        == {20}
 
 
 def test_boxes_are_half_the_volume_of_whole_waters_around_an_oxygen(study):

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import ase.io
 import numpy as np
@@ -77,6 +78,21 @@ def write_config(directory, data, **sections):
     path = directory / "learn.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+class StopBeforeTraining(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def stopped_before_training():
+    """A loop run inside this block stops where a generation's training would start (its
+    labels are in, its state says "train") with StopBeforeTraining, which the block expects."""
+    def stop(self, k, state):
+        raise StopBeforeTraining
+
+    with mock.patch.object(ActiveLearning, "_train", stop), pytest.raises(StopBeforeTraining):
+        yield
 
 
 KILLER = """

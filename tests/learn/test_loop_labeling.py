@@ -16,9 +16,12 @@ import pytest
 
 from mdmonitor.extraction.candidates import CandidateQueue
 from mdmonitor.learn import ActiveLearning, load_config
-from mdmonitor.learn.training import TrainingFailed
 from tests.learn.test_config import MINIMAL, write  # noqa: F401 (a fixture)
-from tests.learn.test_loop import data, write_config  # noqa: F401 (a fixture)
+from tests.learn.test_loop import (  # noqa: F401 (a fixture)
+    data,
+    stopped_before_training,
+    write_config,
+)
 
 ROOT = Path(__file__).parents[2]
 
@@ -57,17 +60,16 @@ def workers_left() -> set[str]:
 
 def test_two_workers_label_a_generation_as_the_loop_s_process_does_and_end_with_a_run_that_raises(
         tmp_path, data):
-    # both runs stop at the training, which fails (a real mace_run_train, a bad option): the
-    # labels are what is compared, and the LocalCluster must close with a run that raises (the
-    # loop's training once its labels are in is run by the next test)
-    failing = {"extra_args": ["--no_such_option"]}
+    # both runs stop where the training would start: the labels are what is compared, and the
+    # LocalCluster must close with a run that raises (the loop's training once its labels are
+    # in is run by the next test)
     before = workers_left()
-    dask = config_with(tmp_path / "dask", data, {"workers": 2}, training=failing)
-    with pytest.raises(TrainingFailed, match="no_such_option"):
+    dask = config_with(tmp_path / "dask", data, {"workers": 2})
+    with stopped_before_training():
         ActiveLearning(load_config(dask), progress=False).run()
     assert workers_left() - before == set()  # the LocalCluster closed with the run
-    in_process = config_with(tmp_path / "in-process", data, {}, training=failing)
-    with pytest.raises(TrainingFailed, match="no_such_option"):
+    in_process = config_with(tmp_path / "in-process", data, {})
+    with stopped_before_training():
         ActiveLearning(load_config(in_process), progress=False).run()
 
     generation = tmp_path / "dask" / "run" / "generation-000"
