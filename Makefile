@@ -45,7 +45,7 @@ TEST_WORKERS ?= 2
 test: setup
 	$(Q)$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-# the benchmark suite: every benchmark script, results in benchmarks/RESULTS.md (about 15 min);
+# the benchmark suite: every benchmark script, results in benchmarks/RESULTS.md (about 21 min);
 # benchmark-quick: a few minutes, into benchmarks/RESULTS-quick.md; benchmark-large: LAMMPS at
 # 10^3, 10^4 and 10^5 atoms on 1 and 2 ranks (benchmarks/lammps_large.py), into
 # benchmarks/RESULTS-large.md (about 40 min on two idle cores)
