@@ -61,7 +61,9 @@ class TornFrameCut(UserWarning):
 @contextmanager
 def interrupts_deferred():
     """Hold Ctrl-C, and SIGTERM where Python handles it (the mdmonitor command), until the
-    block ends, so a box is filed and counted as one step; their handler runs then."""
+    block ends, so a box is filed and counted as one step; then raise KeyboardInterrupt for
+    Ctrl-C (whatever handler a library installed, e.g. dask_jobqueue's sys.exit) or run the
+    SIGTERM handler."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -77,6 +79,8 @@ def interrupts_deferred():
             signal.signal(number, handler)
     if received:
         number, frame = received[0]
+        if number == signal.SIGINT:
+            raise KeyboardInterrupt
         held[number](number, frame)
 
 

@@ -162,7 +162,19 @@ def test_reference_from_module_and_class_with_parameters():
         parse_parameters(["xc"])
 
 
-def test_ctrl_c_while_a_box_is_filed_waits_until_it_is_filed_and_counted(tmp_path, monkeypatch):
+@pytest.fixture(params=["python's", "sys.exit"])
+def ctrl_c_handler(request):
+    """SIGINT's handler during the test: Python's, or one that calls sys.exit, as
+    dask_jobqueue installs when it is imported."""
+    handler = signal.default_int_handler if request.param == "python's" else (
+        lambda *_: sys.exit())
+    previous = signal.signal(signal.SIGINT, handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_while_a_box_is_filed_waits_until_it_is_filed_and_counted(tmp_path, monkeypatch,
+                                                                         ctrl_c_handler):
     queue, names = queue_with_boxes(tmp_path, centres=(0, 50))
     move = CandidateQueue.move
 
