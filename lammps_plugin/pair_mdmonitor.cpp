@@ -325,8 +325,6 @@ static void image_offset(const double *h_inv, const double *x, const double *ori
   offset[2] = std::nearbyint(h_inv[2] * dx[2]);
 }
 
-/* periodic graph: local atoms only, edges to images through integer cell shifts */
-
 /* the graph: breadth-first from the local atoms over edges shorter than r_max, to graph_depth
    edges from them, with the edges into the atoms fewer edges away.
    All images of one atom (one tag) are one node, at the first image reached (a local atom is

@@ -100,8 +100,9 @@ def use_threads(threads: int, torch_here: bool = True) -> None:
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM: a command stops as on Ctrl-C (its trainers killed, its Dask cluster closed, a
-    labeler's box filed first). `mdmonitor lammps` stops its labeler and threshold watcher so,
-    since a shell starts `command &` in a script with Ctrl-C ignored."""
+    labeler's box filed first). `mdmonitor lammps` stops its labeler and threshold watcher by
+    SIGTERM: a shell starts `command &` in a script with SIGINT ignored, and children inherit
+    that."""
 
 
 def _terminated(signum, frame):
