@@ -4,6 +4,7 @@ the real `lmp` (under `mpirun`) and reading its output."""
 
 import atexit
 import functools
+import os
 import shutil
 import signal
 import subprocess
@@ -114,14 +115,17 @@ def ctrl_c_ignored() -> None:
 def run_lammps(script: str, directory: Path, ranks: int = 1, check: bool = True,
                variables: dict | None = None) -> subprocess.CompletedProcess:
     """Run `script` with the `lmp` console script (which finds the plugin through its entry
-    point), under `mpirun -np ranks` when ranks > 1; screen output in .stdout."""
+    point), under `mpirun -np ranks` when ranks > 1, torch on one thread per rank (on more, MKL
+    picks its threads by the machine's load, and the last bits with them); screen output in
+    .stdout."""
     (directory / "in.lmp").write_text(script)
     command = [str(BIN / "lmp"), "-in", "in.lmp", "-log", "log.lammps"]
     for name, value in (variables or {}).items():
         command += ["-var", name, str(value)]
     if ranks > 1:
         command = [str(BIN / "mpirun"), "-np", str(ranks), *command]
-    done = subprocess.run(command, cwd=directory, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=directory, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     if check and done.returncode != 0:
         raise AssertionError(f"LAMMPS failed ({done.returncode}):\n{done.stdout[-3000:]}"
                              f"\n{done.stderr[-2000:]}")
