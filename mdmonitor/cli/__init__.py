@@ -87,14 +87,15 @@ def describe(err: Exception) -> str:
             f"`mdmonitor --debug ...`)")
 
 
-def use_threads(threads: int, torch_here: bool = True) -> None:
-    """Run this process's computations on `threads` threads: OMP_NUM_THREADS (read by libtorch
-    and OpenMP when they load, and inherited by the processes the command starts) and, with
-    `torch_here`, torch.set_num_threads. Only for the CLI's own process."""
+def use_threads(threads: int) -> None:
+    """Run this process's computations on `threads` threads: OMP_NUM_THREADS (read by torch,
+    libtorch and OpenMP when they load, and inherited by the processes the command starts) and,
+    if torch is loaded already, torch.set_num_threads. Only for the CLI's own process. It loads
+    no torch: `label` may not need it (2 s), and in `lammps` torch loaded before LAMMPS would
+    change which BLAS the plugin binds to (README, "LAMMPS against ASE")."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    if torch_here:
-        import torch
-
+    torch = sys.modules.get("torch")
+    if torch is not None:
         torch.set_num_threads(threads)
 
 
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        use_threads(args.threads, torch_here=getattr(args, "torch_here", True))
+        use_threads(args.threads)
         return args.run(args)
     except KeyboardInterrupt:
         if debugging(args):

@@ -68,9 +68,7 @@ def add_commands(commands) -> None:
     thresholds.add_argument("--poll", type=POSITIVE, default=FOLLOW_POLL,
                             help=f"seconds between reads with --watch (default {FOLLOW_POLL:g})")
     export.set_defaults(run=_export_lammps)
-    # --threads reaches the plugin's libtorch through OMP_NUM_THREADS: importing torch here,
-    # before LAMMPS, would change which BLAS it binds to (README, "LAMMPS against ASE")
-    run.set_defaults(run=_lammps, torch_here=False)
+    run.set_defaults(run=_lammps)
     thresholds.set_defaults(run=_lammps_thresholds)
 
 

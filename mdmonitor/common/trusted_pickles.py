@@ -15,8 +15,18 @@ from __future__ import annotations
 import os
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 
 FLAG = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+
+
+class ModelFileChanged(ValueError):
+    """A model file whose SHA-256 is not the one recorded for it (refused before loading)."""
+
+    def __init__(self, path: Path, expected: str, found: str):
+        super().__init__(f"MACE model file '{path}' has SHA-256 {found}, not the recorded "
+                         f"{expected}: refused without loading it")
+        self.path, self.expected, self.found = path, expected, found
 
 
 @contextmanager

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..common.atomic_files import replaced_atomically
-from .mace_model import MaceModel, ModelFileChanged
+from ..common.trusted_pickles import ModelFileChanged
+from .mace_model import MaceModel
 
 MODEL_KEYS = ("model_file", "model_sha256", "head")  # how an estimator file names its model
 COMMANDS = {"llpr": "mdmonitor fit-llpr", "ltau": "mdmonitor fit-ltau",

@@ -18,17 +18,8 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from ..common.geometry import check_structure
 from ..common.mace_imports import mace_data, torch_geometric, torch_tools, utils
-from ..common.trusted_pickles import trusted_pickle_loads
+from ..common.trusted_pickles import ModelFileChanged, trusted_pickle_loads
 from .prediction import check_output
-
-
-class ModelFileChanged(ValueError):
-    """A model file whose SHA-256 is not the one recorded for it (refused before loading)."""
-
-    def __init__(self, path: Path, expected: str, found: str):
-        super().__init__(f"MACE model file '{path}' has SHA-256 {found}, not the recorded "
-                         f"{expected}: refused without loading it")
-        self.path, self.expected, self.found = path, expected, found
 
 
 @dataclass

@@ -49,7 +49,7 @@ def calculator_from_files(model_files, sha256=None) -> ForceFieldCalculator:
     """The relaxation calculator of MACE model files: their committee mean, or the one model.
 
     sha256: the hex SHA-256 recorded for each file; a file whose bytes differ is refused before
-    it is loaded (mace_model.ModelFileChanged), as loading a model file runs its pickled code.
+    it is loaded (trusted_pickles.ModelFileChanged), as loading a model file runs its pickled code.
     """
     from ..estimators.committee import Committee
     from ..estimators.mace_model import MaceModel

@@ -34,7 +34,7 @@ from ase.calculators.calculator import Calculator
 from distributed.scheduler import KilledWorker
 from tqdm.auto import tqdm
 
-from ..estimators.mace_model import ModelFileChanged
+from ..common.trusted_pickles import ModelFileChanged
 from ..extraction.candidates import CandidateQueue, CorruptBox, extxyz_text, read_box
 from ..extraction.extractor import limits_of, relax_and_assess
 from ..extraction.relaxation import calculator_from_files

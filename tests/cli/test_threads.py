@@ -16,8 +16,9 @@ from mdmonitor import cli
 from mdmonitor.cli import {module}
 
 def report(args):
-    torch = sys.modules.get("torch")
-    print(torch.get_num_threads() if torch else "torch not loaded", os.environ["OMP_NUM_THREADS"])
+    loaded = "torch" in sys.modules
+    import torch  # (as the command's work would, or its plugin's libtorch)
+    print(loaded, torch.get_num_threads(), os.environ["OMP_NUM_THREADS"])
     return 0
 
 {module}.{function} = report
@@ -26,8 +27,9 @@ sys.exit(cli.main(sys.argv[1:]))
 
 
 def threads_seen(module: str, function: str, *argv: str, omp: str = "3") -> list[str]:
-    """What the command's process reports: torch's threads and OMP_NUM_THREADS (started with
-    OMP_NUM_THREADS=`omp`, so that torch's own default is not 1)."""
+    """What the command's process reports: whether torch was loaded before its work, torch's
+    threads and OMP_NUM_THREADS (started with OMP_NUM_THREADS=`omp`, so that torch's own default
+    is not 1)."""
     env = {**os.environ, "OMP_NUM_THREADS": omp,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-c", HOOK.format(module=module, function=function),
@@ -41,19 +43,25 @@ MD = ("monitoring", "_md", "md", "start.extxyz", "--llpr", "llpr.npz")
 
 def test_threads_option_sets_torch_threads_of_the_command_process():
     module, function, *command = MD
-    assert threads_seen(module, function, "--threads", "2", *command) == ["2", "2"]
+    assert threads_seen(module, function, "--threads", "2", *command)[1:] == ["2", "2"]
 
 
 def test_commands_run_on_one_thread_by_default():
     module, function, *command = MD
-    assert threads_seen(module, function, *command) == ["1", "1"]
+    assert threads_seen(module, function, *command)[1:] == ["1", "1"]
     assert threads_seen("sampling", "_adversarial", "adversarial", "start.extxyz", "--llpr",
-                        "llpr.npz") == ["1", "1"]
+                        "llpr.npz")[1:] == ["1", "1"]
 
 
 def test_lammps_command_gives_its_threads_to_the_plugin_without_loading_torch_first():
     assert threads_seen("lammps", "_lammps", "--threads", "2", "lammps", "in.lmp") == [
-        "torch", "not", "loaded", "2"]
+        "False", "2", "2"]
+
+
+def test_label_command_starts_without_torch_and_gives_it_its_threads():
+    assert threads_seen("labeling", "_label", "--threads", "2", "label", "queue",
+                        "--reference", "ase.calculators.emt:EMT") == [
+        "False", "2", "2"]
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "two"])

@@ -13,7 +13,8 @@ from mace.tools.scripts_utils import LRScheduler
 
 from mdmonitor import LastLayerLPR
 from mdmonitor.estimators.ltau import log_training_errors
-from mdmonitor.estimators.mace_model import MaceModel, ModelFileChanged
+from mdmonitor.common.trusted_pickles import ModelFileChanged
+from mdmonitor.estimators.mace_model import MaceModel
 from tests.pickled_code import file_sha256, save_code_pickle
 
 

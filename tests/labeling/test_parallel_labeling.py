@@ -16,7 +16,7 @@ import pytest
 from ase.calculators.emt import EMT
 
 from mdmonitor.extraction.candidates import STAGES
-from mdmonitor.labeling.labeler import Labeler
+from mdmonitor.labeling.labeler import Labeler, label_box, open_pool
 from mdmonitor.labeling.reference import Reference
 from mdmonitor.labeling.workers import DaskWorkers, kill_this_process
 from tests.labeling.references import Dies, position_sum
@@ -55,6 +55,22 @@ def test_workers_label_every_box_once_with_the_reference_labels(tmp_path):
         assert frame.info["REF_energy"] == pytest.approx(direct.get_potential_energy(), abs=1e-6)
         np.testing.assert_allclose(frame.arrays["REF_forces"], direct.get_forces(), atol=1e-6)
         assert frame.info["labeled_with"] == "ase.calculators.emt:EMT"
+
+
+def test_a_worker_labels_a_box_without_importing_torch_or_mace(tmp_path):
+    """Workers import the labeler as they start (and again after each restart); a box that
+    needs no relaxation is labeled without torch or mace, whose import costs 5 s of CPU."""
+    queue, names = queue_with_boxes(tmp_path, centres=(0,))
+    pool = open_pool(workers=1)
+    try:
+        outcome = pool.client.submit(label_box, str(queue.path("pending", names[0])),
+                                     Reference("ase.calculators.emt:EMT"), "EMT", None).result()
+        assert outcome.failure == "" and not outcome.relaxed
+        assert "REF_forces" in outcome.box.arrays
+        loaded = pool.client.run(lambda: sorted({"torch", "mace"} & set(sys.modules)))
+        assert list(loaded.values()) == [[]]
+    finally:
+        pool.close()
 
 
 @pytest.mark.parametrize("behaviour, reason, attempts", [
