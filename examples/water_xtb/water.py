@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from ase.build import molecule
-from ase.geometry import get_distances
 from scipy.spatial.transform import Rotation
 
 WATER_MASS = 18.015  # g/mol
@@ -36,6 +35,17 @@ def cube_length(n_molecules: int, density: float) -> float:
     return (n_molecules * WATER_MASS / AVOGADRO / density * 1e24) ** (1 / 3)
 
 
+def closest_approach(positions: np.ndarray, others: np.ndarray, length: float) -> float:
+    """Smallest minimum-image distance (A) between `positions` and `others` in a periodic cube
+    of edge `length` (A); inf without others. (ase.geometry.get_distances, for any cell, made
+    packing 24 waters at 1.25 g/cm3 3x slower: 5.4 s against 1.7 s.)"""
+    if len(others) == 0:
+        return np.inf
+    d = positions[:, None, :] - others[None, :, :]
+    d -= length * np.round(d / length)
+    return float(np.sqrt((d * d).sum(axis=2).min()))
+
+
 def water_box(n_molecules: int, density: float, rng: np.random.Generator,
               min_distance: float = MIN_DISTANCE) -> Atoms:
     """`n_molecules` randomly placed and oriented waters in a periodic cube of `density` (g/cm3),
@@ -51,8 +61,7 @@ def water_box(n_molecules: int, density: float, rng: np.random.Generator,
         water = template.copy()
         water.positions = Rotation.random(random_state=rng.integers(2**31)).apply(
             water.positions) + rng.uniform(0, length, 3)
-        if len(box) == 0 or get_distances(water.positions, box.positions, cell=box.cell,
-                                          pbc=True)[1].min() >= min_distance:
+        if closest_approach(water.positions, box.positions, length) >= min_distance:
             box += water
     raise RuntimeError(f"could not pack {n_molecules} waters at {density} g/cm3")
 
