@@ -1,5 +1,7 @@
 """Shared fixtures: the real bundled tiny MACE models and small Cu structures."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +11,11 @@ import mdmonitor
 from mdmonitor import LTAU, Committee, LastLayerLPR, LatentGMM
 
 # One torch thread: the test models are tiny, and with two threads a busy second core slowed
-# force calls 5-25 fold (measured); LAMMPS runs likewise set OMP_NUM_THREADS=1.
+# force calls 5-25 fold (measured). The processes the tests start (examples, mace trainers,
+# LAMMPS runs) likewise run on one: the Langevin example took 45 s of CPU on two threads for
+# the 29 s it takes on one.
 torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
 
 
 # The test files that take longest (measured with --durations=0 in a whole run under load about

@@ -61,8 +61,7 @@ def workers_left() -> set[str]:
 def test_two_workers_label_a_generation_as_the_loop_s_process_does_and_end_with_a_run_that_raises(
         tmp_path, data):
     # both runs stop where the training would start: the labels are what is compared, and the
-    # LocalCluster must close with a run that raises (the loop's training once its labels are
-    # in is run by the next test)
+    # LocalCluster must close with a run that raises
     before = workers_left()
     dask = config_with(tmp_path / "dask", data, {"workers": 2})
     with stopped_before_training():
@@ -115,7 +114,8 @@ def test_a_loop_killed_while_its_workers_label_is_resumed_without_a_box_labeled_
     assert held
 
     before = workers_left()
-    ActiveLearning(load_config(config), progress=False).run()
+    with stopped_before_training():  # (the labels are what is checked)
+        ActiveLearning(load_config(config), progress=False).run()
     assert workers_left() - before == set()
     queue = CandidateQueue(generation / "candidates")
     boxes = sorted(p.name for p in queue.boxes("done"))
