@@ -88,12 +88,13 @@ def describe(err: Exception) -> str:
 
 
 def use_threads(threads: int) -> None:
-    """Run this process's computations on `threads` threads: OMP_NUM_THREADS (read by torch,
-    libtorch and OpenMP when they load, and inherited by the processes the command starts) and,
-    if torch is loaded already, torch.set_num_threads. Only for the CLI's own process. It loads
+    """Run this process's computations on `threads` threads: OMP_NUM_THREADS and
+    MKL_NUM_THREADS (read by torch, libtorch and OpenMP when they load, the lower one winning,
+    and inherited by the processes the command starts) and, if torch is loaded already,
+    torch.set_num_threads. Only for the CLI's own process. It loads
     no torch: `label` may not need it (2 s), and in `lammps` torch loaded before LAMMPS would
     change which BLAS the plugin binds to (README, "LAMMPS against ASE")."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)

@@ -154,11 +154,19 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+# what relaxing a box's border imports: torch and MACE (5 s of CPU)
+RELAXATION_MODULE = "mdmonitor.estimators.committee"
+
+
 def open_pool(workers: int | None = None, threads_per_worker: int = 1,
-              scheduler: str | None = None, log_file: str | Path | None = None):
+              scheduler: str | None = None, log_file: str | Path | None = None,
+              timeout: float | None = None):
     """Where boxes are labeled (workers.labeling_pool), the Dask workers importing this module
-    as they start; `close()` it when done."""
-    return labeling_pool(workers, threads_per_worker, scheduler, preload=__name__,
+    as they start; `close()` it when done. With the labeler's `timeout` they also import torch
+    and MACE as they start, which would otherwise count against the first box that needs its
+    border relaxed."""
+    preload = (__name__,) + ((RELAXATION_MODULE,) if timeout is not None else ())
+    return labeling_pool(workers, threads_per_worker, scheduler, preload=preload,
                          log_file=log_file)
 
 
@@ -252,7 +260,7 @@ class Labeler:
             self._catch_up_with_dataset()
         self.claims.forget_finished({p.name for p in self.queue.boxes("pending")})
         opening = time.time()
-        pool = (open_pool(**self.pool_settings, log_file=self.dask_log)
+        pool = (open_pool(**self.pool_settings, log_file=self.dask_log, timeout=self.timeout)
                 if self.pool is None else self.pool)
         self.summary.started = time.time()
         if self.pool is None:

@@ -111,7 +111,7 @@ class LogToFile(WorkerPlugin):
 class DaskWorkers:
     """Labels on Dask workers: a LocalCluster of `workers` processes (each calculation may use
     `threads_per_worker` threads: OMP_NUM_THREADS of the worker) or the cluster of `scheduler`;
-    each worker imports module `preload` as it starts; the workers of our LocalCluster log to
+    each worker imports the modules `preload` as it starts; the workers of our LocalCluster log to
     `log_file`, if given, instead of stderr.
 
     A worker that dies in mid-calculation fails that calculation at once (KilledWorker), so the
@@ -120,11 +120,12 @@ class DaskWorkers:
     """
 
     def __init__(self, workers: int | None = None, threads_per_worker: int = 1,
-                 scheduler: str | None = None, preload: str | None = None,
+                 scheduler: str | None = None, preload: tuple[str, ...] = (),
                  wait_for_workers: float = 300.0, connect_timeout: float = 30.0,
                  log_file: str | os.PathLike | None = None):
         from distributed import Client, LocalCluster
 
+        self._environ: dict[str, str | None] = {}
         if scheduler is not None:
             self.cluster = None
             try:
@@ -134,6 +135,7 @@ class DaskWorkers:
                                    f"{err}") from err
         else:
             threads = str(threads_per_worker)
+            self._environ = saved_environ()
             self.cluster = LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True,
                 # (a random port for the scheduler's web page: two labelers on one host
@@ -141,13 +143,13 @@ class DaskWorkers:
                 dashboard_address=":0", scheduler_kwargs={"allowed_failures": 0},
                 env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
                      "OPENBLAS_NUM_THREADS": threads},
-                preload=[preload] if preload else [])  # (imported before a worker joins)
+                preload=list(preload))  # (imported before a worker joins)
             self.client = Client(self.cluster)
         self.patience = wait_for_workers
         self.restart_grace = RESTART_GRACE
         try:
-            if preload and scheduler is not None:
-                self.client.register_plugin(Preload(preload), name=f"preload-{preload}")
+            for module in preload if scheduler is not None else ():
+                self.client.register_plugin(Preload(module), name=f"preload-{module}")
             if log_file is not None and self.cluster is not None:  # (a user's workers: theirs)
                 self.client.register_plugin(LogToFile(log_file), name="mdmonitor-log")
             self.wait_for_slots()
@@ -222,6 +224,27 @@ class DaskWorkers:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+        restore_environ(self._environ)
+
+
+def saved_environ() -> dict[str, str | None]:
+    """This process's values (None: unset) of the variables a LocalCluster's nannies set in it
+    for good before they spawn a worker (Dask's pre-spawn environment: MALLOC_TRIM_THRESHOLD_,
+    OMP_NUM_THREADS=1, ..., PYTHONHASHSEED, and __DASK_PARENT_PID), for `restore_environ` when
+    the cluster closes."""
+    import dask
+
+    names = [*dask.config.get("distributed.nanny.pre-spawn-environ", {}), "PYTHONHASHSEED",
+             "__DASK_PARENT_PID"]
+    return {name: os.environ.get(name) for name in names}
+
+
+def restore_environ(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def check_pool_settings(workers: int | None = None, threads_per_worker: int = 1,
@@ -246,10 +269,10 @@ def check_pool_settings(workers: int | None = None, threads_per_worker: int = 1,
 
 
 def labeling_pool(workers: int | None = None, threads_per_worker: int = 1,
-                  scheduler: str | None = None, preload: str | None = None,
+                  scheduler: str | None = None, preload: tuple[str, ...] = (),
                   log_file: str | os.PathLike | None = None):
     """Where to label: this process (no workers, no scheduler) or a Dask cluster whose workers
-    import module `preload` as they start (and those of a LocalCluster log to `log_file`)."""
+    import the modules `preload` as they start (and those of a LocalCluster log to `log_file`)."""
     check_pool_settings(workers, threads_per_worker, scheduler)
     if workers is None and scheduler is None:
         return InProcess()

@@ -344,11 +344,12 @@ class ActiveLearning:
 
     def _labeling_pool(self):
         """This run's pool of [labeling] workers (or this process), started once: a LocalCluster
-        takes 5-15 s to start, so it serves every generation until `run` ends."""
+        takes seconds to start, so it serves every generation until `run` ends."""
         if self._pool is None:
             labeling = self.config["labeling"]
             self._pool = open_pool(labeling["workers"], labeling["threads_per_worker"],
-                                   labeling["scheduler"], log_file=self.root / "labeling.log")
+                                   labeling["scheduler"], log_file=self.root / "labeling.log",
+                                   timeout=labeling["timeout"])
         return self._pool
 
     def _needs_checkpoints(self) -> bool:

@@ -29,8 +29,8 @@ sys.exit(cli.main(sys.argv[1:]))
 def threads_seen(module: str, function: str, *argv: str, omp: str = "3") -> list[str]:
     """What the command's process reports: whether torch was loaded before its work, torch's
     threads and OMP_NUM_THREADS (started with OMP_NUM_THREADS=`omp`, so that torch's own default
-    is not 1)."""
-    env = {**os.environ, "OMP_NUM_THREADS": omp,
+    is not 1, and MKL_NUM_THREADS=1, as a shell or a Dask nanny's parent may have it)."""
+    env = {**os.environ, "OMP_NUM_THREADS": omp, "MKL_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-c", HOOK.format(module=module, function=function),
                            *argv], capture_output=True, text=True, env=env, timeout=300)

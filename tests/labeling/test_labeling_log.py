@@ -3,6 +3,7 @@ box, and Dask's own log (a "Compute Failed" traceback in the middle of the progr
 QUEUE/labeling.log instead, unless `mdmonitor --debug label` asks for it."""
 
 import logging
+import os
 import subprocess
 
 from mdmonitor.labeling.labeler import Labeler
@@ -46,14 +47,19 @@ def test_debug_shows_dask_s_log(tmp_path):
     assert not (queue.root / "labeling.log").exists()
 
 
-def test_the_labeler_restores_dask_s_logging_in_this_process(tmp_path):
+def test_the_labeler_restores_dask_s_logging_and_the_environment_in_this_process(
+        tmp_path, monkeypatch):
     queue, names = queue_with_boxes(tmp_path, centres=(0,))
     logger = logging.getLogger("distributed")
     before = logger.handlers[:], logger.level, logger.propagate
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # (Dask's nannies set 1 in their process)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    environment = dict(os.environ)
     lines = []
     summary = Labeler(queue, Reference(f"{REFERENCES}:Raises"), workers=1, retries=0,
                       dask_log=tmp_path / "dask.log", say=lines.append).run(progress=False)
     assert list(summary.failed) == names and lines == [
         f"{names[0]}: failed, moved to failed/: {reason(names[0])} (attempt 1 of 1)"]
     assert (logger.handlers, logger.level, logger.propagate) == before
+    assert dict(os.environ) == environment
     assert "Compute Failed" in (tmp_path / "dask.log").read_text()

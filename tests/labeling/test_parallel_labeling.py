@@ -57,18 +57,21 @@ def test_workers_label_every_box_once_with_the_reference_labels(tmp_path):
         assert frame.info["labeled_with"] == "ase.calculators.emt:EMT"
 
 
-def test_a_worker_labels_a_box_without_importing_torch_or_mace(tmp_path):
+@pytest.mark.parametrize("timeout, imported", [(None, []), (60.0, ["mace", "torch"])])
+def test_a_worker_imports_torch_and_mace_as_it_starts_only_for_a_timeout(
+        tmp_path, timeout, imported):
     """Workers import the labeler as they start (and again after each restart); a box that
-    needs no relaxation is labeled without torch or mace, whose import costs 5 s of CPU."""
+    needs no relaxation is labeled without torch or mace, whose import costs 5 s of CPU. With
+    a timeout they import them as they start: on the first box to relax, it would count."""
     queue, names = queue_with_boxes(tmp_path, centres=(0,))
-    pool = open_pool(workers=1)
+    pool = open_pool(workers=1, timeout=timeout)
     try:
         outcome = pool.client.submit(label_box, str(queue.path("pending", names[0])),
                                      Reference("ase.calculators.emt:EMT"), "EMT", None).result()
         assert outcome.failure == "" and not outcome.relaxed
         assert "REF_forces" in outcome.box.arrays
         loaded = pool.client.run(lambda: sorted({"torch", "mace"} & set(sys.modules)))
-        assert list(loaded.values()) == [[]]
+        assert list(loaded.values()) == [imported]
     finally:
         pool.close()
 
