@@ -17,6 +17,8 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+from .environment import restore_environ, saved_environ
+
 FLAG = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
 
 
@@ -34,14 +36,11 @@ def trusted_pickle_loads():
     """Within the block, torch.load without a weights_only argument unpickles, and torch's
     warning about it is silenced; afterwards the environment variable and the warning filters
     are exactly the caller's again. Unpickling runs code: use it only for trusted files."""
-    saved = os.environ.get(FLAG)
+    saved = saved_environ([FLAG])
     os.environ[FLAG] = "1"
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=f"Environment variable {FLAG}")
             yield
     finally:
-        if saved is None:
-            os.environ.pop(FLAG, None)
-        else:
-            os.environ[FLAG] = saved
+        restore_environ(saved)

@@ -21,6 +21,8 @@ import psutil
 from distributed.core import Status
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from ..common.environment import restore_environ, saved_environ
+
 # Memory a worker of our LocalCluster needs: one that has imported torch, MACE and ASE holds
 # 0.5 GB (measured: 496 MB resident, 305 MB of it its own); the rest is for a box's relaxation
 # model and a light reference. A DFT code needs more: give fewer workers.
@@ -111,8 +113,8 @@ class LogToFile(WorkerPlugin):
 class DaskWorkers:
     """Labels on Dask workers: a LocalCluster of `workers` processes (each calculation may use
     `threads_per_worker` threads: OMP_NUM_THREADS of the worker) or the cluster of `scheduler`;
-    each worker imports the modules `preload` as it starts; the workers of our LocalCluster log to
-    `log_file`, if given, instead of stderr.
+    each worker imports the modules `preload` as it starts; the workers of our LocalCluster log
+    to `log_file`, if given, instead of stderr.
 
     A worker that dies in mid-calculation fails that calculation at once (KilledWorker), so the
     labeler counts it as one attempt (a scheduler of our own is told to allow no silent
@@ -135,7 +137,7 @@ class DaskWorkers:
                                    f"{err}") from err
         else:
             threads = str(threads_per_worker)
-            self._environ = saved_environ()
+            self._environ = saved_environ(nanny_environ())  # (put back by close)
             self.cluster = LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True,
                 # (a random port for the scheduler's web page: two labelers on one host
@@ -227,24 +229,14 @@ class DaskWorkers:
         restore_environ(self._environ)
 
 
-def saved_environ() -> dict[str, str | None]:
-    """This process's values (None: unset) of the variables a LocalCluster's nannies set in it
-    for good before they spawn a worker (Dask's pre-spawn environment: MALLOC_TRIM_THRESHOLD_,
-    OMP_NUM_THREADS=1, ..., PYTHONHASHSEED, and __DASK_PARENT_PID), for `restore_environ` when
-    the cluster closes."""
+def nanny_environ() -> list[str]:
+    """The variables a LocalCluster's nannies set for good in the process that starts them,
+    before they spawn a worker (Dask's pre-spawn environment: MALLOC_TRIM_THRESHOLD_,
+    OMP_NUM_THREADS=1, ..., PYTHONHASHSEED, and __DASK_PARENT_PID)."""
     import dask
 
-    names = [*dask.config.get("distributed.nanny.pre-spawn-environ", {}), "PYTHONHASHSEED",
-             "__DASK_PARENT_PID"]
-    return {name: os.environ.get(name) for name in names}
-
-
-def restore_environ(saved: dict[str, str | None]) -> None:
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    return [*dask.config.get("distributed.nanny.pre-spawn-environ", {}), "PYTHONHASHSEED",
+            "__DASK_PARENT_PID"]
 
 
 def check_pool_settings(workers: int | None = None, threads_per_worker: int = 1,
