@@ -138,14 +138,18 @@ class DaskWorkers:
         else:
             threads = str(threads_per_worker)
             self._environ = saved_environ(nanny_environ())  # (put back by close)
-            self.cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True,
-                # (a random port for the scheduler's web page: two labelers on one host
-                # would both want 8787)
-                dashboard_address=":0", scheduler_kwargs={"allowed_failures": 0},
-                env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-                     "OPENBLAS_NUM_THREADS": threads},
-                preload=list(preload))  # (imported before a worker joins)
+            try:
+                self.cluster = LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True,
+                    # (a random port for the scheduler's web page: two labelers on one host
+                    # would both want 8787)
+                    dashboard_address=":0", scheduler_kwargs={"allowed_failures": 0},
+                    env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+                         "OPENBLAS_NUM_THREADS": threads},
+                    preload=list(preload))  # (imported before a worker joins)
+            except BaseException:  # (its nannies may have set their variables already)
+                restore_environ(self._environ)
+                raise
             self.client = Client(self.cluster)
         self.patience = wait_for_workers
         self.restart_grace = RESTART_GRACE

@@ -6,8 +6,11 @@ import logging
 import os
 import subprocess
 
+import pytest
+
 from mdmonitor.labeling.labeler import Labeler
 from mdmonitor.labeling.reference import Reference
+from mdmonitor.labeling.workers import DaskWorkers
 from tests.labeling.test_labeler import queue_with_boxes
 from tests.labeling.test_parallel_labeling import REFERENCES, label_command, victim_of
 
@@ -63,3 +66,12 @@ def test_the_labeler_restores_dask_s_logging_and_the_environment_in_this_process
     assert (logger.handlers, logger.level, logger.propagate) == before
     assert dict(os.environ) == environment
     assert "Compute Failed" in (tmp_path / "dask.log").read_text()
+
+
+def test_a_local_cluster_that_fails_to_start_leaves_the_environment_as_it_was(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    environment = dict(os.environ)
+    with pytest.raises(RuntimeError, match="Nanny failed to start"):
+        DaskWorkers(workers=1, preload=("mdmonitor.no_such_module",), wait_for_workers=30)
+    assert dict(os.environ) == environment
