@@ -10,12 +10,15 @@ when the uncertainty is asked for.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from ase.calculators.calculator import PropertyNotImplementedError
 
-from .mace_model import MaceModel, MaceOutput
-from .prediction import Prediction, check_output, force_uncertainty
+from .prediction import MaceOutput, Prediction, check_output, force_uncertainty
+
+if TYPE_CHECKING:  # (imported where a model is loaded: a committee of ASE calculators, and a
+    from .mace_model import MaceModel  # program reading a calibration, start without torch)
 
 
 class Committee:
@@ -65,6 +68,8 @@ class Committee:
         if self.models is None:
             raise ValueError("a committee of ASE calculators is driven by a member (driver=0, "
                              f"1, ...), not by {driver!r}")
+        from .mace_model import MaceModel
+
         if isinstance(driver, (str, Path)):
             driver = MaceModel(driver, device=self.models[0].device, head=self.models[0].head)
         if not isinstance(driver, MaceModel):
@@ -80,6 +85,8 @@ class Committee:
         a MACE model file that drives the dynamics."""
         if isinstance(paths, (str, Path)):
             paths = [paths]
+        from .mace_model import MaceModel
+
         return cls(models=[MaceModel(p, device=device, head=head) for p in paths], driver=driver)
 
     def __len__(self) -> int:
@@ -107,7 +114,7 @@ class Committee:
 
     def driver_output(self, atoms) -> MaceOutput:
         """The driver's prediction of `atoms` alone, checked for NaN/inf."""
-        if isinstance(self.driver, MaceModel):
+        if not isinstance(self.driver, int):  # (a separate MaceModel)
             name, output = f"driving model '{self.driver.name}'", self.driver.predict(atoms)
         elif self.models is not None:
             name, output = self.names[self.driver], self.models[self.driver].predict(atoms)

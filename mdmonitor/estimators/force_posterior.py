@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from ..common.mace_imports import compute_forces_virials
-from .mace_model import MaceModel, MaceOutput, to_output
-from .prediction import check_output
+from .mace_model import MaceModel, to_output
+from .prediction import MaceOutput, check_output
 
 
 def posterior_perturbations(cholesky: torch.Tensor, samples: int, seed: int) -> torch.Tensor:

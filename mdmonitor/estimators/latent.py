@@ -13,7 +13,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..common.mace_imports import o3
-from .mace_model import MaceModel, MaceOutput
+from .mace_model import MaceModel
+from .prediction import MaceOutput
 
 
 def invariant_columns(model: MaceModel) -> np.ndarray:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +18,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from ..common.geometry import check_structure
 from ..common.mace_imports import mace_data, torch_geometric, torch_tools, utils
 from ..common.trusted_pickles import ModelFileChanged, trusted_pickle_loads
-from .prediction import check_output
-
-
-@dataclass
-class MaceOutput:
-    """One model's prediction for one frame (eV, eV/A, eV/A^3)."""
-
-    energy: float
-    atomic_energies: np.ndarray | None  # (N,) eV, including the isolated-atom energies E0
-    forces: np.ndarray  # (N, 3) eV/A
-    stress: np.ndarray | None  # (6,) Voigt, eV/A^3, only for fully periodic cells
+from .prediction import MaceOutput, check_output
 
 
 class MaceModel:

@@ -25,6 +25,16 @@ class Prediction:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass
+class MaceOutput:
+    """One model's prediction for one frame (eV, eV/A, eV/A^3)."""
+
+    energy: float
+    atomic_energies: np.ndarray | None  # (N,) eV, including the isolated-atom energies E0
+    forces: np.ndarray  # (N, 3) eV/A
+    stress: np.ndarray | None  # (6,) Voigt, eV/A^3, only for fully periodic cells
+
+
 def model_alone(model, atoms) -> Prediction:
     """A single-model estimator's prediction without its uncertainty: `model`'s (a MaceModel)
     energy, forces, stress and atomic energies ("energies") of `atoms`, checked finite, with

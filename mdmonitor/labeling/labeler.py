@@ -155,7 +155,7 @@ def file_sha256(path: str | Path) -> str:
 
 
 # what relaxing a box's border imports: torch and MACE (5 s of CPU)
-RELAXATION_MODULE = "mdmonitor.estimators.committee"
+RELAXATION_MODULE = "mdmonitor.estimators.mace_model"
 
 
 def open_pool(workers: int | None = None, threads_per_worker: int = 1,

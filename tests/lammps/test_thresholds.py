@@ -4,6 +4,7 @@ LAMMPS runs."""
 
 import re
 import subprocess
+import sys
 import time
 import warnings
 
@@ -76,6 +77,16 @@ def test_a_refit_at_another_cutoff_is_refused_and_the_file_kept(llpr, tmp_path):
 def test_elements_must_be_symbols(tmp_path):
     with pytest.raises(ValueError, match="type_elements must be element symbols"):
         ThresholdFile(tmp_path / "t.txt", tmp_path / "run.json", 0.1, ["Cu", "Xx"])
+
+
+def test_the_threshold_watcher_reads_a_calibration_without_importing_torch_or_mace():
+    """`mdmonitor lammps --calibration` starts it beside LAMMPS: their import costs 5 s of CPU
+    for a program that only reads a JSON file."""
+    done = subprocess.run([sys.executable, "-c", "import sys, mdmonitor.lammps.thresholds; "
+                           "print(sorted({'torch', 'mace'} & set(sys.modules)))"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[-2] == "[]"
 
 
 # nevery 1 and `run 0` until the fix has taken up a second threshold set: the refit replaces
