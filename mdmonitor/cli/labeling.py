@@ -63,6 +63,9 @@ def add_commands(commands) -> None:
                        help="keep polling for new boxes (e.g. beside a running MD) until Ctrl-C")
     label.add_argument("--poll", type=POSITIVE, default=2.0,
                        help="seconds between polls with --watch (default 2)")
+    label.add_argument("--until", type=Path, metavar="FILE",
+                       help="with --watch: once FILE exists, label what is pending and exit "
+                            "(`touch FILE` when the MD run that writes the boxes has ended)")
     follow = label.add_argument_group(
         "calibration that follows the run",
         "refit a calibration file on the labeled boxes after each batch, for a monitor given "
@@ -105,6 +108,8 @@ def _label(args) -> int:
 
     if not args.queue.is_dir():
         raise FileNotFoundError(f"queue directory '{args.queue}' does not exist")
+    if args.until is not None and not args.watch:
+        raise ValueError("--until FILE ends a labeler that watches the queue: give --watch too")
     reference = Reference(args.reference, parse_parameters(args.parameter))
     reference.check()
     say = lambda line: tqdm.write(line, file=sys.stderr)  # noqa: E731
@@ -117,16 +122,19 @@ def _label(args) -> int:
     if args.release_host:
         released = labeler.claims.release_host(args.release_host)
         print(f"released {len(released)} claims of {args.release_host}")
-    interrupted = None
+    interrupted, watched = None, "; stopped watching"
     try:
-        labeler.run(watch=args.watch, poll=args.poll, progress=not args.no_progress)
+        labeler.run(watch=args.watch, poll=args.poll, progress=not args.no_progress,
+                    until=args.until)
+        if args.until is not None:
+            watched += f": {args.until} exists"
     except KeyboardInterrupt as stop:  # with --watch, Ctrl-C is how the labeler is stopped
         interrupted = None if args.watch else stop
     summary = labeler.summary
     print(f"labeled {len(summary.labeled)} boxes into {labeler.queue.dataset} in "
           f"{summary.startup_seconds + summary.seconds:.1f} s{_startup(args, summary)}; "
           f"{len(summary.failed)} failed; {len(summary.retried)} retried"
-          + ("; stopped watching" if args.watch else ""))
+          + (watched if args.watch else ""))
     for name, holder in summary.taken_over.items():
         print(f"  {name}: took over the claim of {holder}, no longer running")
     for name, reason in summary.failed.items():

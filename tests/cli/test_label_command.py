@@ -1,8 +1,10 @@
 """`mdmonitor label` on the command line: its exit status says whether a box failed, options out
-of range are usage errors, and a LocalCluster the machine cannot hold is refused before any
-worker starts (`--workers 1000` on 2 cores had started 264 worker processes)."""
+of range are usage errors, a LocalCluster the machine cannot hold is refused before any worker
+starts (`--workers 1000` on 2 cores had started 264 worker processes), and `--watch --until
+FILE` ends once FILE exists and what was pending then is labeled."""
 
 import os
+import subprocess
 from types import SimpleNamespace
 
 import psutil
@@ -13,6 +15,7 @@ from mdmonitor.cli.labeling import EXIT_BOXES_FAILED
 from mdmonitor.labeling import workers
 from tests.labeling.references import position_sum
 from tests.labeling.test_labeler import queue_with_boxes
+from tests.labeling.test_parallel_labeling import label_command, wait_for
 
 REFERENCES = "tests.labeling.references"
 
@@ -94,3 +97,35 @@ def test_local_workers_beyond_the_available_memory_are_refused(tmp_path, capsys,
     assert ("--workers 2 needs about 2 GB of memory (1 GB each) but 1.5 GB is available: give "
             "--workers 1 or fewer") in error
     assert children() <= before  # no worker started
+
+
+def test_watch_until_a_file_labels_the_boxes_written_before_it_and_ends(tmp_path):
+    """As `mdmonitor lammps --label` runs it: the MD's last box appears, then the file."""
+    queue, names = queue_with_boxes(tmp_path, centres=(0, 60))
+    first, last = sorted(names)
+    held = tmp_path / "held"
+    held.mkdir()
+    queue.path("pending", last).rename(held / last)
+    until = tmp_path / "md-ended"
+    watcher = subprocess.Popen(label_command(queue, "Slow", "--watch", "--until", str(until),
+                                             "--poll", "0.2"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: queue.path("done", first).exists())
+        (held / last).rename(queue.path("pending", last))
+        until.touch()
+        out, err = watcher.communicate(timeout=120)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+    assert watcher.returncode == 0, err
+    assert sorted(p.name for p in queue.boxes("done")) == sorted(names)
+    assert out.strip().endswith(f"0 failed; 0 retried; stopped watching: {until} exists")
+
+
+def test_until_without_watch_is_refused(tmp_path, capsys):
+    queue, _ = queue_with_boxes(tmp_path, centres=(0,))
+    assert label(queue, "Slow", "--until", str(tmp_path / "ended")) == EXIT_ERROR
+    assert "--until FILE ends a labeler that watches the queue: give --watch too" in \
+        capsys.readouterr().err
+    assert len(queue.boxes("pending")) == 1

@@ -352,7 +352,9 @@ def test_examples_run(examples):
 def test_mdmonitor_lammps_labels_the_boxes_the_fix_extracts(examples, ranks):
     """`mdmonitor lammps` (mpi4py) runs in.extract.lmp and labels its box with EMT meanwhile;
     started with Ctrl-C ignored, as `mdmonitor lammps ... &` in a script, it still ends its
-    watching labeler (it hung when it stopped the labeler by SIGINT)."""
+    watching labeler (it hung when it stopped the labeler by SIGINT). The box of the last step
+    is labeled by that labeler, told by a file that LAMMPS has ended: no second labeler starts
+    (it had stopped the first one, losing a calculation in hand, and imported torch again)."""
     shutil.rmtree(examples / "candidates", ignore_errors=True)
     command = [str(BIN / "mdmonitor"), "lammps", "in.extract.lmp", "-v", "steps", "10",
                "-v", "threshold", "0.03", "--label", "candidates",
@@ -366,6 +368,9 @@ def test_mdmonitor_lammps_labels_the_boxes_the_fix_extracts(examples, ranks):
         "run_step000000010_atom0000095_s00.extxyz"]
     [labeled] = ase.io.read(examples / "candidates" / "labeled.extxyz", index=":")
     assert labeled.info["relaxation"] == "relaxed" and "REF_forces" in labeled.arrays
+    summaries = [line for line in done.stdout.splitlines() if line.startswith("labeled ")]
+    assert len(summaries) == 1 and summaries[0].startswith("labeled 1 boxes")
+    assert summaries[0].endswith("-ended exists"), summaries
 
 
 def test_fix_halt_on_the_largest_local_uncertainty_stops_the_run(examples):
