@@ -18,10 +18,9 @@ from ase.data import covalent_radii
 from ase.geometry import find_mic
 from ase.neighborlist import neighbor_list
 
-from .common.geometry import close_pairs
+from .common.geometry import BOND_FACTOR, close_pairs
 from .common.settings import positive_number
 
-BOND_FACTOR = 1.2  # bonded at the start when closer than 1.2 x (sum of covalent radii)
 
 
 @dataclass(frozen=True)

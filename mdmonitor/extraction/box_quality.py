@@ -1,5 +1,5 @@
 """Quality gates on a cut box: finite positions, sane cell, close contacts, intact core, relaxed
-buffer.
+buffer, and whole molecules kept whole by the relaxation.
 
 `assess` records its measurements in `box.info` (min_distance and core_deviation in A,
 max_buffer_force in eV/A) and returns the list of gates the box fails; the queue keeps
@@ -16,7 +16,7 @@ from ase.data import covalent_radii
 from ase.geometry import find_mic
 from ase.neighborlist import neighbor_list
 
-from ..common.geometry import check_structure
+from ..common.geometry import BOND_FACTOR, check_structure
 
 CONTACT_FACTOR = 0.5  # default close contact: closer than 0.5 x (sum of covalent radii)
 CORE_TOLERANCE = 1e-6  # A
@@ -56,6 +56,29 @@ def core_deviation(box: Atoms, source: Atoms) -> float:
     return float(np.linalg.norm(found - expected, axis=1).max())
 
 
+def hydrogen_partners(box: Atoms) -> dict[int, list[int]]:
+    """For each hydrogen of `box`, the heavy atoms it is covalently bonded to (closer than
+    BOND_FACTOR x the sum of covalent radii, under the box's pbc), in index order."""
+    i, j = neighbor_list("ij", box, BOND_FACTOR * covalent_radii[box.numbers])
+    bonded = (box.numbers[i] == 1) & (box.numbers[j] != 1)
+    partners = {int(h): [] for h in np.flatnonzero(box.numbers == 1)}
+    for h, heavy in sorted(zip(i[bonded].tolist(), j[bonded].tolist())):
+        partners[h].append(heavy)
+    return partners
+
+
+def changed_molecules(box: Atoms, before: dict[int, list[int]]) -> str:
+    """"" if every hydrogen bonded to one heavy atom in `before` (hydrogen_partners of the box
+    before its relaxation) is bonded to that atom alone now; else what changed."""
+    after = hydrogen_partners(box)
+    changed = [h for h, heavy in before.items() if len(heavy) == 1 and after[h] != heavy]
+    if not changed:
+        return ""
+    h = changed[0]
+    return (f"relaxation changed {len(changed)} molecule bond(s): hydrogen {h} bonded to atom "
+            f"{before[h][0]} before, to {after[h] or 'none'} after")
+
+
 @dataclass
 class QualityLimits:
     """Gate limits: close-contact distance (A, None = by covalent radii), core deviation (A),
@@ -67,11 +90,13 @@ class QualityLimits:
 
 
 def assess(box: Atoms, limits: QualityLimits, core_radius: float, source: Atoms | None = None,
-           buffer_force: float | None = None, contacts: bool = True) -> list[str]:
+           buffer_force: float | None = None, contacts: bool = True,
+           hydrogens: dict[int, list[int]] | None = None) -> list[str]:
     """Measure `box`, store the figures in its info, and return the failed gates (empty if none).
 
     The core is checked against `source` when given; the buffer force when given (eV/A); close
-    contacts unless `contacts` is False (a cube still to be relaxed has them at its faces).
+    contacts unless `contacts` is False (a cube still to be relaxed has them at its faces); the
+    hydrogens' bonds against `hydrogens` (hydrogen_partners before the relaxation) when given.
     A box with NaN or inf positions or cell, or a degenerate periodic cell, fails at once,
     unmeasured (a neighbour search on it would hang).
     """
@@ -100,5 +125,9 @@ def assess(box: Atoms, limits: QualityLimits, core_radius: float, source: Atoms 
         if buffer_force > limits.max_buffer_force:
             failures.append(f"buffer force {buffer_force:.2f} eV/A above "
                             f"{limits.max_buffer_force} eV/A after relaxation")
+    if hydrogens is not None:
+        changed = changed_molecules(box, hydrogens)
+        if changed:
+            failures.append(changed)
     box.info["quality"] = "; ".join(failures) if failures else "ok"
     return failures

@@ -22,10 +22,9 @@ from ase import Atoms
 from ase.data import covalent_radii
 from ase.neighborlist import neighbor_list
 
-from ..common.geometry import check_structure
+from ..common.geometry import BOND_FACTOR, check_structure
 from .box_quality import closest_contact, contact_limit
 
-BOND_FACTOR = 1.2    # X-H bonded when closer than 1.2 x (sum of covalent radii)
 CLUSTER_VACUUM = 6.0  # A of vacuum around a carved cluster, so that its cell is a valid box
 MAX_SOURCE_COPIES = 8  # copies of the source's periodic cell a box may span (2 x 2 x 2)
 

@@ -27,7 +27,7 @@ from ..common.settings import (
     positive_integer,
     positive_number,
 )
-from .box_quality import QualityLimits, assess
+from .box_quality import QualityLimits, assess, hydrogen_partners
 from .candidates import CandidateQueue, box_name
 from .centres import CoolDown, choose_centres
 from .cutting import cut_cluster, cut_cube, cut_embedding
@@ -43,12 +43,15 @@ PARENT_POLL = 0.5  # s between the worker's checks that the MD process still liv
 
 def relax_and_assess(box: Atoms, calculator: Calculator, limits: QualityLimits,
                      core_radius: float) -> list[str]:
-    """Relax the border of cube `box` in place, record how, and return its failed gates."""
+    """Relax the border of cube `box` in place, record how, and return its failed gates (a box
+    of whole molecules also fails when the relaxation made or broke a hydrogen's bond)."""
+    hydrogens = hydrogen_partners(box) if box.info.get("molecules") else None
     relaxation = relax_border(box, calculator)
     box.info.update(relaxation="relaxed", relax_steps=relaxation.steps,
                     relax_seconds=round(relaxation.seconds, 3),
                     max_buffer_force_before=round(relaxation.max_buffer_force_before, 6))
-    return assess(box, limits, core_radius, buffer_force=relaxation.max_buffer_force)
+    return assess(box, limits, core_radius, buffer_force=relaxation.max_buffer_force,
+                  hydrogens=hydrogens)
 
 
 def limits_of(box: Atoms) -> QualityLimits:

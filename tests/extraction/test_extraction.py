@@ -6,15 +6,18 @@ import shutil
 import ase.io
 import numpy as np
 import pytest
-from ase.build import bulk
+from ase.build import bulk, molecule
 from ase.calculators.emt import EMT
 
 from mdmonitor import LastLayerLPR, MonitoredCalculator
+from mdmonitor.extraction.box_quality import (QualityLimits, assess, changed_molecules,
+                                              hydrogen_partners)
 from mdmonitor.extraction.candidates import CandidateQueue, box_name
 from mdmonitor.extraction.centres import choose_centres
 from mdmonitor.extraction.extractor import Extractor
 from mdmonitor.extraction.relaxation import ForceFieldCalculator, relax_border
 from mdmonitor.monitor import Trigger
+from tests.extraction.test_cutting import water_box
 
 
 def cu_frame():
@@ -193,3 +196,37 @@ def test_relax_with_any_ase_calculator(tmp_path):
     [name] = extractor(trigger_for(cu_frame(), hot=[5]))
     info = ase.io.read(tmp_path / "pending" / name).info
     assert info["relaxation"] == "relaxed" and info["max_buffer_force"] < 5.0
+
+
+def test_a_relaxation_that_breaks_a_molecule_sends_the_box_to_failed(tmp_path):
+    """Whole waters relaxed by a model that knows no water (ASE's EMT, H-O a metal-like pair):
+    a hydrogen leaves its oxygen, so the box is not labeled; without molecules=True the box
+    never held whole molecules and the gate is not asked."""
+    frame = water_box()
+    centre = int(np.flatnonzero(frame.numbers == 8)[10])
+    failed = Extractor("cube", queue=tmp_path / "whole", core_radius=3.0, n_atoms=20,
+                       molecules=True, relax_with=EMT())
+    [name] = failed(trigger_for(frame, hot=[centre]))
+    box = ase.io.read(tmp_path / "whole" / "failed" / name)
+    assert "relaxation changed" in box.info["quality"]
+    assert "molecule bond(s): hydrogen" in box.info["quality"]
+    atoms = Extractor("cube", queue=tmp_path / "atoms", core_radius=3.0, n_atoms=60,
+                      relax_with=EMT())
+    [name] = atoms(trigger_for(frame, hot=[centre]))
+    reasons = [ase.io.read(path).info.get("quality", "") for path in
+               (tmp_path / "atoms").glob(f"*/{name}")]
+    assert reasons and not any("relaxation changed" in r for r in reasons)
+
+
+def test_the_molecule_gate_names_a_hydrogen_shared_by_two_oxygens():
+    pair = molecule("H2O") + molecule("H2O")
+    pair.positions[3:] += [2.3, 0.0, 0.0]
+    pair.cell, pair.pbc = [9.0, 9.0, 9.0], True
+    before = hydrogen_partners(pair)
+    assert before == {1: [0], 2: [0], 4: [3], 5: [3]}
+    pair.positions[1] = 0.5 * (pair.positions[0] + pair.positions[3])  # 1.15 A from both
+    assert changed_molecules(pair, before) == ("relaxation changed 1 molecule bond(s): "
+                                               "hydrogen 1 bonded to atom 0 before, to [0, 3] "
+                                               "after")
+    failures = assess(pair, QualityLimits(), core_radius=1.0, hydrogens=before)
+    assert failures == [changed_molecules(pair, before)] == [pair.info["quality"]]
