@@ -14,13 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
-from ase.data import covalent_radii
 from ase.geometry import find_mic
-from ase.neighborlist import neighbor_list
 
 from .common.geometry import BOND_FACTOR, close_pairs
 from .common.settings import positive_number
-
 
 
 @dataclass(frozen=True)
@@ -147,9 +144,8 @@ class StabilityCriteria:
             if self.bonds.size and (self.bonds.min() < 0 or self.bonds.max() >= len(atoms)):
                 raise ValueError(f"bonds name atoms outside 0..{len(atoms) - 1}")
             return self.bonds.astype(int)
-        radii = covalent_radii[atoms.numbers]
-        i, j, d = neighbor_list("ijd", atoms, BOND_FACTOR * 2.0 * radii.max())
-        bonded = (i < j) & (d < BOND_FACTOR * (radii[i] + radii[j]))
+        i, j, _ = close_pairs(atoms, BOND_FACTOR)
+        bonded = i < j  # (an atom bonded to its own image is no bond to watch)
         return np.stack([i[bonded], j[bonded]], axis=1)
 
     @staticmethod

@@ -13,10 +13,10 @@ from scipy.spatial import cKDTree
 
 from .settings import finite_array
 
+BOND_FACTOR = 1.2  # covalently bonded when closer than 1.2 x (sum of covalent radii)
 # Two atoms closer than 0.1 x the sum of their covalent radii overlap (0.06 A for H-H, 0.26 A
 # for Cu-Cu): no physical structure comes near it (the shortest bond, H2's 0.74 A, is 1.2 x),
 # and MACE gives NaN for atoms at one position.
-BOND_FACTOR = 1.2  # covalently bonded when closer than 1.2 x (sum of covalent radii)
 OVERLAP_FACTOR = 0.1
 
 

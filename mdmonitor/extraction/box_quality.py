@@ -16,7 +16,7 @@ from ase.data import covalent_radii
 from ase.geometry import find_mic
 from ase.neighborlist import neighbor_list
 
-from ..common.geometry import BOND_FACTOR, check_structure
+from ..common.geometry import BOND_FACTOR, check_structure, close_pairs
 
 CONTACT_FACTOR = 0.5  # default close contact: closer than 0.5 x (sum of covalent radii)
 CORE_TOLERANCE = 1e-6  # A
@@ -59,12 +59,13 @@ def core_deviation(box: Atoms, source: Atoms) -> float:
 def hydrogen_partners(box: Atoms) -> dict[int, list[int]]:
     """For each hydrogen of `box`, the heavy atoms it is covalently bonded to (closer than
     BOND_FACTOR x the sum of covalent radii, under the box's pbc), in index order."""
-    i, j = neighbor_list("ij", box, BOND_FACTOR * covalent_radii[box.numbers])
-    bonded = (box.numbers[i] == 1) & (box.numbers[j] != 1)
+    i, j, _ = close_pairs(box, BOND_FACTOR)
     partners = {int(h): [] for h in np.flatnonzero(box.numbers == 1)}
-    for h, heavy in sorted(zip(i[bonded].tolist(), j[bonded].tolist())):
-        partners[h].append(heavy)
-    return partners
+    for a, b in zip(i.tolist(), j.tolist()):
+        for h, heavy in ((a, b), (b, a)):
+            if box.numbers[h] == 1 and box.numbers[heavy] != 1:
+                partners[h].append(heavy)
+    return {h: sorted(heavy) for h, heavy in partners.items()}
 
 
 def changed_molecules(box: Atoms, before: dict[int, list[int]]) -> str:
