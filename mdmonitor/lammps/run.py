@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import NamedTuple
 
@@ -102,9 +103,11 @@ def run_script(script: Path, variables=(), queue: Path | None = None,
         written = MPI.COMM_WORLD.bcast(written)
         if written != 0:  # (it said why)
             return written
-    with tempfile.TemporaryDirectory(prefix="mdmonitor-lammps-") as scratch:
-        ended = Path(scratch) / "lammps-ended"  # (the watcher's --until file)
-        if queue is not None and rank == 0:
+    watching = queue is not None and rank == 0
+    with tempfile.TemporaryDirectory(prefix="mdmonitor-lammps-") if watching else \
+            nullcontext() as scratch:
+        if watching:
+            ended = Path(scratch) / "lammps-ended"  # (the watcher's --until file)
             Path(queue, "pending").mkdir(parents=True, exist_ok=True)
             labeler = subprocess.Popen(_label_command(queue, reference, parameters, ended),
                                        env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -119,7 +122,7 @@ def run_script(script: Path, variables=(), queue: Path | None = None,
             finally:
                 _stop(follower)
             MPI.COMM_WORLD.Barrier()  # (every rank's boxes are in the queue)
-            if labeler is None:
+            if not watching:
                 return 0
             ended.touch()  # the watcher labels what is pending and ends
             return labeler.wait()
