@@ -32,7 +32,8 @@ from .candidates import CandidateQueue, box_name
 from .centres import CoolDown, choose_centres
 from .cutting import cut_cluster, cut_cube, cut_embedding
 from .host_embedding import check_host, embed_in_host
-from .relaxation import ForceFieldCalculator, calculator_from_files, relax_border
+from .relaxation import (ForceFieldCalculator, buffer_hydrogen_bonds, calculator_from_files,
+                         relax_border)
 
 STRATEGIES = ("cube", "embed", "cluster", "host")
 NOISY_STRATEGIES = ("embed", "host")  # buffer displaced by the cut itself, by default
@@ -43,10 +44,13 @@ PARENT_POLL = 0.5  # s between the worker's checks that the MD process still liv
 
 def relax_and_assess(box: Atoms, calculator: Calculator, limits: QualityLimits,
                      core_radius: float) -> list[str]:
-    """Relax the border of cube `box` in place, record how, and return its failed gates (a box
-    of whole molecules also fails when the relaxation made or broke a hydrogen's bond)."""
+    """Relax the border of cube `box` in place, record how, and return its failed gates. A box of
+    whole molecules keeps its buffer's X-H bond lengths, and fails when a hydrogen's bond changed."""
     hydrogens = hydrogen_partners(box) if box.info.get("molecules") else None
-    relaxation = relax_border(box, calculator)
+    bonds = buffer_hydrogen_bonds(box, hydrogens) if hydrogens else []
+    relaxation = relax_border(box, calculator, bonds=bonds)
+    if hydrogens is not None:
+        box.info["relax_held_bonds"] = len(bonds)
     box.info.update(relaxation="relaxed", relax_steps=relaxation.steps,
                     relax_seconds=round(relaxation.seconds, 3),
                     max_buffer_force_before=round(relaxation.max_buffer_force_before, 6))

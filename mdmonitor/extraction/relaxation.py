@@ -1,11 +1,14 @@
 """Border relaxation of a cut cube (Heid et al. 2024, seed 002, Methods B).
 
 Core atoms stay fixed; the cell is padded by `pad` A on every side; then, repeatedly, a few
-optimizer steps move the buffer atoms and the cell shrinks by `shrink` A per side, until the box is back at
-its own size, where a last round of steps is taken. The cut surfaces thereby heal into a
-physically sensible border before the box is labeled. The optimizer is ASE's L-BFGS: the paper's
-BFGS diagonalises its Hessian every step, which under a busy BLAS thread pool cost 0.5 s per
-step on a 34-atom box, more than the force call.
+optimizer steps move the buffer atoms and the cell shrinks by `shrink` A per side, until the box
+is back at its own size, where a last round of steps is taken. The cut surfaces thereby heal
+into a physically sensible border before the box is labeled. Bonds given to `relax_border` (the
+X-H bonds of a box of whole molecules) are held at their cut lengths (`HeldBonds`), so that a
+model that knows the molecules poorly cannot take a hydrogen from its molecule; the paper
+relaxes them freely. The optimizer is ASE's L-BFGS: the paper's BFGS diagonalises its Hessian
+every step, which under a busy BLAS thread pool cost 0.5 s per step on a 34-atom box, more than
+the force call.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
-from ase.constraints import FixAtoms
+from ase.constraints import FixAtoms, FixBondLengths
+from ase.geometry import find_mic
 from ase.optimize import LBFGS
 
 PAD = 2.0        # A per side
@@ -63,6 +67,54 @@ def calculator_from_files(model_files, sha256=None) -> ForceFieldCalculator:
     return ForceFieldCalculator(Committee(models=models) if len(models) > 1 else models[0])
 
 
+class HeldBonds(FixBondLengths):
+    """ASE's FixBondLengths (SHAKE on positions, RATTLE on forces) with each sweep taking every
+    bond at once: ASE's sweeps bond by bond in Python, which made the border relaxation of a
+    64-water cube 7 times slower than with no bond held (benchmarks/extraction.py)."""
+
+    def _bonds(self, atoms: Atoms):
+        a, b = self.pairs.T
+        if self.bondlengths is None:
+            self.bondlengths = self.initialize_bond_lengths(atoms)
+        masses = atoms.get_masses()
+        vectors = find_mic(atoms.positions[a] - atoms.positions[b], atoms.cell, atoms.pbc)[0]
+        return a, b, masses[a], masses[b], vectors
+
+    def _converge(self, sweep) -> None:
+        for _ in range(self.maxiter):
+            if sweep():
+                return
+        raise RuntimeError(f"held bond lengths did not converge in {self.maxiter} sweeps")
+
+    def adjust_positions(self, atoms, new):
+        a, b, mass_a, mass_b, d0 = self._bonds(atoms)
+        shift = atoms.positions[a] - atoms.positions[b] - d0
+        reduced = 1 / (1 / mass_a + 1 / mass_b)
+
+        def sweep() -> bool:
+            d1 = new[a] - new[b] - shift
+            x = 0.5 * (self.bondlengths ** 2 - np.einsum("ij,ij->i", d1, d1)) / np.einsum(
+                "ij,ij->i", d0, d1)
+            np.add.at(new, a, (x * reduced / mass_a)[:, None] * d0)
+            np.add.at(new, b, -(x * reduced / mass_b)[:, None] * d0)
+            return bool(np.all(np.abs(x) <= self.tolerance))
+
+        self._converge(sweep)
+
+    def adjust_momenta(self, atoms, p):
+        a, b, mass_a, mass_b, d = self._bonds(atoms)
+        reduced = 1 / (1 / mass_a + 1 / mass_b)
+
+        def sweep() -> bool:
+            dv = p[a] / mass_a[:, None] - p[b] / mass_b[:, None]
+            x = -np.einsum("ij,ij->i", dv, d) / self.bondlengths ** 2
+            np.add.at(p, a, (x * reduced)[:, None] * d)
+            np.add.at(p, b, -(x * reduced)[:, None] * d)
+            return bool(np.all(np.abs(x) <= self.tolerance))
+
+        self._converge(sweep)
+
+
 @dataclass
 class Relaxation:
     """What a border relaxation did: optimizer steps, buffer forces (eV/A) before and after, seconds."""
@@ -79,19 +131,41 @@ def max_buffer_force(box: Atoms, forces: np.ndarray) -> float:
     return float(np.linalg.norm(forces[buffer], axis=1).max()) if buffer.any() else 0.0
 
 
+def buffer_hydrogen_bonds(box: Atoms, partners: dict[int, list[int]]) -> list[tuple[int, int]]:
+    """(hydrogen, heavy atom) pairs of the buffer: each buffer hydrogen bonded to exactly one
+    heavy atom, itself in the buffer, in `partners` (box_quality.hydrogen_partners)."""
+    core = box.arrays["core_mask"]
+    return [(h, heavy[0]) for h, heavy in partners.items()
+            if len(heavy) == 1 and not core[h] and not core[heavy[0]]]
+
+
 def relax_border(box: Atoms, calculator: Calculator, pad: float = PAD, shrink: float = SHRINK,
-                 steps: int = STEPS_PER_ROUND) -> Relaxation:
-    """Relax the buffer of cubic `box` in place; core atoms end exactly where they were."""
+                 steps: int = STEPS_PER_ROUND, bonds=()) -> Relaxation:
+    """Relax the buffer of cubic `box` in place; core atoms end exactly where they were.
+
+    bonds: pairs of buffer atoms whose distance is held at its starting value (A); the buffer
+    forces reported are then those the held bonds do not balance.
+    """
     if not box.pbc.all():
         raise ValueError("border relaxation needs a periodic box; a cluster has no border to heal")
     start = time.perf_counter()
     core = box.arrays["core_mask"]
+    held = HeldBonds(np.asarray(bonds, dtype=int).reshape(-1, 2)) if len(bonds) else None
+    if held is not None and core[held.pairs].any():
+        raise ValueError("a bond held in a border relaxation must join two buffer atoms")
     core_positions = box.positions[core].copy()
     length = box.cell.lengths()
     work = box.copy()
-    work.set_constraint(FixAtoms(mask=core))
+    work.set_constraint([FixAtoms(mask=core)] + ([held] if held is not None else []))
     work.calc = calculator
-    before = max_buffer_force(box, work.get_forces(apply_constraint=False))
+
+    def buffer_force() -> float:
+        forces = work.get_forces(apply_constraint=False)
+        if held is not None:
+            held.adjust_forces(work, forces)
+        return max_buffer_force(box, forces)
+
+    before = buffer_force()
     taken = 0
     rounds = int(round(pad / shrink))
     offset = 0.0
@@ -108,5 +182,5 @@ def relax_border(box: Atoms, calculator: Calculator, pad: float = PAD, shrink: f
     box.positions[~core] = work.positions[~core]
     box.positions[core] = core_positions
     work.positions[core] = core_positions
-    after = max_buffer_force(box, work.get_forces(apply_constraint=False))
+    after = buffer_force()
     return Relaxation(taken, before, after, time.perf_counter() - start)

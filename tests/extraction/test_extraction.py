@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from ase.build import bulk, molecule
 from ase.calculators.emt import EMT
+from ase.constraints import FixBondLengths
 
 from mdmonitor import LastLayerLPR, MonitoredCalculator
 from mdmonitor.extraction.box_quality import (QualityLimits, assess, changed_molecules,
@@ -15,7 +16,10 @@ from mdmonitor.extraction.box_quality import (QualityLimits, assess, changed_mol
 from mdmonitor.extraction.candidates import CandidateQueue, box_name
 from mdmonitor.extraction.centres import choose_centres
 from mdmonitor.extraction.extractor import Extractor
-from mdmonitor.extraction.relaxation import ForceFieldCalculator, relax_border
+from mdmonitor.extraction import relaxation
+from mdmonitor.extraction.cutting import cut_cube
+from mdmonitor.extraction.relaxation import (ForceFieldCalculator, buffer_hydrogen_bonds,
+                                             relax_border)
 from mdmonitor.monitor import Trigger
 from tests.extraction.test_cutting import water_box
 
@@ -198,24 +202,50 @@ def test_relax_with_any_ase_calculator(tmp_path):
     assert info["relaxation"] == "relaxed" and info["max_buffer_force"] < 5.0
 
 
-def test_a_relaxation_that_breaks_a_molecule_sends_the_box_to_failed(tmp_path):
+def test_a_box_of_whole_molecules_keeps_its_buffer_s_bonds_through_the_relaxation(tmp_path):
     """Whole waters relaxed by a model that knows no water (ASE's EMT, H-O a metal-like pair):
-    a hydrogen leaves its oxygen, so the box is not labeled; without molecules=True the box
-    never held whole molecules and the gate is not asked."""
+    every buffer O-H bond keeps its cut length while the buffer moves, so the box passes the
+    gates; relaxed freely, 27 hydrogens leave their oxygens and the molecule gate refuses it."""
     frame = water_box()
     centre = int(np.flatnonzero(frame.numbers == 8)[10])
-    failed = Extractor("cube", queue=tmp_path / "whole", core_radius=3.0, n_atoms=20,
-                       molecules=True, relax_with=EMT())
-    [name] = failed(trigger_for(frame, hot=[centre]))
-    box = ase.io.read(tmp_path / "whole" / "failed" / name)
-    assert "relaxation changed" in box.info["quality"]
-    assert "molecule bond(s): hydrogen" in box.info["quality"]
-    atoms = Extractor("cube", queue=tmp_path / "atoms", core_radius=3.0, n_atoms=60,
-                      relax_with=EMT())
-    [name] = atoms(trigger_for(frame, hot=[centre]))
-    reasons = [ase.io.read(path).info.get("quality", "") for path in
-               (tmp_path / "atoms").glob(f"*/{name}")]
-    assert reasons and not any("relaxation changed" in r for r in reasons)
+    [name] = Extractor("cube", queue=tmp_path, core_radius=3.0, n_atoms=20, molecules=True,
+                       relax_with=EMT())(trigger_for(frame, hot=[centre]))
+    box = ase.io.read(tmp_path / "pending" / name)
+    cut = cut_cube(frame, centre, 3.0, n_atoms=20, molecules=True)
+    before = hydrogen_partners(cut)
+    bonds = buffer_hydrogen_bonds(cut, before)
+    assert box.info["quality"] == "ok" and box.info["relax_held_bonds"] == len(bonds) == 38
+    lengths = [[atoms.get_distance(h, o, mic=True) for h, o in bonds] for atoms in (cut, box)]
+    np.testing.assert_allclose(lengths[1], lengths[0], atol=1e-8)
+    buffer = ~cut.arrays["core_mask"]
+    assert np.abs(box.positions[buffer] - cut.positions[buffer]).max() > 0.1
+    assert box.info["max_buffer_force"] < 0.1 * box.info["max_buffer_force_before"]
+    relax_border(cut, EMT())
+    assert assess(cut, QualityLimits(), 3.0, hydrogens=before)[-1].startswith(
+        "relaxation changed 27 molecule bond(s): hydrogen 3 bonded to atom 6 before")
+
+
+def test_held_bonds_move_the_buffer_as_ase_s_fix_bond_lengths(monkeypatch):
+    """HeldBonds takes every bond at once where ASE's FixBondLengths goes bond by bond: the same
+    relaxation to 1e-8 A, and the same buffer forces the bonds do not balance."""
+    frame = water_box()
+    cube = cut_cube(frame, int(np.flatnonzero(frame.numbers == 8)[10]), 3.0, n_atoms=20,
+                    molecules=True)
+    bonds = buffer_hydrogen_bonds(cube, hydrogen_partners(cube))
+    ours, theirs = cube.copy(), cube.copy()
+    held = relax_border(ours, EMT(), bonds=bonds)
+    monkeypatch.setattr(relaxation, "HeldBonds", FixBondLengths)
+    reference = relax_border(theirs, EMT(), bonds=bonds)
+    np.testing.assert_allclose(ours.positions, theirs.positions, atol=1e-8)
+    assert held.max_buffer_force == pytest.approx(reference.max_buffer_force, abs=1e-6)
+    assert held.max_buffer_force_before == pytest.approx(reference.max_buffer_force_before)
+
+
+def test_a_held_bond_must_join_two_buffer_atoms():
+    box = water_box()[:6]
+    box.arrays["core_mask"] = np.array([True, True, True, False, False, False])
+    with pytest.raises(ValueError, match="must join two buffer atoms"):
+        relax_border(box, EMT(), bonds=[(0, 1)])
 
 
 def test_the_molecule_gate_names_a_hydrogen_shared_by_two_oxygens():
