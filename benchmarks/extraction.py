@@ -5,7 +5,8 @@ Runs monitored Langevin MD of the 96-atom demo slab (600 K, 2 fs) with an Extrac
 periodic cubes (10 A, core radius 4 A) around atoms above the threshold, once with the border
 relaxed inline (in the force call) and once in a background worker process, for the LLPR and the
 committee (quick: LLPR, one box). Times are in seconds and in monitored force calls of the same
-estimator measured in the same run (the baseline); torch on one thread.
+estimator measured in the same run (the baseline); torch on one thread. Then the cost of holding
+the O-H bonds of a water cube's buffer through its relaxation (`molecules=True`).
 
     .venv/bin/python benchmarks/extraction.py [--quick] [--json PATH] [--uq llpr committee]
 """
@@ -16,15 +17,22 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import ase.io
 import numpy as np
 import torch
 from ase import units
+from ase.calculators.emt import EMT
+from ase.constraints import FixBondLengths
 
 from mdmonitor import Committee, Extractor, LastLayerLPR, MonitoredCalculator, demo_models
 from mdmonitor.demo import DEMO_THRESHOLDS, demo_slab
+from mdmonitor.extraction import relaxation
+from mdmonitor.extraction.box_quality import hydrogen_partners
+from mdmonitor.extraction.cutting import cut_cube
 from mdmonitor.md import run_md
+from labeling import water_box
 from monitor_overhead import force_call, median_time
 from results import benchmark_parser, report, table
 
@@ -78,6 +86,28 @@ def measure(name: str, estimator, steps: int, boxes: int, repeats: int) -> tuple
                  ["step", "seconds", "in force calls"], rows), notes
 
 
+def held_bonds(repeats: int) -> dict:
+    """Border relaxation of a cube of 64 whole waters cut from 216, by EMT (cheap, so that the
+    held bonds' own cost shows): no bond held (baseline), its buffer's O-H bonds held by ASE's
+    FixBondLengths and by mdmonitor's HeldBonds; median seconds of `repeats`."""
+    cube = cut_cube(water_box(0, molecules=216), 300, 3.1, n_atoms=64, molecules=True)
+    bonds = relaxation.buffer_hydrogen_bonds(cube, hydrogen_partners(cube))
+
+    def seconds(held, constraint) -> float:
+        with mock.patch.object(relaxation, "HeldBonds", constraint):
+            return median_time(lambda box: relaxation.relax_border(
+                box.copy(), EMT(), bonds=bonds if held else ()), cube, repeats)
+
+    free = seconds(False, relaxation.HeldBonds)
+    rows = [["no bond held (baseline)", free, 1.0]]
+    for name, constraint in (("ASE's FixBondLengths", FixBondLengths),
+                             ("HeldBonds", relaxation.HeldBonds)):
+        held = seconds(True, constraint)
+        rows.append([f"{len(bonds)} O-H bonds held, {name}", held, held / free])
+    return table(f"held bonds: relaxing a cube of 64 waters ({len(cube)} atoms) by EMT",
+                 ["relaxation", "seconds", "x baseline"], rows)
+
+
 def main(argv=None) -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--uq", choices=("llpr", "committee"), nargs="+", default=None,
@@ -94,6 +124,7 @@ def main(argv=None) -> None:
         result, more = measure(name, estimators[name](), steps, boxes, repeats)
         tables.append(result)
         notes += more
+    tables.append(held_bonds(1 if args.quick else 3))
     notes += [f"{steps} MD steps per run, max_boxes={boxes}, a region not cut again for 10 "
               f"steps; baseline and cut: medians of {repeats} calls on rattled positions",
               "the worker process starts (torch and the models) when the first box is handed "
