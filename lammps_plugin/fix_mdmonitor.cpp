@@ -46,7 +46,7 @@ FixMDMonitor::FixMDMonitor(LAMMPS *lmp, int narg, char **arg) :
     Fix(lmp, narg, arg), source(PAIR), source_column(0), cutoff(0.0), threshold(0.0),
     has_threshold(false), threshold_sets(0), pair(nullptr), uncertainty_trigger(nullptr),
     uncertainty_step(nullptr), compute(nullptr), fix(nullptr), variable(-1),
-    list(nullptr), extracting(false), core_radius(0.0), box_length(0.0), separation(-1.0),
+    list(nullptr), extracting(false), molecules(false), core_radius(0.0), box_length(0.0), separation(-1.0),
     max_boxes(-1), cooldown(50), run_id("run"), boxes_in_queue(0), contact_factor(0.5),
     values(nullptr), global{0.0, 0.0, 0.0, 0.0, 0.0, 0.0}
 {
@@ -294,7 +294,7 @@ int FixMDMonitor::parse_count(const std::string &keyword, const char *text)
 }
 
 /* extract cube | core Rc | box L | queue DIR | max_boxes M | cooldown C | separation S |
-   run_id NAME; false if `keyword` is none of these */
+   run_id NAME | molecules yes/no; false if `keyword` is none of these */
 
 bool FixMDMonitor::parse_extraction(const std::string &keyword, const char *value)
 {
@@ -311,6 +311,12 @@ bool FixMDMonitor::parse_extraction(const std::string &keyword, const char *valu
   else if (keyword == "max_boxes") max_boxes = parse_count(keyword, value);
   else if (keyword == "cooldown") cooldown = parse_count(keyword, value);
   else if (keyword == "queue") queue_dir = value;
+  else if (keyword == "molecules") {
+    if (strcmp(value, "yes") != 0 && strcmp(value, "no") != 0)
+      error->all(FLERR, "Illegal fix mdmonitor command: molecules must be yes or no, not '{}'",
+                 value);
+    molecules = strcmp(value, "yes") == 0;
+  }
   else if (keyword == "run_id") {
     run_id = value;
     if (!mdmonitor::valid_run_id(run_id))
@@ -664,7 +670,8 @@ std::vector<mdmonitor::Nearby> FixMDMonitor::gather_near(const mdmonitor::Vec3 &
   const int nlocal = atom->nlocal;
   const tagint *tag = atom->tag;
   double **x = atom->x;
-  const double reach = 0.5 * std::sqrt(3.0) * box_length;
+  const double reach = 0.5 * std::sqrt(3.0) * box_length +
+      (molecules ? mdmonitor::MOLECULE_REACH : 0.0);
   std::vector<double> mine;
   for (int i = 0; i < nlocal; ++i) {
     const mdmonitor::Vec3 raw{x[i][0] - centre[0], x[i][1] - centre[1], x[i][2] - centre[2]};
@@ -693,13 +700,13 @@ std::vector<mdmonitor::Nearby> FixMDMonitor::gather_near(const mdmonitor::Vec3 &
 void FixMDMonitor::write_box(const std::string &name, const std::vector<mdmonitor::Nearby> &near,
                              tagint centre_id, double centre_local)
 {
-  const auto box = mdmonitor::cut_cube(near, core_radius, box_length);
+  const auto box = mdmonitor::cut_cube(near, core_radius, box_length, molecules);
   auto number = [](double v) {    // as Python writes floats (3.0, not 3)
     const std::string text = fmt::format("{}", v);
     return text.find_first_of(".en") == std::string::npos ? text + ".0" : text;
   };
   mdmonitor::Info info{{"strategy", "cube"}, {"core_radius", number(core_radius)},
-                       {"molecules", "F"}, {"noise", "0.0"}, {"seed", "0"}, {"sample", "0"},
+                       {"molecules", molecules ? "T" : "F"}, {"noise", "0.0"}, {"seed", "0"}, {"sample", "0"},
                        {"source_step", std::to_string(update->ntimestep)},
                        {"centre_index", std::to_string(centre_id - 1)},
                        {"centre_tag", std::to_string(centre_id)},

@@ -8,7 +8,7 @@
                   n_candidates x (x y z) | n_avoid x (x y z)    -> indices
      distance     3 x (cell row) | 3 x periodic | n | n x (a b) -> distances
      images       3 x (cell row) | 3 x periodic | radius | x y z -> "shift displacement" lines
-     cube         core_radius box_length | n | n x (index image displacement number)
+     cube         core_radius box_length molecules | n | n x (index image displacement number)
                                                                 -> "index image core" lines */
 
 #include "cube_cut.h"
@@ -150,15 +150,15 @@ int main()
     }
   } else if (task == "cube") {
     double core_radius, box_length;
-    int n;
-    std::cin >> core_radius >> box_length >> n;
+    int molecules, n;
+    std::cin >> core_radius >> box_length >> molecules >> n;
     std::vector<Nearby> near(n);
     for (auto &atom : near) {
       std::cin >> atom.index >> atom.image[0] >> atom.image[1] >> atom.image[2];
       atom.displacement = read_vec3();
       std::cin >> atom.number;
     }
-    const CubeBox box = cut_cube(near, core_radius, box_length);
+    const CubeBox box = cut_cube(near, core_radius, box_length, molecules != 0);
     for (size_t k = 0; k < box.atoms.size(); ++k) {
       const Nearby &atom = box.atoms[k];
       std::printf("%lld %d %d %d %d\n", (long long) atom.index, atom.image[0], atom.image[1],

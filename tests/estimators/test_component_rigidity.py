@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
-import torch
 from ase.build import bulk, fcc100
 
 from mdmonitor import LastLayerLPR
-from mdmonitor.common.mace_imports import o3
 from mdmonitor.estimators.mace_model import MaceModel
+from tests.untrained_mace import untrained_mace
 
 
 @pytest.fixture(scope="module")
@@ -62,23 +61,7 @@ def test_for_orthogonal_components_the_inverse_rigidities_add_up(llpr, model, sl
 
 def test_a_single_readout_model_has_its_component_rigidity_equal_to_the_prediction_rigidity(
         tmp_path):
-    from mace import modules
-
-    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
-    with torch.random.fork_rng():  # an untrained model: its random weights, seeded
-        torch.manual_seed(0)
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(torch.float64)
-        try:
-            network = modules.MACE(
-                r_max=4.0, num_bessel=6, num_polynomial_cutoff=5, max_ell=2,
-                interaction_cls=block, interaction_cls_first=block, num_interactions=1,
-                num_elements=1, hidden_irreps=o3.Irreps("8x0e"), MLP_irreps=o3.Irreps("8x0e"),
-                atomic_energies=np.array([-3.0]), avg_num_neighbors=12.0, atomic_numbers=[29],
-                correlation=2, gate=torch.nn.functional.silu)
-        finally:
-            torch.set_default_dtype(previous)
-    torch.save(network, tmp_path / "single.model")
+    untrained_mace(tmp_path / "single.model", [29], [-3.0])
     cell = bulk("Cu", "fcc", a=3.61, cubic=True)
     training = [cell.copy() for _ in range(5)]
     for seed, frame in enumerate(training):

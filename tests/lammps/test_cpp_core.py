@@ -15,8 +15,10 @@ from ase.neighborlist import neighbor_list
 from mdmonitor.aggregation import local_mean
 from mdmonitor.extraction.centres import choose_centres
 from mdmonitor.extraction.cutting import cut_cube, surroundings
+from tests.extraction.test_cutting import water_box
 
 CORE = Path(__file__).parents[2] / "cpp"
+MOLECULE_REACH = 2.0  # A: cube_cut.h
 SKIN = 1.0
 
 
@@ -180,22 +182,49 @@ def cube_cell(triclinic):
     return atoms
 
 
+def driver_cube(driver, atoms, centre, core, length, molecules=False):
+    """The driver's cube from every atom and image within its reach (in a shuffled order):
+    (n, 5) rows of source index, image and core."""
+    reach = length * np.sqrt(3.0) / 2 + (MOLECULE_REACH if molecules else 0.0)
+    near = surroundings(atoms, centre, reach)
+    shuffled = np.random.default_rng(0).permutation(len(near.index))
+    lines = [f"cube {numbers(core, length)} {int(molecules)} {len(shuffled)}"] + [
+        f"{near.index[k]} {' '.join(map(str, near.image[k]))} "
+        f"{numbers(*near.displacement[k])} {atoms.numbers[near.index[k]]}" for k in shuffled]
+    return np.array(driver("\n".join(lines)), int).reshape(-1, 5)
+
+
+def assert_same_box(rows, expected):
+    assert np.array_equal(rows[:, 0], expected.arrays["source_index"])
+    assert np.array_equal(rows[:, 1:4], expected.arrays["source_image"])
+    assert np.array_equal(rows[:, 4].astype(bool), expected.arrays["core_mask"])
+
+
 @pytest.mark.parametrize("triclinic", [True, False])
 def test_cut_cube_equals_python(driver, triclinic):
     """Same atoms, images and core as cut_cube with box_length only; a box length just above a
     lattice spacing multiple brings atoms in close contact across the faces (dropped)."""
     atoms, centre, core, length = cube_cell(triclinic), 3, 3.0, 7.4
     expected = cut_cube(atoms, centre, core, box_length=length)
-    near = surroundings(atoms, centre, length * np.sqrt(3.0) / 2)
-    shuffled = np.random.default_rng(0).permutation(len(near.index))
-    lines = [f"cube {numbers(core, length)} {len(shuffled)}"] + [
-        f"{near.index[k]} {' '.join(map(str, near.image[k]))} "
-        f"{numbers(*near.displacement[k])} {atoms.numbers[near.index[k]]}" for k in shuffled]
-    rows = np.array(driver("\n".join(lines)), int).reshape(-1, 5)
+    rows = driver_cube(driver, atoms, centre, core, length)
     assert rows[0, 0] == centre
-    assert np.array_equal(rows[:, 0], expected.arrays["source_index"])
-    assert np.array_equal(rows[:, 1:4], expected.arrays["source_image"])
-    assert np.array_equal(rows[:, 4].astype(bool), expected.arrays["core_mask"])
+    assert_same_box(rows, expected)
+    near = surroundings(atoms, centre, length * np.sqrt(3.0) / 2)
     half = length / 2
     in_cube = np.all((near.displacement >= -half) & (near.displacement < half), axis=1)
     assert len(expected) < in_cube.sum()  # some duplicates were dropped
+
+
+@pytest.mark.parametrize("centre, length", [(30, 8.0), (31, 8.3), (3, 7.7)])
+def test_cut_cube_of_whole_molecules_equals_python(driver, centre, length):
+    """Whole waters (a hydrogen's molecule is its nearest oxygen within bond length): the same
+    atoms, images and core as cut_cube(..., molecules=True), centred on an oxygen or on a
+    hydrogen; every oxygen with both its hydrogens, and molecules left out whole where they come
+    in twice across the faces."""
+    atoms = water_box()
+    expected = cut_cube(atoms, centre, 3.0, box_length=length, molecules=True)
+    rows = driver_cube(driver, atoms, centre, 3.0, length, molecules=True)
+    assert_same_box(rows, expected)
+    assert (expected.numbers == 1).sum() == 2 * (expected.numbers == 8).sum()
+    atoms_only = cut_cube(atoms, centre, 3.0, box_length=length)
+    assert set(atoms_only.arrays["source_index"]) != set(expected.arrays["source_index"])

@@ -201,30 +201,34 @@ run 0
 EXTRACT = "extract cube core 2.6 box 6.0 queue {queue} run_id md"
 
 
-def extraction_script(directory: Path, atoms, threshold: float, queue: str) -> str:
+def extraction_script(directory: Path, atoms, threshold: float, queue: str,
+                      more: str = "") -> str:
     return prepare(directory, atoms, "llpr") + f"""
-fix mon all mdmonitor 1 cutoff 4.0 threshold {threshold!r} {EXTRACT.format(queue=queue)}
+fix mon all mdmonitor 1 cutoff 4.0 threshold {threshold!r} {EXTRACT.format(queue=queue)} {more}
 thermo_style custom step f_mon[3] f_mon[4]
 run 0
 """
 
 
-@pytest.mark.parametrize("structure, ranks", [("slab", 1), ("slab", 2), ("triclinic", 2)])
-def test_extracted_box_equals_python_extractor(tmp_path, llpr, structure, ranks):
+@pytest.mark.parametrize("structure, ranks, molecules",
+                         [("slab", 1, False), ("slab", 2, False), ("triclinic", 2, True)])
+def test_extracted_box_equals_python_extractor(tmp_path, llpr, structure, ranks, molecules):
     """The cube around the most uncertain atom: same name, atoms, core and info as
     Extractor(strategy="cube", relax="label") on the same frame (the slab's 5.1 A periodic
-    directions are shorter than the 6 A box: several images of an atom are in it)."""
+    directions are shorter than the 6 A box: several images of an atom are in it); with
+    `molecules yes` as with molecules=True (whole waters: tests/lammps/test_cpp_core.py)."""
     atoms = slab() if structure == "slab" else triclinic()
     local = aggregate(atoms, llpr.predict(atoms).atomic_uncertainty, 4.0)
     ordered = np.sort(local)  # between two atoms' values, so round-off cannot move an atom across
     threshold = float(ordered[len(ordered) // 2: len(ordered) // 2 + 2].mean())
     extractor = Extractor("cube", queue=tmp_path / "python", core_radius=2.6, box_length=6.0,
-                          relax="label", run_id="md")
+                          relax="label", run_id="md", molecules=molecules)
     atoms.calc = MonitoredCalculator(llpr, cutoff=4.0, threshold=threshold, extractor=extractor)
     atoms.get_forces()
     [expected_path] = CandidateQueue(tmp_path / "python").boxes()
     frame = slab() if structure == "slab" else triclinic()
-    run_lammps(extraction_script(tmp_path, frame, threshold, "lammps"), tmp_path, ranks)
+    run_lammps(extraction_script(tmp_path, frame, threshold, "lammps",
+                                 "molecules yes" if molecules else ""), tmp_path, ranks)
     [path] = CandidateQueue(tmp_path / "lammps").boxes()
     assert path.name == expected_path.name
     assert read_thermo(tmp_path)[0]["f_mon[4]"] == 1
@@ -243,6 +247,7 @@ def test_extracted_box_equals_python_extractor(tmp_path, llpr, structure, ranks)
         assert value == (pytest.approx(expected.info[key], rel=1e-8)
                          if isinstance(value, float) else expected.info[key]), key
     assert {"model_files", "model_sha256", "relaxation", "strategy"} <= set(box.info)
+    assert box.info["molecules"] is molecules
 
 
 def test_extraction_restarts_and_its_box_is_labeled(tmp_path, llpr):

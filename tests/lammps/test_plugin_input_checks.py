@@ -42,6 +42,8 @@ OUT_OF_RANGE = {
                    "cooldown must be a positive integer up to 2147483647, not 0"),
     "core 0": (f"{FIX} 1 cutoff 4.0 threshold 0.1 extract cube core 0 box 6.0 queue q",
                "core must be > 0, not 0"),
+    "molecules maybe": (f"{FIX} 1 cutoff 4.0 {EXTRACT} molecules maybe",
+                        "molecules must be yes or no, not 'maybe'"),
 }
 
 
