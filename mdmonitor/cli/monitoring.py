@@ -125,6 +125,9 @@ def add_commands(commands) -> None:
                          help="atoms within this radius (A) of the centre are kept exactly")
     extract.add_argument("--box-length", type=POSITIVE, default=None,
                          help="cube edge / cluster diameter in A (cube default: 12)")
+    extract.add_argument("--molecules", action="store_true",
+                         help="with --extract cube: whole molecules (heavy atoms with their "
+                              "hydrogens), their X-H bonds held while the border relaxes")
     extract.add_argument("--relax", choices=("inline", "worker", "label"), default="inline",
                          help="relax cube borders in the MD process, in a background process, or "
                               "leave it to `mdmonitor label` (default inline)")
@@ -199,6 +202,9 @@ def _md(args) -> int:
     if errors and args.calibration is None:
         raise ValueError(f"{' and '.join(errors)} (an expected force error in eV/A) needs "
                          "--calibration FILE from `mdmonitor calibrate`")
+    if args.molecules and args.extract != "cube":
+        raise ValueError("--molecules needs --extract cube: whole molecules are cut into cubes "
+                         "only")
     earlier = [str(path) for path in (args.log, args.trajectory) if path.exists()]
     if earlier and not args.overwrite:
         raise FileExistsError(
@@ -232,7 +238,7 @@ def _md(args) -> int:
         box_length = args.box_length or (12.0 if args.extract == "cube" else None)
         extractor = Extractor(args.extract, queue=args.queue, core_radius=args.core_radius,
                               box_length=box_length, relax=args.relax, max_boxes=args.max_boxes,
-                              seed=args.seed, n_samples=args.samples,
+                              seed=args.seed, n_samples=args.samples, molecules=args.molecules,
                               host=args.host if args.extract == "host" else None)
     estimator = options.estimator_from(args)
     if args.drive is not None:

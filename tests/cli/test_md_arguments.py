@@ -5,6 +5,8 @@ import ase.io
 import pytest
 
 from mdmonitor.cli import main
+from tests.extraction.test_cutting import water_box
+from tests.untrained_mace import untrained_mace
 
 
 @pytest.mark.parametrize("option, value, message", [
@@ -40,3 +42,22 @@ def test_demo_refuses_negative_steps_and_temperature(capsys):
             main(["demo", option, value])
         assert done.value.code == 2
         assert f"argument {option}: value must be a non-negative" in capsys.readouterr().err
+
+
+def test_md_cuts_cubes_of_whole_molecules(tmp_path, capsys):
+    """--extract cube --molecules on 64 waters (two untrained H/O MACE models: only the cut is
+    looked at): every oxygen of the box with both its hydrogens; without --extract cube refused."""
+    members = [str(untrained_mace(tmp_path / f"water_{k}.model", [1, 8], [-13.6, -432.0],
+                                  seed=k)) for k in range(2)]
+    ase.io.write(tmp_path / "water.extxyz", water_box())
+    run = ["md", str(tmp_path / "water.extxyz"), "--committee", *members, "--steps", "0",
+           "--threshold", "1e-12", "--log", str(tmp_path / "m.csv"),
+           "--trajectory", str(tmp_path / "t.extxyz"), "--queue", str(tmp_path / "queue")]
+    assert main([*run, "--extract", "cube", "--box-length", "8", "--core-radius", "3",
+                 "--relax", "label", "--molecules"]) == 0
+    [box] = [ase.io.read(path) for path in (tmp_path / "queue" / "pending").glob("*.extxyz")]
+    assert box.info["molecules"] is True
+    assert (box.numbers == 1).sum() == 2 * (box.numbers == 8).sum() > 0
+    capsys.readouterr()
+    assert main([*run, "--overwrite", "--molecules"]) == 1
+    assert "--molecules needs --extract cube" in capsys.readouterr().err
