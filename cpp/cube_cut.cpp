@@ -29,7 +29,10 @@ std::vector<int> attached_hydrogens(const std::vector<Nearby> &near)
       Vec3 gap;
       for (int c = 0; c < 3; ++c) gap[c] = near[k].displacement[c] - near[h].displacement[c];
       const double length = norm(gap);
-      if (nearest < 0 || length < best) nearest = k, best = length;
+      if (nearest < 0 || length < best) {
+        nearest = k;
+        best = length;
+      }
     }
     if (nearest >= 0 &&
         best <= BOND_FACTOR * (covalent_radius(1) + covalent_radius(near[nearest].number)))

@@ -46,8 +46,9 @@ FixMDMonitor::FixMDMonitor(LAMMPS *lmp, int narg, char **arg) :
     Fix(lmp, narg, arg), source(PAIR), source_column(0), cutoff(0.0), threshold(0.0),
     has_threshold(false), threshold_sets(0), pair(nullptr), uncertainty_trigger(nullptr),
     uncertainty_step(nullptr), compute(nullptr), fix(nullptr), variable(-1),
-    list(nullptr), extracting(false), molecules(false), core_radius(0.0), box_length(0.0), separation(-1.0),
-    max_boxes(-1), cooldown(50), run_id("run"), boxes_in_queue(0), contact_factor(0.5),
+    list(nullptr), extracting(false), molecules(false), core_radius(0.0), box_length(0.0),
+    separation(-1.0), max_boxes(-1), cooldown(50), run_id("run"), boxes_in_queue(0),
+    contact_factor(0.5),
     values(nullptr), global{0.0, 0.0, 0.0, 0.0, 0.0, 0.0}
 {
   if (narg < 4) utils::missing_cmd_args(FLERR, "fix mdmonitor", error);
@@ -706,7 +707,8 @@ void FixMDMonitor::write_box(const std::string &name, const std::vector<mdmonito
     return text.find_first_of(".en") == std::string::npos ? text + ".0" : text;
   };
   mdmonitor::Info info{{"strategy", "cube"}, {"core_radius", number(core_radius)},
-                       {"molecules", molecules ? "T" : "F"}, {"noise", "0.0"}, {"seed", "0"}, {"sample", "0"},
+                       {"molecules", molecules ? "T" : "F"}, {"noise", "0.0"}, {"seed", "0"},
+                       {"sample", "0"},
                        {"source_step", std::to_string(update->ntimestep)},
                        {"centre_index", std::to_string(centre_id - 1)},
                        {"centre_tag", std::to_string(centre_id)},

@@ -44,8 +44,9 @@ PARENT_POLL = 0.5  # s between the worker's checks that the MD process still liv
 
 def relax_and_assess(box: Atoms, calculator: Calculator, limits: QualityLimits,
                      core_radius: float) -> list[str]:
-    """Relax the border of cube `box` in place, record how, and return its failed gates. A box of
-    whole molecules keeps its buffer's X-H bond lengths, and fails when a hydrogen's bond changed."""
+    """Relax the border of cube `box` in place, record how, and return its failed gates. A box
+    of whole molecules keeps its buffer's X-H bond lengths, and fails when a hydrogen's bond
+    changed."""
     hydrogens = hydrogen_partners(box) if box.info.get("molecules") else None
     bonds = buffer_hydrogen_bonds(box, hydrogens) if hydrogens else []
     relaxation = relax_border(box, calculator, bonds=bonds)

@@ -84,7 +84,7 @@ SCHEMA = {
                       "come from the rest"),
         "centres": (None, "elements box centres are chosen from, e.g. [\"O\"] (default: any)"),
         "molecules": (False, "cubes take whole molecules: heavy atoms with their bonded "
-                             "hydrogens"),
+                             "hydrogens, X-H bonds held while the border relaxes"),
         "box_fraction": (None, "a cube of this fraction of the frame's volume and atoms (with "
                                "molecules: heavy atoms), instead of box_length (Heid: 0.5)"),
         "boxes": (4, "boxes per generation (whole-frame: frames per generation)"),
