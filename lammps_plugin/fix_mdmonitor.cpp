@@ -295,7 +295,7 @@ int FixMDMonitor::parse_count(const std::string &keyword, const char *text)
 }
 
 /* extract cube | core Rc | box L | queue DIR | max_boxes M | cooldown C | separation S |
-   run_id NAME | molecules yes/no; false if `keyword` is none of these */
+   run_id NAME | centres El1[,El2...] | molecules yes/no; false if `keyword` is none of these */
 
 bool FixMDMonitor::parse_extraction(const std::string &keyword, const char *value)
 {
@@ -312,7 +312,11 @@ bool FixMDMonitor::parse_extraction(const std::string &keyword, const char *valu
   else if (keyword == "max_boxes") max_boxes = parse_count(keyword, value);
   else if (keyword == "cooldown") cooldown = parse_count(keyword, value);
   else if (keyword == "queue") queue_dir = value;
-  else if (keyword == "molecules") {
+  else if (keyword == "centres") {
+    std::stringstream list(value);
+    centre_elements.clear();
+    for (std::string word; std::getline(list, word, ',');) centre_elements.push_back(word);
+  } else if (keyword == "molecules") {
     if (strcmp(value, "yes") != 0 && strcmp(value, "no") != 0)
       error->all(FLERR, "Illegal fix mdmonitor command: molecules must be yes or no, not '{}'",
                  value);
@@ -410,6 +414,17 @@ void FixMDMonitor::init()
     type_elements = *(std::vector<std::string> *) monitor_pair->extract("type_elements", dim);
     model_files = *(std::string *) monitor_pair->extract("model_files", dim);
     model_sha256 = *(std::string *) monitor_pair->extract("model_sha256", dim);
+    // the atom types whose atoms may be centres: of the elements of `centres`, or all
+    centre_type.assign(atom->ntypes + 1, centre_elements.empty());
+    for (const auto &element : centre_elements) {
+      const auto found = std::find(type_elements.begin() + 1, type_elements.end(), element);
+      if (found == type_elements.end())
+        error->all(FLERR, "fix mdmonitor: centres {}: no atom type is of that element "
+                   "(pair_coeff maps {})", element,
+                   utils::join_words({type_elements.begin() + 1, type_elements.end()}, " "));
+      for (int type = 1; type <= atom->ntypes; ++type)
+        if (type_elements[type] == element) centre_type[type] = true;
+    }
   }
 
   // neighbours come from ghost atoms out to the communication cutoff; a list cutoff beyond
@@ -621,7 +636,7 @@ void FixMDMonitor::extract()
   std::vector<int64_t> ids(tag, tag + nlocal);
   std::vector<double> margin(nlocal, -std::numeric_limits<double>::infinity());
   for (int i = 0; i < nlocal; ++i)
-    if (atom->mask[i] & groupbit)
+    if ((atom->mask[i] & groupbit) && centre_type[atom->type[i]])
       margin[i] = type_thresholds.empty() ? local[i] : local[i] / threshold_of(i);
   const auto ranked = mdmonitor::rank_above(nlocal, margin.data(), ids.data(),
                                             type_thresholds.empty() ? threshold : 1.0);

@@ -1,7 +1,7 @@
 /* fix ID group mdmonitor N cutoff R [threshold T|T1,T2,...|threshold_file PATH]
        [source pair|c_ID|c_ID[k]|f_ID|f_ID[k]|v_name] [contact F]
        [extract cube core Rc box L queue DIR [max_boxes M] [cooldown C] [separation S]
-        [run_id NAME] [molecules yes|no]]
+        [run_id NAME] [centres El1[,El2...]] [molecules yes|no]]
    Every N steps: per-atom uncertainty from the source (default: pair_style mdmonitor), its mean
    over each atom's neighbours within R including itself (Heid et al. 2024, Eq. 10), for atoms of
    the group. Per-atom array [atomic, local]; global vector [max local, atom ID of the max
@@ -17,7 +17,8 @@
    With extract, on every such step with atoms above T: a periodic cube of edge L around the
    most uncertain atom (not within S of a centre cut in the last C steps), written to the
    candidate queue DIR as mdmonitor.Extractor(strategy="cube", relax="label") does (see
-   mdmonitor_core's cube_cut.h and candidate_queue.h); molecules yes: of whole molecules (heavy
+   mdmonitor_core's cube_cut.h and candidate_queue.h); centres: only atoms of these elements are
+   centres, as Extractor(..., centre_elements=[...]); molecules yes: of whole molecules (heavy
    atoms with their hydrogens), as Extractor(..., molecules=True).
    With source pair, the fix asks the pair style for the uncertainty (its "uncertainty_flag"
    trigger) before the force call of every N-th step and of the setup, so that a committee
@@ -90,6 +91,8 @@ class FixMDMonitor : public Fix {
   int boxes_in_queue;                                  // boxes of run_id in the queue
   std::vector<std::pair<bigint, tagint>> recent;       // (step, atom ID) of recent centres
   std::vector<std::string> type_elements;              // element of each atom type
+  std::vector<std::string> centre_elements;            // centres keyword; empty: any
+  std::vector<bool> centre_type;                       // whether a type's atoms may be centres
   std::string model_files, model_sha256;               // ";"-joined, from pair mdmonitor
 
   double contact_factor;          // close contact below this x (sum of covalent radii)

@@ -72,6 +72,14 @@ def test_a_box_far_larger_than_the_cell_is_refused_before_any_step(tmp_path):
     assert len(list((tmp_path / "queue" / "pending").iterdir())) == 1
 
 
+def test_centres_of_an_element_no_type_has_are_refused_before_any_step(tmp_path):
+    script = slab_script(tmp_path, f"{FIX} 1 cutoff 4.0 {EXTRACT} centres O\nrun 0")
+    done = run_lammps(script, tmp_path, check=False)
+    assert done.returncode != 0
+    assert ("ERROR: fix mdmonitor: centres O: no atom type is of that element (pair_coeff maps "
+            "Cu)") in done.stdout
+
+
 @pytest.mark.parametrize("mass_line, warned", [
     ("", None),                      # the data file's mass of Cu
     ("mass 1 63", None),             # 0.9 % off: within the tolerance of 1 %
