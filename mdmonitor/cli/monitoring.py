@@ -125,6 +125,8 @@ def add_commands(commands) -> None:
                          help="atoms within this radius (A) of the centre are kept exactly")
     extract.add_argument("--box-length", type=POSITIVE, default=None,
                          help="cube edge / cluster diameter in A (cube default: 12)")
+    extract.add_argument("--centres", nargs="+", metavar="ELEMENT",
+                         help="only atoms of these elements are box centres, e.g. --centres O")
     extract.add_argument("--molecules", action="store_true",
                          help="with --extract cube: whole molecules (heavy atoms with their "
                               "hydrogens), their X-H bonds held while the border relaxes")
@@ -205,6 +207,12 @@ def _md(args) -> int:
     if args.molecules and args.extract != "cube":
         raise ValueError("--molecules needs --extract cube: whole molecules are cut into cubes "
                          "only")
+    if args.centres and not args.extract:
+        raise ValueError("--centres chooses where --extract cuts; give --extract too")
+    if args.centres:
+        from ..extraction.extractor import centre_numbers
+
+        centre_numbers(args.centres, "--centres")
     earlier = [str(path) for path in (args.log, args.trajectory) if path.exists()]
     if earlier and not args.overwrite:
         raise FileExistsError(
@@ -239,6 +247,7 @@ def _md(args) -> int:
         extractor = Extractor(args.extract, queue=args.queue, core_radius=args.core_radius,
                               box_length=box_length, relax=args.relax, max_boxes=args.max_boxes,
                               seed=args.seed, n_samples=args.samples, molecules=args.molecules,
+                              centre_elements=args.centres,
                               host=args.host if args.extract == "host" else None)
     estimator = options.estimator_from(args)
     if args.drive is not None:

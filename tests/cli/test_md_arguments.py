@@ -45,8 +45,9 @@ def test_demo_refuses_negative_steps_and_temperature(capsys):
 
 
 def test_md_cuts_cubes_of_whole_molecules(tmp_path, capsys):
-    """--extract cube --molecules on 64 waters (two untrained H/O MACE models: only the cut is
-    looked at): every oxygen of the box with both its hydrogens; without --extract cube refused."""
+    """--extract cube --molecules --centres O on 64 waters (two untrained H/O MACE models: only
+    the cut is looked at): centred on an oxygen, every oxygen with both its hydrogens; either
+    option without --extract (cube) refused, and a symbol that is not an element."""
     members = [str(untrained_mace(tmp_path / f"water_{k}.model", [1, 8], [-13.6, -432.0],
                                   seed=k)) for k in range(2)]
     ase.io.write(tmp_path / "water.extxyz", water_box())
@@ -54,10 +55,14 @@ def test_md_cuts_cubes_of_whole_molecules(tmp_path, capsys):
            "--threshold", "1e-12", "--log", str(tmp_path / "m.csv"),
            "--trajectory", str(tmp_path / "t.extxyz"), "--queue", str(tmp_path / "queue")]
     assert main([*run, "--extract", "cube", "--box-length", "8", "--core-radius", "3",
-                 "--relax", "label", "--molecules"]) == 0
+                 "--relax", "label", "--molecules", "--centres", "O"]) == 0
     [box] = [ase.io.read(path) for path in (tmp_path / "queue" / "pending").glob("*.extxyz")]
-    assert box.info["molecules"] is True
+    assert box.info["molecules"] is True and box.numbers[0] == 8
     assert (box.numbers == 1).sum() == 2 * (box.numbers == 8).sum() > 0
     capsys.readouterr()
     assert main([*run, "--overwrite", "--molecules"]) == 1
     assert "--molecules needs --extract cube" in capsys.readouterr().err
+    assert main([*run, "--overwrite", "--centres", "O"]) == 1
+    assert "--centres chooses where --extract cuts" in capsys.readouterr().err
+    assert main([*run, "--overwrite", "--extract", "cube", "--centres", "Ox"]) == 1
+    assert "--centres: 'Ox' is not a chemical symbol" in capsys.readouterr().err
