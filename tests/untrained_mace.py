@@ -1,6 +1,8 @@
 """A MACE model with random (seeded) weights, for tests where only its elements, shapes or
 files matter."""
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -18,13 +20,15 @@ def untrained_mace(path, atomic_numbers, atomic_energies, seed=0):
         previous = torch.get_default_dtype()
         torch.set_default_dtype(torch.float64)
         try:
-            network = modules.MACE(
-                r_max=4.0, num_bessel=6, num_polynomial_cutoff=5, max_ell=2,
-                interaction_cls=block, interaction_cls_first=block, num_interactions=1,
-                num_elements=len(atomic_numbers), hidden_irreps=o3.Irreps("8x0e"),
-                MLP_irreps=o3.Irreps("8x0e"), atomic_energies=np.array(atomic_energies),
-                avg_num_neighbors=12.0, atomic_numbers=list(atomic_numbers), correlation=2,
-                gate=torch.nn.functional.silu)
+            with warnings.catch_warnings():  # (TorchScript on e3nn's annotations, as it builds)
+                warnings.filterwarnings("ignore", message="The TorchScript type system")
+                network = modules.MACE(
+                    r_max=4.0, num_bessel=6, num_polynomial_cutoff=5, max_ell=2,
+                    interaction_cls=block, interaction_cls_first=block, num_interactions=1,
+                    num_elements=len(atomic_numbers), hidden_irreps=o3.Irreps("8x0e"),
+                    MLP_irreps=o3.Irreps("8x0e"), atomic_energies=np.array(atomic_energies),
+                    avg_num_neighbors=12.0, atomic_numbers=list(atomic_numbers), correlation=2,
+                    gate=torch.nn.functional.silu)
         finally:
             torch.set_default_dtype(previous)
     torch.save(network, path)
