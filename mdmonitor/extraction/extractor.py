@@ -346,7 +346,13 @@ class Extractor:
             if self.relax_with is None:
                 raise RuntimeError("no model to relax the buffer with: pass the extractor to "
                                    "MonitoredCalculator(extractor=...) or give relax_with")
-            failures = relax_and_assess(box, self.relax_with, self.limits, self.core_radius)
+            try:
+                failures = relax_and_assess(box, self.relax_with, self.limits, self.core_radius)
+            except Exception as err:  # the MD goes on; `mdmonitor label` relaxes the box again
+                box.info["relaxation"] = "pending"
+                self.queue.write(box, name, "pending", "written",
+                                 detail=f"inline relaxation failed: {err}")
+                return
         if failures:
             self.queue.write(box, name, "failed", "failed", detail="; ".join(failures))
         elif self.relax == "worker":

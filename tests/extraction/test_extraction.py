@@ -202,6 +202,31 @@ def test_relax_with_any_ase_calculator(tmp_path):
     assert info["relaxation"] == "relaxed" and info["max_buffer_force"] < 5.0
 
 
+class FailsAfter(EMT):
+    """EMT that raises as a model with NaN forces does, from its `calls`-th force call on."""
+
+    def __init__(self, calls):
+        super().__init__()
+        self.left = calls
+
+    def calculate(self, *args, **kwargs):
+        self.left -= 1
+        if self.left < 0:
+            raise ValueError("model returned non-finite forces: NaN or inf")
+        super().calculate(*args, **kwargs)
+
+
+def test_an_inline_relaxation_that_raises_leaves_the_box_to_the_labeler_and_the_md_going(
+        tmp_path):
+    extractor = Extractor("cube", queue=tmp_path, core_radius=3.0, box_length=8.0,
+                          relax_with=FailsAfter(3))
+    [name] = extractor(trigger_for(cu_frame(), hot=[0]))
+    box = ase.io.read(tmp_path / "pending" / name)
+    assert box.info["relaxation"] == "pending"
+    assert ("inline relaxation failed: model returned non-finite forces: NaN or inf"
+            in (tmp_path / "manifest.csv").read_text())
+
+
 def test_a_box_of_whole_molecules_keeps_its_buffer_s_bonds_through_the_relaxation(tmp_path):
     """Whole waters relaxed by a model that knows no water (ASE's EMT, H-O a metal-like pair):
     every buffer O-H bond keeps its cut length while the buffer moves, so the box passes the
