@@ -61,3 +61,7 @@ def test_boxes_are_half_the_volume_of_whole_waters_around_an_oxygen(study):
                 oh = (box.numbers[i] == 1) & (box.numbers[j] == 8)
                 assert np.all(np.bincount(i[oh], minlength=len(box))[box.numbers == 1] == 1)
                 assert np.isfinite(box.arrays["REF_forces"]).all()
+                # its border relaxed holding the buffer's O-H bonds (a hydrogen bonded to no or
+                # to two oxygens in the MD frame is not held)
+                buffer_hydrogens = ((box.numbers == 1) & ~box.arrays["core_mask"]).sum()
+                assert 0 < box.info["relax_held_bonds"] <= buffer_hydrogens
