@@ -32,8 +32,8 @@ from .candidates import CandidateQueue, box_name
 from .centres import CoolDown, choose_centres
 from .cutting import cut_cluster, cut_cube, cut_embedding
 from .host_embedding import check_host, embed_in_host
-from .relaxation import (ForceFieldCalculator, buffer_hydrogen_bonds, calculator_from_files,
-                         relax_border)
+from .relaxation import (BondsNotHeld, ForceFieldCalculator, buffer_hydrogen_bonds,
+                         calculator_from_files, relax_border)
 
 STRATEGIES = ("cube", "embed", "cluster", "host")
 NOISY_STRATEGIES = ("embed", "host")  # buffer displaced by the cut itself, by default
@@ -49,7 +49,11 @@ def relax_and_assess(box: Atoms, calculator: Calculator, limits: QualityLimits,
     changed."""
     hydrogens = hydrogen_partners(box) if box.info.get("molecules") else None
     bonds = buffer_hydrogen_bonds(box, hydrogens) if hydrogens else []
-    relaxation = relax_border(box, calculator, bonds=bonds)
+    try:
+        relaxation = relax_border(box, calculator, bonds=bonds)
+    except BondsNotHeld as err:  # the same again on a retry: the box fails at once
+        box.info["quality"] = f"border relaxation: {err}"
+        return [box.info["quality"]]
     if hydrogens is not None:
         box.info["relax_held_bonds"] = len(bonds)
     box.info.update(relaxation="relaxed", relax_steps=relaxation.steps,

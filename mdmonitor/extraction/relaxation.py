@@ -67,6 +67,11 @@ def calculator_from_files(model_files, sha256=None) -> ForceFieldCalculator:
     return ForceFieldCalculator(Committee(models=models) if len(models) > 1 else models[0])
 
 
+class BondsNotHeld(RuntimeError):
+    """The held bonds could not be kept at their lengths (a geometry SHAKE/RATTLE cannot
+    follow, e.g. a hydrogen pulled between two heavy atoms)."""
+
+
 class HeldBonds(FixBondLengths):
     """ASE's FixBondLengths (SHAKE on positions, RATTLE on forces) with each sweep taking every
     bond at once: ASE's sweeps bond by bond in Python, which made the border relaxation of a
@@ -81,23 +86,28 @@ class HeldBonds(FixBondLengths):
         return a, b, masses[a], masses[b], vectors
 
     def _converge(self, sweep) -> None:
+        """Run `sweep` (giving the largest correction left) until it is within tolerance."""
         for _ in range(self.maxiter):
-            if sweep():
+            with np.errstate(all="ignore"):
+                left = sweep()
+            if not np.isfinite(left):
+                raise BondsNotHeld("held bond lengths diverged")
+            if left <= self.tolerance:
                 return
-        raise RuntimeError(f"held bond lengths did not converge in {self.maxiter} sweeps")
+        raise BondsNotHeld(f"held bond lengths did not converge in {self.maxiter} sweeps")
 
     def adjust_positions(self, atoms, new):
         a, b, mass_a, mass_b, d0 = self._bonds(atoms)
         shift = atoms.positions[a] - atoms.positions[b] - d0
         reduced = 1 / (1 / mass_a + 1 / mass_b)
 
-        def sweep() -> bool:
+        def sweep() -> float:
             d1 = new[a] - new[b] - shift
             x = 0.5 * (self.bondlengths ** 2 - np.einsum("ij,ij->i", d1, d1)) / np.einsum(
                 "ij,ij->i", d0, d1)
             np.add.at(new, a, (x * reduced / mass_a)[:, None] * d0)
             np.add.at(new, b, -(x * reduced / mass_b)[:, None] * d0)
-            return bool(np.all(np.abs(x) <= self.tolerance))
+            return float(np.max(np.abs(x), initial=0.0))
 
         self._converge(sweep)
 
@@ -105,12 +115,12 @@ class HeldBonds(FixBondLengths):
         a, b, mass_a, mass_b, d = self._bonds(atoms)
         reduced = 1 / (1 / mass_a + 1 / mass_b)
 
-        def sweep() -> bool:
+        def sweep() -> float:
             dv = p[a] / mass_a[:, None] - p[b] / mass_b[:, None]
             x = -np.einsum("ij,ij->i", dv, d) / self.bondlengths ** 2
             np.add.at(p, a, (x * reduced)[:, None] * d)
             np.add.at(p, b, -(x * reduced)[:, None] * d)
-            return bool(np.all(np.abs(x) <= self.tolerance))
+            return float(np.max(np.abs(x), initial=0.0))
 
         self._converge(sweep)
 

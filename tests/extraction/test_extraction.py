@@ -6,6 +6,7 @@ import shutil
 import ase.io
 import numpy as np
 import pytest
+from ase import Atoms
 from ase.build import bulk, molecule
 from ase.calculators.emt import EMT
 from ase.constraints import FixBondLengths
@@ -18,8 +19,8 @@ from mdmonitor.extraction.centres import choose_centres
 from mdmonitor.extraction.extractor import Extractor
 from mdmonitor.extraction import relaxation
 from mdmonitor.extraction.cutting import cut_cube
-from mdmonitor.extraction.relaxation import (ForceFieldCalculator, buffer_hydrogen_bonds,
-                                             relax_border)
+from mdmonitor.extraction.relaxation import (BondsNotHeld, ForceFieldCalculator, HeldBonds,
+                                             buffer_hydrogen_bonds, relax_border)
 from mdmonitor.monitor import Trigger
 from tests.extraction.test_cutting import water_box
 
@@ -264,6 +265,27 @@ def test_held_bonds_move_the_buffer_as_ase_s_fix_bond_lengths(monkeypatch):
     np.testing.assert_allclose(ours.positions, theirs.positions, atol=1e-8)
     assert held.max_buffer_force == pytest.approx(reference.max_buffer_force, abs=1e-6)
     assert held.max_buffer_force_before == pytest.approx(reference.max_buffer_force_before)
+
+
+def test_bonds_that_cannot_be_held_fail_the_box_at_once(tmp_path, monkeypatch):
+    """Three bonds no geometry satisfies (1 + 1 < 3 A) end in BondsNotHeld, not in NaN
+    positions; a box whose relaxation meets it goes to failed/ with the reason (a retry would
+    meet it again)."""
+    atoms = Atoms("OHH", positions=[[0, 0, 0], [1, 0, 0], [0, 1, 0]], cell=[9, 9, 9], pbc=True)
+    impossible = HeldBonds([(0, 1), (1, 2), (0, 2)], bondlengths=np.array([1.0, 1.0, 3.0]))
+    with pytest.raises(BondsNotHeld, match="held bond lengths"):
+        impossible.adjust_positions(atoms, atoms.positions + 0.01)
+
+    class Diverging(HeldBonds):
+        def adjust_forces(self, atoms, forces):
+            raise BondsNotHeld("held bond lengths diverged")
+
+    monkeypatch.setattr(relaxation, "HeldBonds", Diverging)
+    frame = water_box()
+    [name] = Extractor("cube", queue=tmp_path, core_radius=3.0, n_atoms=20, molecules=True,
+                       relax_with=EMT())(trigger_for(frame, hot=[30]))
+    box = ase.io.read(tmp_path / "failed" / name)
+    assert box.info["quality"] == "border relaxation: held bond lengths diverged"
 
 
 def test_a_held_bond_must_join_two_buffer_atoms():
