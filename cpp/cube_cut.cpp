@@ -85,13 +85,10 @@ CubeBox cut_cube(std::vector<Nearby> near, double core_radius, double box_length
   // a buffer unit with an atom in close contact (minimum image in the cube) with an atom of a
   // unit that is kept, nearer the centre, is the same unit twice, come in through opposite faces
   const int n = (int) box.atoms.size();
-  std::vector<int> dropped;
-  auto is_dropped = [&](int unit) {
-    return std::find(dropped.begin(), dropped.end(), unit) != dropped.end();
-  };
+  std::vector<bool> dropped(sorted.size(), false);    // by unit
   for (int b = 0; b < n; ++b)
     for (int a = 0; a < b && !box.core[b]; ++a) {
-      if (is_dropped(unit_of[a])) continue;
+      if (dropped[unit_of[a]]) continue;
       double sq = 0.0;
       for (int c = 0; c < 3; ++c) {
         double gap = box.atoms[b].displacement[c] - box.atoms[a].displacement[c];
@@ -100,11 +97,11 @@ CubeBox cut_cube(std::vector<Nearby> near, double core_radius, double box_length
       }
       const double limit = CONTACT_FACTOR *
           (covalent_radius(box.atoms[a].number) + covalent_radius(box.atoms[b].number));
-      if (std::sqrt(sq) < limit && !is_dropped(unit_of[b])) dropped.push_back(unit_of[b]);
+      if (std::sqrt(sq) < limit) dropped[unit_of[b]] = true;
     }
   CubeBox kept{box_length, {}, {}};
   for (int k = 0; k < n; ++k)
-    if (!is_dropped(unit_of[k])) {
+    if (!dropped[unit_of[k]]) {
       kept.atoms.push_back(box.atoms[k]);
       kept.core.push_back(box.core[k]);
     }

@@ -42,6 +42,19 @@ class NeighRequest {
 using namespace LAMMPS_NS;
 using namespace FixConst;
 
+namespace {
+
+// the words of a comma-separated keyword value, empty ones kept ("0.1,,0.2": 3 words)
+std::vector<std::string> comma_separated(const std::string &value)
+{
+  std::vector<std::string> words;
+  std::stringstream list(value);
+  for (std::string word; std::getline(list, word, ',');) words.push_back(word);
+  return words;
+}
+
+}    // namespace
+
 FixMDMonitor::FixMDMonitor(LAMMPS *lmp, int narg, char **arg) :
     Fix(lmp, narg, arg), source(PAIR), source_column(0), cutoff(0.0), threshold(0.0),
     has_threshold(false), threshold_sets(0), pair(nullptr), uncertainty_trigger(nullptr),
@@ -59,11 +72,9 @@ FixMDMonitor::FixMDMonitor(LAMMPS *lmp, int narg, char **arg) :
     if (keyword == "cutoff") {
       cutoff = parse_number(keyword, arg[iarg + 1], 0.0, true);
     } else if (keyword == "threshold") {
-      std::vector<std::string> words;
-      std::stringstream list(arg[iarg + 1]);
-      for (std::string word; std::getline(list, word, ',');) words.push_back(word);
       try {
-        set_thresholds(thresholds_of(words, keyword + " " + arg[iarg + 1]));
+        set_thresholds(thresholds_of(comma_separated(arg[iarg + 1]),
+                                     keyword + " " + arg[iarg + 1]));
       } catch (const std::invalid_argument &err) {
         error->all(FLERR, "Illegal fix mdmonitor command: {}", err.what());
       }
@@ -312,11 +323,8 @@ bool FixMDMonitor::parse_extraction(const std::string &keyword, const char *valu
   else if (keyword == "max_boxes") max_boxes = parse_count(keyword, value);
   else if (keyword == "cooldown") cooldown = parse_count(keyword, value);
   else if (keyword == "queue") queue_dir = value;
-  else if (keyword == "centres") {
-    std::stringstream list(value);
-    centre_elements.clear();
-    for (std::string word; std::getline(list, word, ',');) centre_elements.push_back(word);
-  } else if (keyword == "molecules") {
+  else if (keyword == "centres") centre_elements = comma_separated(value);
+  else if (keyword == "molecules") {
     if (strcmp(value, "yes") != 0 && strcmp(value, "no") != 0)
       error->all(FLERR, "Illegal fix mdmonitor command: molecules must be yes or no, not '{}'",
                  value);

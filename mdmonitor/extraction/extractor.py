@@ -147,26 +147,25 @@ def centre_numbers(elements, name: str = "centre_elements") -> np.ndarray | None
 class Extractor:
     """Cuts boxes around uncertain atoms and writes them to a queue directory.
 
-    strategy: "cube" (seed 002: nearest atoms in a periodic cube, border relaxed), "embed"
-    (seed 000: tightest periodic cube around the environment, buffer displaced by Gaussian
-    noise), "cluster" (non-periodic sphere), "host" (seed 000: the environment embedded in a
-    periodic host crystal, the host atoms near it displaced by noise; see `host_embedding`).
-    core_radius (A): atoms kept exactly as in the source. box_length (A): cube edge (cube),
-    sphere diameter (cluster); n_atoms: atoms (heavy atoms with molecules=True) in a cube.
-    molecules (cube): whole molecules, heavy atoms with their hydrogens, whose X-H bond lengths
-    the border relaxation holds. n_samples boxes per centre, buffer displaced by `noise` A (default 0.2 for embed and host,
-    0 otherwise). host: the host crystal, an ASE Atoms or a structure name (fcc, bcc, hcp,
-    diamond, sc) built of the environment's most common element with host_lattice_constant (A,
-    default ASE's reference); host_margin (A, default core_radius): room around the
-    environment; foreign_host allows a host of elements the environment lacks. min_distance
-    (A): close-contact limit (default: half the sum of covalent radii). Centres: at most
-    max_per_frame per frame, no two closer than separation (A, default 2 x core_radius), at
-    most max_boxes per run, a region is not cut again for `cooldown` steps, and with
-    centre_elements (symbols, e.g. ["O"]) only atoms of those elements are centres. relax:
-    "inline" (blocks the MD), "worker" (a background process), "label" (left to `mdmonitor
-    label`). max_buffer_force (eV/A): relaxed boxes with a larger buffer force fail. run_id
-    names the boxes of one MD run: rerunning it with the same settings skips the boxes already
-    queued and gives exactly the boxes of an uninterrupted run. seed makes noise repeatable.
+    strategy: "cube" (seed 002: nearest atoms in a periodic cube, border relaxed), "embed" (seed
+    000: tightest periodic cube around the environment, buffer displaced by Gaussian noise),
+    "cluster" (non-periodic sphere), "host" (seed 000: the environment embedded in a periodic host
+    crystal, the host atoms near it displaced by noise; see `host_embedding`). core_radius (A):
+    atoms kept exactly as in the source. box_length (A): cube edge (cube), sphere diameter
+    (cluster); n_atoms: atoms (heavy atoms with molecules=True) in a cube. molecules (cube): whole
+    molecules, heavy atoms with their hydrogens, whose X-H bond lengths the border relaxation holds.
+    n_samples boxes per centre, buffer displaced by `noise` A (default 0.2 for embed and host, 0
+    otherwise). host: the host crystal, an ASE Atoms or a structure name (fcc, bcc, hcp, diamond,
+    sc) built of the environment's most common element with host_lattice_constant (A, default ASE's
+    reference); host_margin (A, default core_radius): room around the environment; foreign_host
+    allows a host of elements the environment lacks. min_distance (A): close-contact limit (default:
+    half the sum of covalent radii). Centres: at most max_per_frame per frame, no two closer than
+    separation (A, default 2 x core_radius), at most max_boxes per run, a region is not cut again
+    for `cooldown` steps, and with centre_elements (symbols, e.g. ["O"]) only atoms of those
+    elements are centres. relax: "inline" (blocks the MD), "worker" (a background process), "label"
+    (left to `mdmonitor label`). max_buffer_force (eV/A): relaxed boxes with a larger buffer force
+    fail. run_id names the boxes of one MD run: rerunning it with the same settings skips the boxes
+    already queued and gives exactly the boxes of an uninterrupted run. seed makes noise repeatable.
     `blocking_seconds` lists how long the MD was held up by each frame that gave boxes.
     """
 

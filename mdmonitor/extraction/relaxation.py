@@ -79,10 +79,10 @@ class HeldBonds(FixBondLengths):
 
     def _bonds(self, atoms: Atoms):
         a, b = self.pairs.T
-        if self.bondlengths is None:
-            self.bondlengths = self.initialize_bond_lengths(atoms)
         masses = atoms.get_masses()
         vectors = find_mic(atoms.positions[a] - atoms.positions[b], atoms.cell, atoms.pbc)[0]
+        if self.bondlengths is None:  # (the lengths at the first call are held)
+            self.bondlengths = np.linalg.norm(vectors, axis=1)
         return a, b, masses[a], masses[b], vectors
 
     def _converge(self, sweep) -> None:
